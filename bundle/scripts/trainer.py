@@ -1,0 +1,211 @@
+"""The ZSE-GAN training step as a MONAI trainer (paper section 2.2, eqs 1-10).
+
+Paper → code: x = ``batch["image"]`` (a normalised stack, BCZYX); y = G_S(x); y* = in-focus images
+(``infocus_loader``); x∥, y∥ = ``horizontal_sections``; y⊥ = ``vertical_sections``; p = ``p``;
+α(x∥) = ``batch["alpha"]``; s = ``batch["cycle_weight"]``; λ = ``lambda_cycle``.
+
+One iteration updates G_S and G_B together (one optimiser), then D_S and D_B (another), in the
+order of CycleGAN's ``optimize_parameters``. Only the sections that a loss uses are cut out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.engines import Trainer
+
+from scripts.losses import AdversarialCriterion, anisotropic_adversarial_loss, weighted_cycle_loss, weighted_identity_loss
+from scripts.pool import ImagePool
+from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
+
+
+def linear_decay(total_iterations: int, start_fraction: float = 0.5):
+    """LR factor for ``LambdaLR``: 1 until ``start_fraction`` of training, then linearly down to 0."""
+    start = int(total_iterations * start_fraction)
+
+    def factor(iteration: int) -> float:
+        if iteration < start:
+            return 1.0
+        return max(0.0, (total_iterations - iteration) / max(1, total_iterations - start))
+
+    return factor
+
+
+def _plain(tensor: torch.Tensor, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
+    """A plain tensor on ``device`` (MetaTensors' tracing has no place in losses or checkpoints)."""
+    tensor = tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
+    return tensor.to(device, non_blocking=non_blocking)
+
+
+def _cycle(loader: Iterable):
+    """Endless iterator over a DataLoader (reshuffled every pass)."""
+    while True:
+        yield from loader
+
+
+class ZSEGANTrainer(Trainer):
+    """Trains G_S, G_B, D_S and D_B of ZSE-GAN.
+
+    Args:
+        device: where the networks run.
+        max_epochs: epochs to train.
+        train_data_loader: stacks, batches of ``{"image": BCZYX in [-1, 1], "alpha": BZ, "cycle_weight": BZ,
+            "sharpness": BZ}`` (see ``scripts.transforms.FocusWeightsd``); crops must be square in xy.
+        infocus_loader: in-focus images y*, batches of ``{"image": NCHW in [-1, 1]}``; cycled endlessly.
+        g_s, g_b: the 3D generators (sharpen, blur back).
+        d_s, d_b: the 2D discriminators (sharp domain, stack domain).
+        g_optimizer: optimiser over the parameters of both generators.
+        d_optimizer: optimiser over the parameters of both discriminators.
+        criterion: adversarial criterion (least squares or the paper's log form).
+        p: weight of the vertical sections y⊥ in the anisotropic adversarial loss (eqs 2-3).
+        lambda_cycle: λ of the cycle-consistency loss (eq 9).
+        lambda_identity: weight of the optional identity loss |G_S(x) - x| (per slice times its sharpness).
+        n_horizontal: horizontal sections per stack and step, for D_S and D_B.
+        n_vertical: vertical sections per stack and step (half xz, half yz), for D_S.
+        pool_size: earlier fakes kept for the discriminators (CycleGAN's image pool).
+        epoch_length: iterations per epoch (default: the loader's length).
+        amp: mixed precision (float16 autocast and gradient scaling); only used on CUDA.
+        train_handlers: Ignite/MONAI handlers to attach.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        infocus_loader: Iterable,
+        g_s: torch.nn.Module,
+        g_b: torch.nn.Module,
+        d_s: torch.nn.Module,
+        d_b: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        criterion: AdversarialCriterion | None = None,
+        p: float = 2.0,
+        lambda_cycle: float = 10.0,
+        lambda_identity: float = 0.0,
+        n_horizontal: int = 4,
+        n_vertical: int = 4,
+        pool_size: int = 50,
+        epoch_length: int | None = None,
+        amp: bool = False,
+        train_handlers: Sequence | None = None,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            handlers=train_handlers,
+            amp=amp and device.type == "cuda",
+            decollate=False,
+        )
+        self.g_s, self.g_b, self.d_s, self.d_b = g_s, g_b, d_s, d_b
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.criterion = criterion or AdversarialCriterion("lsgan")
+        self.p, self.lambda_cycle, self.lambda_identity = p, lambda_cycle, lambda_identity
+        self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
+        self.infocus_loader = infocus_loader
+        self._infocus = None
+        # one pool per kind of fake that a discriminator sees
+        self.pools = {name: ImagePool(pool_size) for name in ("S_parallel", "S_perpendicular", "B_parallel")}
+
+    # ---- checkpoints hold the pools too (ignite's Checkpoint saves the engine through these) ----
+    def state_dict(self):
+        state = super().state_dict()
+        state["pools"] = {name: pool.state_dict() for name, pool in self.pools.items()}
+        return state
+
+    def load_state_dict(self, state_dict) -> None:
+        state = dict(state_dict)
+        for name, pool_state in state.pop("pools", {}).items():
+            self.pools[name].load_state_dict(pool_state)
+        super().load_state_dict(state)
+
+    def _next_infocus(self) -> torch.Tensor:
+        if self._infocus is None:
+            self._infocus = _cycle(self.infocus_loader)
+        return _plain(next(self._infocus)["image"], self.state.device, self.non_blocking)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def _iteration(self, engine: ZSEGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:
+        device = engine.state.device
+        x = _plain(batchdata["image"], device, engine.non_blocking)
+        alpha = _plain(batchdata["alpha"], device).float()
+        cycle_weight = _plain(batchdata["cycle_weight"], device).float()
+        y_star = engine._next_infocus()
+        batch, depth, width = x.shape[0], x.shape[2], x.shape[-1]
+        if y_star.shape[-2] < depth or y_star.shape[-1] < width:
+            raise ValueError(
+                f"in-focus crops {tuple(y_star.shape[-2:])} are too small to give vertical examples of {depth}x{width}"
+            )
+        crit, p = engine.criterion, engine.p
+
+        # ---- generators: eqs (1)-(9), minimised over G_S and G_B ----
+        for d in (engine.d_s, engine.d_b):
+            d.requires_grad_(False)
+        with engine._autocast():
+            y = engine.g_s(x)
+            x_rec = engine.g_b(y)  # G_B(G_S(x)), eq (7)
+            z = sample_depths(batch, depth, min(engine.n_horizontal, depth), device=device)
+            y_par = horizontal_sections(y, z)
+            y_perp = vertical_sections(y, engine.n_vertical)
+            rec_par = horizontal_sections(x_rec, z)
+            alpha_z = alpha.gather(1, z).flatten()
+            loss_g_s = anisotropic_adversarial_loss(crit, engine.d_s(y_par), engine.d_s(y_perp), True, p)  # (1)-(3)
+            loss_g_b = crit(engine.d_b(rec_par), True, alpha_z)  # (4)-(6)
+            loss_cycle = engine.lambda_cycle * weighted_cycle_loss(x, x_rec, cycle_weight)  # (8)
+            loss_g = loss_g_s + loss_g_b + loss_cycle  # (9)
+            loss_identity = torch.zeros((), device=device)
+            if engine.lambda_identity > 0:
+                sharpness = _plain(batchdata["sharpness"], device).float()
+                loss_identity = engine.lambda_identity * weighted_identity_loss(x, y, sharpness)
+                loss_g = loss_g + loss_identity
+        engine._step(loss_g, engine.g_optimizer)
+
+        # ---- discriminators: maximised over D_S and D_B, eq (10) ----
+        for d in (engine.d_s, engine.d_b):
+            d.requires_grad_(True)
+        fake_par, _ = engine.pools["S_parallel"].query(y_par.detach())
+        fake_perp, _ = engine.pools["S_perpendicular"].query(y_perp.detach())
+        fake_rec, alpha_fake = engine.pools["B_parallel"].query(rec_par.detach(), alpha_z.detach())
+        with engine._autocast():
+            real_perp = random_crops(y_star, (depth, width), y_perp.shape[0])
+            loss_d_s = 0.5 * (
+                anisotropic_adversarial_loss(crit, engine.d_s(y_star), engine.d_s(real_perp), True, p)
+                + anisotropic_adversarial_loss(crit, engine.d_s(fake_par), engine.d_s(fake_perp), False, p)
+            )
+            x_par = horizontal_sections(x, z)  # real stack slices at the same depths
+            loss_d_b = 0.5 * (crit(engine.d_b(x_par), True, alpha_z) + crit(engine.d_b(fake_rec), False, alpha_fake))
+            loss_d = loss_d_s + loss_d_b
+        engine._step(loss_d, engine.d_optimizer)
+        if engine.scaler is not None:
+            engine.scaler.update()
+
+        return {
+            "loss_G": loss_g.item(),
+            "loss_G_S_adv": loss_g_s.item(),
+            "loss_G_B_adv": loss_g_b.item(),
+            "loss_cycle": loss_cycle.item(),
+            "loss_identity": loss_identity.item(),
+            "loss_D_S": loss_d_s.item(),
+            "loss_D_B": loss_d_b.item(),
+            "lr_G": engine.g_optimizer.param_groups[0]["lr"],
+            "lr_D": engine.d_optimizer.param_groups[0]["lr"],
+        }

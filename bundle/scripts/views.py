@@ -1,0 +1,45 @@
+"""Orthogonal views of stacks as one PNG: xy at several depths, xz and yz; input beside output."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from scripts.io import write_image
+
+
+def _to_uint8(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (np.clip((plane - lo) / max(hi - lo, 1e-8), 0, 1) * 255).round().astype(np.uint8)
+
+
+def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: int = 4) -> np.ndarray:
+    """One row: xy sections at ``depths`` (default: top, middle, bottom), then the central xz and yz.
+
+    ``stack`` is ZYX; vertical sections have z along rows. Grey levels are the stack's 1-99% range.
+    """
+    stack = np.asarray(stack, dtype=np.float32)
+    depth, height, width = stack.shape
+    depths = depths if depths is not None else [0, depth // 2, depth - 1]
+    lo, hi = np.percentile(stack, [1, 99])
+    tiles = [stack[z] for z in depths] + [stack[:, height // 2, :], stack[:, :, width // 2]]
+    row_height = max(t.shape[0] for t in tiles)
+    row = np.full((row_height, sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)), 255, np.uint8)
+    x = 0
+    for tile in tiles:
+        row[: tile.shape[0], x : x + tile.shape[1]] = _to_uint8(tile, lo, hi)
+        x += tile.shape[1] + gap
+    return row
+
+
+def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None = None) -> None:
+    """Write rows of orthogonal views, one per named stack (e.g. input, output, truth), labelled."""
+    label_width, gap = 70, 4
+    rows = [orthogonal_views(s, depths) for s in stacks.values()]
+    width = max(r.shape[1] for r in rows) + label_width
+    canvas = Image.new("L", (width, sum(r.shape[0] for r in rows) + gap * (len(rows) - 1)), 255)
+    draw, y = ImageDraw.Draw(canvas), 0
+    for name, row in zip(stacks, rows):
+        canvas.paste(Image.fromarray(row), (label_width, y))
+        draw.text((4, y + row.shape[0] // 2), name, fill=0)
+        y += row.shape[0] + gap
+    write_image(path, np.asarray(canvas))
