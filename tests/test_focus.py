@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
+
 from scripts.focus import (
     ALPHA_RANGE,
     CYCLE_WEIGHT_RANGE,

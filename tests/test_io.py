@@ -13,6 +13,7 @@ from monai.data import DataLoader, Dataset, decollate_batch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from monai.transforms.io.array import SUPPORTED_READERS
 from PIL import Image
+
 from scripts import io as zio
 from scripts.errors import InputError, find_input_error
 
@@ -46,6 +47,23 @@ def test_tiff_round_trip(tmp_path, dtype, suffix):
         with tifffile.TiffFile(path) as tif:
             assert tif.is_imagej
             assert tif.imagej_metadata["spacing"] == 2.0 and tif.imagej_metadata["unit"] == "um"
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float64"])
+def test_three_plane_tiff_is_not_written_as_rgb(tmp_path, dtype):
+    """tifffile stores a (3, Y, X) array as planar RGB unless told otherwise."""
+    path = tmp_path / "three.tif"
+    zio.write_stack(path, _stack(dtype, (3, 8, 6)), {"dtype": dtype})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+    assert zio.read_stack(path)[0].shape == (3, 8, 6)
+
+
+def test_big_endian_tiff_reads_native(tmp_path):
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, _stack(">u2"), byteorder=">")
+    array, meta = zio.read_stack(path)
+    assert array.dtype.isnative and meta["dtype"] == "uint16" and np.array_equal(array, _stack())
 
 
 def test_tiff_without_voxel_size(tmp_path):
@@ -395,7 +413,7 @@ def test_reader_2d_and_ndim(tmp_path):
     single = tmp_path / "single.tif"
     tifffile.imwrite(single, _stack()[0])
     assert tuple(_pipeline(zio.ZStackReader())({"image": single})["image"].shape) == (1, 8, 6)
-    with pytest.raises(Exception) as info:  # noqa: PT011 - Compose wraps it; find_input_error unwraps
+    with pytest.raises(Exception) as info:  # Compose wraps it; find_input_error unwraps it
         _pipeline(zio.ZStackReader(ndim=3))({"image": single})
     assert "is a 2D image" in str(find_input_error(info.value))
 
@@ -405,7 +423,7 @@ def test_reader_errors_are_not_swallowed(tmp_path):
     path = tmp_path / "rgb.tif"
     tifffile.imwrite(path, _stack("uint8", (8, 6, 3)), photometric="rgb")
     for reader in ["scripts.io.ZStackReader", None]:
-        with pytest.raises(Exception) as info:  # noqa: PT011
+        with pytest.raises(Exception) as info:
             _pipeline(reader)({"image": path})
         assert "RGB/multichannel" in str(find_input_error(info.value))
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from scripts.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,

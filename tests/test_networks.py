@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from scripts.networks import Generator3D, PatchDiscriminator2D, init_weights
 from torch import nn
+
+from scripts.networks import Generator3D, PatchDiscriminator2D, init_weights
 
 
 def tiny_generator(**kwargs) -> Generator3D:

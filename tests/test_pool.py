@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from scripts.pool import ImagePool
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 

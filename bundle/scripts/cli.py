@@ -55,7 +55,7 @@ def bundle_command_line(argv: list[str] | None = None) -> tuple[list[str], dict]
 
 def _has_key(config, key: str) -> bool:
     node = config
-    for part in key.split("#"):
+    for part in key.replace("::", "#").split("#"):  # MONAI's separator is "::", "#" the older one
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -89,10 +89,11 @@ def write_yaml_atomic(path: str | Path, content: dict) -> Path:
     return path
 
 
-def prepare(output_dir: str | Path, argv: list[str] | None = None) -> dict:
+def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None) -> dict:
     """Start of every workflow: clear errors for bad input, reject unknown keys, save the executed config.
 
-    Returns the top-level scalar settings of the executed config (for MLflow params).
+    The executed config (files + command-line overrides) goes to ``<output_dir>/config.yaml`` when
+    ``output_dir`` is given. Returns its top-level scalar settings (for MLflow params).
     """
     install_excepthook()
     command = bundle_command_line(argv)
@@ -104,5 +105,6 @@ def prepare(output_dir: str | Path, argv: list[str] | None = None) -> dict:
     check_overrides(parser.get(), overrides)
     parser.update(overrides)
     config = parser.get()
-    write_yaml_atomic(Path(output_dir) / "config.yaml", config)
+    if output_dir is not None:
+        write_yaml_atomic(Path(output_dir) / "config.yaml", config)
     return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}

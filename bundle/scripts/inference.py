@@ -48,8 +48,10 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
         raise InputError(path, f"cannot read weights ({e})") from e
-    if "g_s" in state:
+    if isinstance(state, Mapping) and "g_s" in state:
         state = state["g_s"]
+    if not isinstance(state, Mapping):
+        raise InputError(path, f"holds a {type(state).__name__}, not a state_dict of network weights")
     try:
         network.load_state_dict(state)
     except RuntimeError as e:

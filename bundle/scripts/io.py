@@ -460,7 +460,7 @@ def _write_tiff(tmp: Path, array: np.ndarray, axes: str, spacing: Sequence[float
     if str(array.dtype) in _IMAGEJ_DTYPES:
         if sx and sy:
             kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
-        tifffile.imwrite(tmp, array, imagej=True, metadata=metadata, **kwargs)
+        tifffile.imwrite(tmp, array, imagej=True, photometric="minisblack", metadata=metadata, **kwargs)
     else:
         # ImageJ cannot hold this dtype: plain TIFF, the pixel size in the resolution tags (in
         # centimetres when the unit is known) and z spacing/unit in tifffile's JSON description
@@ -468,7 +468,7 @@ def _write_tiff(tmp: Path, array: np.ndarray, axes: str, spacing: Sequence[float
             scale = 1e4 if unit == "um" else 1.0
             kwargs["resolution"] = (scale / sx, scale / sy)
             kwargs["resolutionunit"] = "CENTIMETER" if unit == "um" else "NONE"
-        tifffile.imwrite(tmp, array, metadata=metadata, **kwargs)
+        tifffile.imwrite(tmp, array, photometric="minisblack", metadata=metadata, **kwargs)
 
 
 def _write_npz(tmp: Path, array: np.ndarray) -> None:
@@ -588,7 +588,7 @@ class ZStackReader(ImageReader):
     ``format``, ``axes``, ``dtype`` and ``unit`` as str (``unit`` "none" when unknown, MONAI's
     spelling of None); ``spacing`` as a float64 array, NaN where unknown; ``nifti_affine`` the
     NIfTI file's affine as a 4x4 float64 array (NaN for other formats; MONAI's own ``affine`` key
-    is taken). ``plain_meta`` turns them back into read_stack's meta, which ``write_stack`` does.
+    is taken). ``plain_meta`` turns them back into read_stack's form; ``write_stack`` takes either.
     """
 
     def __init__(self, ndim: int | None = None, min_planes: int = 1):

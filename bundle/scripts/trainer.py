@@ -18,7 +18,12 @@ import torch
 from monai.data import MetaTensor
 from monai.engines import Trainer
 
-from scripts.losses import AdversarialCriterion, anisotropic_adversarial_loss, weighted_cycle_loss, weighted_identity_loss
+from scripts.losses import (
+    AdversarialCriterion,
+    anisotropic_adversarial_loss,
+    weighted_cycle_loss,
+    weighted_identity_loss,
+)
 from scripts.pool import ImagePool
 from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 

@@ -1,0 +1,44 @@
+"""The bundle's configs: shared settings agree, the ids MONAI workflows expect exist, everything resolves."""
+
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+SHARED = [
+    "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "network_def",
+    "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "bundle_root",
+]  # fmt: skip
+
+
+def load(name: str) -> dict:
+    return ConfigParser.load_config_file(CONFIGS / name)
+
+
+def test_train_and_inference_share_their_common_settings():
+    train, inference = load("train.yaml"), load("inference.yaml")
+    for key in SHARED:
+        assert train[key] == inference[key], key
+
+
+@pytest.mark.parametrize(
+    "name, ids",
+    [
+        ("train.yaml", ["bundle_root", "device", "dataset_dir", "network_def", "network", "train#trainer",
+                        "train#dataset", "train#handlers", "train#inferer", "train#trainer#max_epochs",
+                        "validate#evaluator", "initialize", "training", "run"]),
+        ("inference.yaml", ["bundle_root", "device", "network_def", "network", "inferer", "preprocessing",
+                            "postprocessing", "dataset", "evaluator", "inference", "run"]),
+    ],
+)  # fmt: skip
+def test_configs_define_the_ids_workflows_expect(name, ids):
+    parser = ConfigParser(load(name))
+    for config_id in ids:
+        assert config_id in parser, config_id
+
+
+def test_network_def_builds_the_generator():
+    parser = ConfigParser(load("inference.yaml"))
+    network = parser.get_parsed_content("network_def")
+    assert sum(p.numel() for p in network.parameters()) == 1_469_345

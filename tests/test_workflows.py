@@ -1,0 +1,257 @@
+"""End-to-end runs of the bundle's configs through ``python -m monai.bundle run``, on tiny simulated data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from scripts.io import read_stack, write_stack
+from scripts.networks import Generator3D
+from scripts.simulate import simulate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+# tiny networks and crops: the workflows are the same, only smaller
+TINY_NET = ["--g_channels", "4", "--g_residual_blocks", "1"]
+TINY_TRAIN = TINY_NET + [
+    "--d_channels", "8", "--crop_size", "32", "--sw_roi_size", "[-1, 32, 32]",
+    "--n_horizontal", "2", "--n_vertical", "2", "--log_interval", "1",
+]  # fmt: skip
+
+
+def bundle_run(workflow: str, config: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", str(CONFIGS / config), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    simulate_dataset(path, n_stacks=4, n_infocus=4, size=40, depth=17, seed=3, progress=False)
+    return path
+
+
+def train_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset_dir", str(dataset), "--output_dir", str(out / "run"), "--model_path", str(out / "model.pt"),
+        *TINY_TRAIN, *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    result = bundle_run(
+        "training",
+        "train.yaml",
+        *train_args(
+            dataset,
+            out,
+            "--max_epochs",
+            "2",
+            "--epoch_length",
+            "2",
+            "--val_interval",
+            "1",
+            "--checkpoint_interval",
+            "2",
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_training_writes_every_artifact(trained):
+    state = torch.load(trained / "model.pt", weights_only=True)
+    Generator3D(channels=4, n_residual_blocks=1).load_state_dict(state)  # a plain state_dict of G_S
+    run_dir = trained / "run"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("state_*.pt")) == [
+        "state_checkpoint_2.pt", "state_checkpoint_4.pt"
+    ]  # fmt: skip
+    assert sorted(p.name for p in (run_dir / "views").glob("*.png")) == ["epoch_0001.png", "epoch_0002.png"]
+    assert "crop_size: 32" in (run_dir / "config.yaml").read_text()
+
+
+def test_training_is_tracked_in_mlflow(trained):
+    client = mlflow.MlflowClient(f"sqlite:///{trained / 'run' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("zsegan")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    for key in ("loss_G", "loss_D_S", "loss_D_B", "loss_cycle", "lr_G", "val_sharpness", "val_sharpness_vertical"):
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "loss_G")) == 4  # every iteration at log_interval 1
+    assert run.data.params["crop_size"] == "32" and run.data.params["p"] == "2.0"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model.pt", "views"} <= artifacts
+    assert len(client.list_artifacts(run.info.run_id, "views")) == 2
+
+
+def test_interrupted_training_resumes(dataset, tmp_path):
+    args = train_args(
+        dataset,
+        tmp_path,
+        "--max_epochs",
+        "2",
+        "--epoch_length",
+        "10",
+        "--val_interval",
+        "5",
+        "--checkpoint_interval",
+        "3",
+    )
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.yaml"), *args]
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while not (checkpoints / "state_checkpoint_3.pt").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)  # interrupt hard, as a crash or a lost machine would
+    first.wait()
+    saved = sorted(checkpoints.glob("state_*.pt"))
+    assert saved and not (checkpoints / "state_checkpoint_20.pt").exists(), "the first run was not interrupted"
+    assert not (tmp_path / "model.pt").exists()
+
+    second = bundle_run("training", "train.yaml", *args)  # the same command again
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from {saved[-1]}" in second.stdout + second.stderr
+    state = torch.load(checkpoints / "state_checkpoint_20.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 20
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    tiff_meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint16", "spacing": (2.0, 0.5, 0.5), "unit": "um"}
+    write_stack(inputs / "a.tif", rng.integers(0, 4000, (17, 37, 53)).astype(np.uint16), tiff_meta)
+    npz_meta = {"format": "npz", "axes": "YXZ", "dtype": "uint8", "spacing": None, "unit": None}
+    write_stack(inputs / "b.npz", rng.integers(0, 255, (40, 45, 50)).astype(np.uint8), npz_meta)  # 40 planes
+    out = tmp_path / "out"
+    result = bundle_run(
+        "inference",
+        "inference.yaml",
+        "--input_path",
+        str(inputs),
+        "--output_dir",
+        str(out),
+        "--model_path",
+        str(trained / "model.pt"),
+        *TINY_NET,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, a_meta = read_stack(out / "a_enhanced.tif")
+    assert a.shape == (17, 37, 53) and a.dtype == np.uint16 and tuple(a_meta["spacing"]) == (2.0, 0.5, 0.5)
+    b_file = np.load(out / "b_enhanced.npz")
+    assert b_file["arr_0"].shape == (45, 50, 40) and b_file["arr_0"].dtype == np.uint8  # YXZ as the input
+    assert sorted(p.name for p in out.iterdir()) == ["a_enhanced.tif", "b_enhanced.npz"]
+
+
+def _expect_clean_failure(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error, result.stderr[-3000:]
+    for phrase in phrases:
+        assert phrase in error[-1], error[-1]
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, list[str]]]:
+    folder.mkdir()
+    good = np.full((17, 32, 32), 100, np.uint8)
+    good[:, 8:16, 8:16] = 20
+    cases = {}
+    cases["missing"] = (folder / "nope.tif", ["nope.tif"])
+    (folder / "empty").mkdir()
+    cases["empty folder"] = (folder / "empty", ["empty"])
+    tifffile.imwrite(folder / "trunc.tif", good)
+    data = (folder / "trunc.tif").read_bytes()
+    (folder / "trunc.tif").write_bytes(data[: len(data) // 2])
+    cases["truncated"] = (folder / "trunc.tif", ["trunc.tif", "truncated"])
+    tifffile.imwrite(folder / "flat.tif", good[0])
+    cases["2D image"] = (folder / "flat.tif", ["flat.tif", "2D"])
+    tifffile.imwrite(folder / "thin.tif", good[:2])
+    cases["too few planes"] = (folder / "thin.tif", ["thin.tif", "planes"])
+    nan = good.astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    tifffile.imwrite(folder / "nan.tif", nan)
+    cases["NaN"] = (folder / "nan.tif", ["nan.tif", "NaN"])
+    tifffile.imwrite(folder / "rgb.tif", np.stack([good] * 3, -1), photometric="rgb")
+    cases["RGB"] = (folder / "rgb.tif", ["rgb.tif", "RGB"])
+    np.savez(folder / "complex.npz", arr_0=good.astype(np.complex64))
+    cases["complex"] = (folder / "complex.npz", ["complex.npz", "complex"])
+    return cases
+
+
+def test_inference_rejects_bad_input_cleanly(trained, tmp_path):
+    for name, (path, phrases) in _bad_inputs(tmp_path / "bad").items():
+        out = tmp_path / f"out_{name.replace(' ', '_')}"
+        result = bundle_run(
+            "inference",
+            "inference.yaml",
+            "--input_path",
+            str(path),
+            "--output_dir",
+            str(out),
+            "--model_path",
+            str(trained / "model.pt"),
+            "--min_planes",
+            "4",
+            *TINY_NET,
+        )
+        _expect_clean_failure(result, *phrases)
+        assert not out.exists(), f"{name}: partial output"
+
+
+def test_inference_checks_every_input_before_writing(trained, tmp_path):
+    inputs = tmp_path / "in"
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": None, "unit": None}
+    write_stack(inputs / "a_good.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta)
+    tifffile.imwrite(inputs / "b_bad.tif", np.zeros((32, 32), np.uint8))
+    out = tmp_path / "out"
+    result = bundle_run(
+        "inference",
+        "inference.yaml",
+        "--input_path",
+        str(inputs),
+        "--output_dir",
+        str(out),
+        "--model_path",
+        str(trained / "model.pt"),
+        *TINY_NET,
+    )
+    _expect_clean_failure(result, "b_bad.tif")
+    assert not out.exists()
+
+
+def test_training_rejects_unknown_key_and_small_infocus_images(dataset, tmp_path):
+    result = bundle_run("training", "train.yaml", *train_args(dataset, tmp_path, "--max_epoch", "3"))
+    _expect_clean_failure(result, "--max_epoch", "max_epochs")
+
+    result = bundle_run(
+        "training",
+        "train.yaml",
+        *train_args(dataset, tmp_path, "--crop_size", "64", "--max_epochs", "1", "--epoch_length", "1"),
+    )
+    _expect_clean_failure(result, "smaller than")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_training_runs_from_inside_the_bundle_folder(dataset, tmp_path):
+    short = ["--max_epochs", "1", "--epoch_length", "1", "--val_interval", "1"]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]
+    cmd += train_args(dataset, tmp_path, *short)
+    result = subprocess.run(cmd, cwd=ROOT / "bundle", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "run" / "views" / "epoch_0001.png").exists()
