@@ -43,3 +43,27 @@ def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None
         draw.text((4, y + row.shape[0] // 2), name, fill=0)
         y += row.shape[0] + gap
     write_image(path, np.asarray(canvas))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m scripts.views OUT.png NAME=STACK [NAME=STACK ...] [--depths 0 14 28]`` (from bundle/)."""
+    import argparse
+
+    from scripts.errors import install_excepthook
+    from scripts.io import read_stack
+
+    install_excepthook()
+    parser = argparse.ArgumentParser(description="Orthogonal views of stacks, one labelled row per stack.")
+    parser.add_argument("out", help="PNG to write")
+    parser.add_argument("stacks", nargs="+", help="NAME=PATH of each stack (any format scripts.io reads)")
+    parser.add_argument("--depths", type=int, nargs="*", help="xy sections to show (default: top, middle, bottom)")
+    args = parser.parse_args(argv)
+    stacks = {}
+    for item in args.stacks:
+        name, _, path = item.rpartition("=")
+        stacks[name or path] = read_stack(path)[0]
+    comparison_png(args.out, stacks, args.depths)
+
+
+if __name__ == "__main__":
+    main()
