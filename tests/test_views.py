@@ -45,7 +45,7 @@ def test_comparison_png_is_readable_with_expected_size(tmp_path):
     with Image.open(path) as img:
         assert img.format == "PNG"
         assert img.mode == "L"
-        assert img.size == (max(r.shape[1] for r in rows) + 70, 12 + 12 + 20 + 2 * 4)
+        assert img.size == (max(r.shape[1] for r in rows) + 70, 14 + 12 + 12 + 20 + 3 * 4)  # header + rows + gaps
         pixels = np.asarray(img)
     np.testing.assert_array_equal(pixels[:12, 70:], rows[0])  # the first row beside the label column
     assert pixels[:, :70].min() < 255  # labels are drawn
@@ -56,4 +56,4 @@ def test_comparison_png_with_depths(tmp_path):
     stack = _stack((7, 16, 16))
     comparison_png(tmp_path / "v.png", {"x": stack}, depths=[1, 3])
     with Image.open(tmp_path / "v.png") as img:
-        assert img.size == (70 + 2 * 16 + 16 + 16 + 3 * 4, 16)
+        assert img.size == (70 + 2 * 16 + 16 + 16 + 3 * 4, 14 + 16 + 4)

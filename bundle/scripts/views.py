@@ -33,11 +33,20 @@ def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: in
 
 def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None = None) -> None:
     """Write rows of orthogonal views, one per named stack (e.g. input, output, truth), labelled."""
-    label_width, gap = 70, 4
-    rows = [orthogonal_views(s, depths) for s in stacks.values()]
-    width = max(r.shape[1] for r in rows) + label_width
-    canvas = Image.new("L", (width, sum(r.shape[0] for r in rows) + gap * (len(rows) - 1)), 255)
-    draw, y = ImageDraw.Draw(canvas), 0
+    label_width, header, gap = 70, 14, 4
+    first = np.asarray(next(iter(stacks.values())))
+    depth, height, width = first.shape
+    depths = depths if depths is not None else [0, depth // 2, depth - 1]
+    rows = [orthogonal_views(s, depths, gap) for s in stacks.values()]
+    canvas = Image.new(
+        "L", (max(r.shape[1] for r in rows) + label_width, header + sum(r.shape[0] + gap for r in rows)), 255
+    )
+    draw = ImageDraw.Draw(canvas)
+    x = label_width
+    for title, tile_width in [(f"xy z={z}", width) for z in depths] + [("xz", width), ("yz", height)]:
+        draw.text((x + 2, 1), title, fill=0)
+        x += tile_width + gap
+    y = header
     for name, row in zip(stacks, rows):
         canvas.paste(Image.fromarray(row), (label_width, y))
         draw.text((4, y + row.shape[0] // 2), name, fill=0)
