@@ -47,7 +47,7 @@ def test_comparison_png_is_readable_with_expected_size(tmp_path):
         assert img.mode == "L"
         assert img.size == (max(r.shape[1] for r in rows) + 70, 14 + 12 + 12 + 20 + 3 * 4)  # header + rows + gaps
         pixels = np.asarray(img)
-    np.testing.assert_array_equal(pixels[:12, 70:], rows[0])  # the first row beside the label column
+    np.testing.assert_array_equal(pixels[14 : 14 + 12, 70:], rows[0])  # the first row beside the label column
     assert pixels[:, :70].min() < 255  # labels are drawn
     assert [p.name for p in path.parent.iterdir()] == ["epoch_0001.png"]
 
