@@ -17,16 +17,6 @@ from scripts.networks import Generator3D, PatchDiscriminator2D
 from scripts.trainer import ZSEGANTrainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny convolutions are much slower with 2 threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    set_determinism(seed=None)
-
-
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).iterdir())
 

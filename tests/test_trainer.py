@@ -16,16 +16,6 @@ from scripts.trainer import ZSEGANTrainer, linear_decay
 LOSS_KEYS = ("loss_G", "loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_identity", "loss_D_S", "loss_D_B")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_reset_determinism():
-    """One intra-op thread: tiny convolutions are much slower with 2 threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    set_determinism(seed=None)
-
-
 def _stacks(n: int, depth: int, size: int = 32) -> list[dict]:
     items = []
     for _ in range(n):

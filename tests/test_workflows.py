@@ -34,6 +34,11 @@ def bundle_run(workflow: str, config: str, *args: str, timeout: int = 300) -> su
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def infer(inputs: Path, out: Path, trained: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--input_path", str(inputs), "--output_dir", str(out), "--model_path", str(trained / "model.pt")]
+    return bundle_run("inference", "inference.yaml", *args, *TINY_NET, *extra)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data")
@@ -139,17 +144,7 @@ def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
     npz_meta = {"format": "npz", "axes": "YXZ", "dtype": "uint8", "spacing": None, "unit": None}
     write_stack(inputs / "b.npz", rng.integers(0, 255, (40, 45, 50)).astype(np.uint8), npz_meta)  # 40 planes
     out = tmp_path / "out"
-    result = bundle_run(
-        "inference",
-        "inference.yaml",
-        "--input_path",
-        str(inputs),
-        "--output_dir",
-        str(out),
-        "--model_path",
-        str(trained / "model.pt"),
-        *TINY_NET,
-    )
+    result = infer(inputs, out, trained)
     assert result.returncode == 0, result.stderr[-3000:]
     a, a_meta = read_stack(out / "a_enhanced.tif")
     assert a.shape == (17, 37, 53) and a.dtype == np.uint16 and tuple(a_meta["spacing"]) == (2.0, 0.5, 0.5)
@@ -197,19 +192,7 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, list[str]]]:
 def test_inference_rejects_bad_input_cleanly(trained, tmp_path):
     for name, (path, phrases) in _bad_inputs(tmp_path / "bad").items():
         out = tmp_path / f"out_{name.replace(' ', '_')}"
-        result = bundle_run(
-            "inference",
-            "inference.yaml",
-            "--input_path",
-            str(path),
-            "--output_dir",
-            str(out),
-            "--model_path",
-            str(trained / "model.pt"),
-            "--min_planes",
-            "4",
-            *TINY_NET,
-        )
+        result = infer(path, out, trained, "--min_planes", "4")
         _expect_clean_failure(result, *phrases)
         assert not out.exists(), f"{name}: partial output"
 
@@ -220,17 +203,7 @@ def test_inference_checks_every_input_before_writing(trained, tmp_path):
     write_stack(inputs / "a_good.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta)
     tifffile.imwrite(inputs / "b_bad.tif", np.zeros((32, 32), np.uint8))
     out = tmp_path / "out"
-    result = bundle_run(
-        "inference",
-        "inference.yaml",
-        "--input_path",
-        str(inputs),
-        "--output_dir",
-        str(out),
-        "--model_path",
-        str(trained / "model.pt"),
-        *TINY_NET,
-    )
+    result = infer(inputs, out, trained)
     _expect_clean_failure(result, "b_bad.tif")
     assert not out.exists()
 

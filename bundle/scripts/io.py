@@ -499,16 +499,22 @@ def _write_nifti(tmp: Path, array: np.ndarray, meta: dict, spacing: Sequence[flo
     nib.save(img, tmp)
 
 
+def _output(path: PathLike, suffixes: Sequence[str], array: np.ndarray, axes: str) -> tuple[str, np.ndarray]:
+    """The output's suffix, and ``array`` checked to have ``axes``' dimensions."""
+    suffix = _suffix(path, suffixes)
+    if suffix is None:
+        raise InputError(path, f"unsupported output file type: use one of {', '.join(suffixes)}")
+    array = np.asarray(array)
+    if array.ndim != len(axes):
+        raise ValueError(f"expected a {axes} array to write, got shape {array.shape}")
+    return suffix, array
+
+
 def write_stack(path: PathLike, array: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Write a ZYX array in the format of ``path``'s suffix, with the dtype and voxel size from
     ``meta`` (as returned by ``read_stack``, or a MONAI meta dict); atomic.
     """
-    suffix = _suffix(path, STACK_SUFFIXES)
-    if suffix is None:
-        raise InputError(path, f"unsupported output file type: use one of {', '.join(STACK_SUFFIXES)}")
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise ValueError(f"write_stack expects a ZYX array, got shape {array.shape}")
+    suffix, array = _output(path, STACK_SUFFIXES, array, "ZYX")
     meta = plain_meta(meta)
     array = _cast(array, meta.get("dtype"))
     spacing, fmt = meta.get("spacing"), _FORMATS[suffix]
@@ -525,12 +531,7 @@ def write_image(path: PathLike, array: np.ndarray, spacing: tuple[float, float] 
     """Write a YX array as a TIFF or PNG (by suffix) in its own dtype, ``spacing`` (y, x) in um;
     atomic. PNG holds only uint8/uint16.
     """
-    suffix = _suffix(path, IMAGE_SUFFIXES)
-    if suffix is None:
-        raise InputError(path, f"unsupported output file type: use one of {', '.join(IMAGE_SUFFIXES)}")
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"write_image expects a YX array, got shape {array.shape}")
+    suffix, array = _output(path, IMAGE_SUFFIXES, array, "YX")
     if suffix == ".png" and array.dtype not in (np.uint8, np.uint16):
         raise InputError(path, f"PNG holds only uint8/uint16, not {array.dtype}: write a .tif instead")
     with _atomic(path, suffix) as tmp:
