@@ -247,3 +247,19 @@ def test_save_state_dict_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch)
     assert _files(tmp_path) == ["model.pt", "new"]
     assert _files(tmp_path / "new") == []
     assert path.read_bytes() == original
+
+
+def test_resumed_mlflow_run_keeps_first_params_and_accepts_changed_ones(tmp_path):
+    import mlflow
+    from ignite.engine import Engine
+
+    from scripts.handlers import ResumableMLFlowHandler
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", experiment_param={"max_epochs": 2, "p": 2.0})
+    first.start(Engine(lambda e, b: None))  # the run stays RUNNING, as after an interruption
+    resumed = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", experiment_param={"max_epochs": 5, "lr": 1})
+    resumed.start(Engine(lambda e, b: None))  # plain MLFlowHandler raises here: a param may not change value
+    assert resumed.cur_run.info.run_id == first.cur_run.info.run_id
+    params = mlflow.MlflowClient(uri).get_run(first.cur_run.info.run_id).data.params
+    assert params["max_epochs"] == "2" and params["p"] == "2.0" and params["lr"] == "1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
-from monai.handlers import CheckpointLoader
+from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.focus import focus_measure
 from scripts.views import comparison_png
@@ -66,6 +66,21 @@ class ResumableCheckpoint:
             f"_{engine.state.iteration}.pt"
         ):
             self.checkpoint(engine)
+
+
+class ResumableMLFlowHandler(MLFlowHandler):
+    """MONAI's MLFlowHandler, for runs that may be resumed with changed settings.
+
+    A resumed training continues its MLflow run, where a parameter cannot change value (MLflow
+    refuses). Parameters already logged are kept as first logged; the executed config logged as an
+    artifact at the end (``config.yaml``) records the settings of the latest start.
+    """
+
+    def _log_params(self, params: dict) -> None:
+        params = dict(params)
+        self._delete_exist_param_in_dict(params)
+        if params:
+            super()._log_params(params)
 
 
 def save_state_dict_atomic(module: torch.nn.Module, path: str | Path) -> Path:
