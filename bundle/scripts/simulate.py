@@ -704,9 +704,17 @@ def _has_stacks(dataset_dir: Path) -> bool:
     return stacks.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in stacks.iterdir())
 
 
+def _say(message: str) -> None:
+    """Log ``message``, or print it where logging would not show it (no handler, or level above INFO)."""
+    if logger.hasHandlers() and logger.isEnabledFor(logging.INFO):
+        logger.info(message)
+    else:
+        print(message, flush=True)
+
+
 def ensure_dataset(dataset_dir, **kwargs) -> Path:
     """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
-    and log (logging.getLogger("zsegan")) + print that it did so and where; otherwise leave it
+    and say so and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it
     untouched. Return the path. ``kwargs`` go to ``simulate_dataset``.
 
     The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
@@ -716,8 +724,7 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
     if _has_stacks(path):
         return path
     message = f"{path} holds no stacks: generating the simulated dataset there"
-    logger.info(message)
-    print(message, flush=True)
+    _say(message)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob(".simulating-*"):  # left by an interrupted generation
         if time.time() - stale.stat().st_mtime > 600:
@@ -736,6 +743,5 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
         f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
         f"in-focus images into {path} in {summary['seconds']:.1f} s"
     )
-    logger.info(done)
-    print(done, flush=True)
+    _say(done)
     return path
