@@ -263,3 +263,25 @@ def test_resumed_mlflow_run_keeps_first_params_and_accepts_changed_ones(tmp_path
     assert resumed.cur_run.info.run_id == first.cur_run.info.run_id
     params = mlflow.MlflowClient(uri).get_run(first.cur_run.info.run_id).data.params
     assert params["max_epochs"] == "2" and params["p"] == "2.0" and params["lr"] == "1"
+
+
+def test_validation_artifacts_write_views_and_per_slice_sharpness(tmp_path):
+    import numpy as np
+    from ignite.engine import Engine
+    from PIL import Image
+
+    from scripts.handlers import ValidationArtifacts
+
+    g = torch.Generator().manual_seed(0)
+    stacks = [torch.rand(1, 9, 24, 24, generator=g) * 2 - 1 for _ in range(3)]
+    blurred = [torch.nn.functional.avg_pool3d(s[None], 3, 1, 1)[0] for s in stacks]  # a blurrier "output"
+    outputs = iter([[{"image": s, "pred": b}] for s, b in zip(stacks, blurred)])
+    engine = Engine(lambda e, batch: next(outputs))
+    ValidationArtifacts(str(tmp_path)).attach(engine)
+    engine.run(range(3), max_epochs=1)
+
+    assert Image.open(tmp_path / "views" / "epoch_0001.png").size[1] == 14 + 2 * (24 + 4)  # header + 2 rows
+    table = np.loadtxt(tmp_path / "sharpness" / "epoch_0001.csv", delimiter=",", skiprows=1)
+    assert table.shape == (9, 3) and list(table[:, 0]) == list(range(9))
+    assert (table[:, 2] < table[:, 1]).all()  # the blurred output is less sharp on every slice
+    assert (tmp_path / "sharpness" / "epoch_0001.png").stat().st_size > 1000

@@ -84,6 +84,9 @@ def test_training_writes_every_artifact(trained):
         "state_checkpoint_2.pt", "state_checkpoint_4.pt"
     ]  # fmt: skip
     assert sorted(p.name for p in (run_dir / "views").glob("*.png")) == ["epoch_0001.png", "epoch_0002.png"]
+    assert sorted(p.name for p in (run_dir / "sharpness").iterdir()) == [
+        "epoch_0001.csv", "epoch_0001.png", "epoch_0002.csv", "epoch_0002.png"
+    ]  # fmt: skip
     assert "crop_size: 32" in (run_dir / "config.yaml").read_text()
 
 
@@ -97,8 +100,9 @@ def test_training_is_tracked_in_mlflow(trained):
     assert len(client.get_metric_history(run.info.run_id, "loss_G")) == 4  # every iteration at log_interval 1
     assert run.data.params["crop_size"] == "32" and run.data.params["p"] == "2.0"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model.pt", "views"} <= artifacts
+    assert {"config.yaml", "model.pt", "views", "sharpness"} <= artifacts
     assert len(client.list_artifacts(run.info.run_id, "views")) == 2
+    assert len(client.list_artifacts(run.info.run_id, "sharpness")) == 4  # a CSV and a plot per validation
 
 
 def test_interrupted_training_resumes(dataset, tmp_path):

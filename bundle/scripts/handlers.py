@@ -8,13 +8,15 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.focus import focus_measure
-from scripts.views import comparison_png
+from scripts.metrics import sharpness_ratios
+from scripts.views import comparison_png, sharpness_plot
 
 logger = logging.getLogger("zsegan")
 
@@ -111,34 +113,58 @@ class ExportGenerator:
         logger.info(f"G_S weights written to {save_state_dict_atomic(self.network, self.path)}")
 
 
-class OrthogonalViews:
-    """After each validation, a PNG of the first validation stack: input beside G_S(x), orthogonal views.
+class ValidationArtifacts:
+    """After each validation: pictures of what G_S does, written and logged to MLflow.
 
-    Written to ``<output_dir>/views/epoch_NNNN.png`` and, when ``mlflow_handler`` (MONAI's
-    MLFlowHandler of the run) is given, logged to its MLflow run under ``views/``.
+    - ``views/epoch_NNNN.png``: orthogonal views of the first validation stack, input beside G_S(x)
+      (xy at the top, the sharpest and the bottom slice; central xz and yz);
+    - ``sharpness/epoch_NNNN.csv`` and ``.png``: the per-slice sharpness of the input and of G_S(x),
+      relative to the input's sharpest slice (``metrics.sharpness_ratios``), averaged over the
+      validation stacks (stacks of another depth than the first are left out).
+
+    Files go under ``output_dir``; when ``mlflow_handler`` (MONAI's MLFlowHandler of the run) is
+    given, they are logged to its MLflow run too.
     """
 
     def __init__(self, output_dir: str, mlflow_handler=None):
-        self.output_dir, self.mlflow_handler = Path(output_dir) / "views", mlflow_handler
-        self._first = None
+        self.output_dir, self.mlflow_handler = Path(output_dir), mlflow_handler
+        self._first: dict | None = None
+        self._ratios: list[tuple[np.ndarray, np.ndarray]] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), self._keep)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._keep)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self._first, self._ratios = None, []
 
     def _keep(self, engine: Engine) -> None:
         output = engine.state.output
-        item = output[0] if isinstance(output, list) else output
-        self._first = {k: torch.as_tensor(item[k]).detach().cpu()[0].float().numpy() for k in ("image", "pred")}
+        for item in output if isinstance(output, list) else [output]:
+            image, pred = (torch.as_tensor(item[k]).detach().cpu().float() for k in ("image", "pred"))
+            if self._first is None:
+                self._first = {"image": image[0].numpy(), "pred": pred[0].numpy()}
+            self._ratios.append((sharpness_ratios(image, image).numpy(), sharpness_ratios(pred, image).numpy()))
 
     def _write(self, engine: Engine) -> None:
         if self._first is None:
             return
+        name = f"epoch_{engine.state.epoch:04d}"
         stack = self._first["image"]
         sharpest = int(focus_measure(torch.from_numpy(stack)).argmax())
-        depths = sorted({0, sharpest, stack.shape[0] - 1})
-        path = self.output_dir / f"epoch_{engine.state.epoch:04d}.png"
-        comparison_png(path, {"input x": stack, "G_S(x)": self._first["pred"]}, depths)
+        views = self.output_dir / "views" / f"{name}.png"
+        comparison_png(views, {"input x": stack, "G_S(x)": self._first["pred"]}, sorted({0, sharpest, len(stack) - 1}))
+        depth = len(self._ratios[0][0])
+        same = [r for r in self._ratios if len(r[0]) == depth]
+        x_ratio, y_ratio = (np.mean([r[i] for r in same], axis=0) for i in (0, 1))
+        table = self.output_dir / "sharpness" / f"{name}.csv"
+        table.parent.mkdir(parents=True, exist_ok=True)
+        rows = np.column_stack([np.arange(depth), x_ratio, y_ratio])
+        np.savetxt(table, rows, delimiter=",", fmt=["%d", "%.5f", "%.5f"], header="z,input_x,G_S_x", comments="")
+        plot = table.with_suffix(".png")
+        sharpness_plot(plot, x_ratio, y_ratio, f"per-slice sharpness, {len(same)} validation stacks, {name}")
         handler = self.mlflow_handler
         if handler is not None and handler.cur_run is not None:
-            handler.client.log_artifact(handler.cur_run.info.run_id, str(path), "views")
+            for path, folder in ((views, "views"), (table, "sharpness"), (plot, "sharpness")):
+                handler.client.log_artifact(handler.cur_run.info.run_id, str(path), folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -52,6 +54,27 @@ def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None
         draw.text((4, y + row.shape[0] // 2), name, fill=0)
         y += row.shape[0] + gap
     write_image(path, np.asarray(canvas))
+
+
+def sharpness_plot(path, input_ratio: np.ndarray, output_ratio: np.ndarray, title: str) -> None:
+    """Line plot of per-slice sharpness (relative to the input's sharpest slice), input and output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    z = np.arange(len(input_ratio))
+    ax.plot(z, input_ratio, "o-", label="input x")
+    ax.plot(z, output_ratio, "s-", label="G_S(x)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="slice z (0-based)", ylabel="focus measure / input's sharpest slice", title=title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
