@@ -163,7 +163,7 @@ class ValidationArtifacts:
         rows = np.column_stack([np.arange(depth), x_ratio, y_ratio])
         np.savetxt(table, rows, delimiter=",", fmt=["%d", "%.5f", "%.5f"], header="z,input_x,G_S_x", comments="")
         plot = table.with_suffix(".png")
-        sharpness_plot(plot, x_ratio, y_ratio, f"per-slice sharpness, {len(same)} validation stacks, {name}")
+        sharpness_plot(plot, x_ratio, y_ratio, f"per-slice sharpness, mean of {len(same)} validation stack(s), {name}")
         handler = self.mlflow_handler
         if handler is not None and handler.cur_run is not None:
             for path, folder in ((views, "views"), (table, "sharpness"), (plot, "sharpness")):
