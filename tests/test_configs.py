@@ -42,3 +42,10 @@ def test_network_def_builds_the_generator():
     parser = ConfigParser(load("inference.yaml"))
     network = parser.get_parsed_content("network_def")
     assert sum(p.numel() for p in network.parameters()) == 1_469_345
+
+
+def test_scripts_package_imports_its_modules_on_first_use():
+    import scripts
+
+    assert scripts.focus.ALPHA_RANGE == (1.0, 1.67)  # what configs use as @scripts.focus.ALPHA_RANGE
+    assert not hasattr(scripts, "no_such_module")

@@ -15,6 +15,9 @@ def __getattr__(name: str):
     """``scripts.<module>`` imports the module on first use, so configs can say ``@scripts.data.datalist``."""
     import importlib
 
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return importlib.import_module(f"scripts.{name}")
+    try:
+        return importlib.import_module(f"scripts.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"scripts.{name}":
+            raise  # a module of ours that failed to import something else
+        raise AttributeError(f"module 'scripts' has no attribute or module {name!r}") from None
