@@ -1,4 +1,4 @@
-"""Ignite handlers MONAI lacks: atomic resumable checkpoints, G_S export, orthogonal views to MLflow."""
+"""Ignite handlers MONAI lacks: atomic resumable checkpoints, G_S export, validation pictures to MLflow."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class ResumableCheckpoint:
         if latest is not None:
             logger.info(f"resuming from {latest}")
             load_dict = {**to_save, "checkpointer": self.checkpoint}
-            CheckpointLoader(str(latest), load_dict, map_location=str(engine.state.device)).attach(engine)
+            device = getattr(engine.state, "device", None) or "cpu"  # MONAI workflows set it; plain engines may not
+            CheckpointLoader(str(latest), load_dict, map_location=str(device)).attach(engine)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval) | Events.COMPLETED, self._save)
 
     def _save(self, engine: Engine) -> None:
