@@ -14,7 +14,6 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
-from scripts.focus import focus_measure
 from scripts.metrics import sharpness_ratios
 from scripts.views import comparison_png, sharpness_plot
 
@@ -153,7 +152,7 @@ class ValidationArtifacts:
             return
         name = f"epoch_{engine.state.epoch:04d}"
         stack = self._first["image"]
-        sharpest = int(focus_measure(torch.from_numpy(stack)).argmax())
+        sharpest = int(np.argmax(self._ratios[0][0]))  # the first stack's own ratios peak at its sharpest slice
         views = self.output_dir / "views" / f"{name}.png"
         comparison_png(views, {"input x": stack, "G_S(x)": self._first["pred"]}, sorted({0, sharpest, len(stack) - 1}))
         depth = len(self._ratios[0][0])

@@ -14,6 +14,11 @@ def _to_uint8(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.clip((plane - lo) / max(hi - lo, 1e-8), 0, 1) * 255).round().astype(np.uint8)
 
 
+def default_depths(depth: int) -> list[int]:
+    """The xy sections shown when none are asked for: top, middle and bottom."""
+    return [0, depth // 2, depth - 1]
+
+
 def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: int = 4) -> np.ndarray:
     """One row: xy sections at ``depths`` (default: top, middle, bottom), then the central xz and yz.
 
@@ -21,7 +26,7 @@ def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: in
     """
     stack = np.asarray(stack, dtype=np.float32)
     depth, height, width = stack.shape
-    depths = depths if depths is not None else [0, depth // 2, depth - 1]
+    depths = depths if depths is not None else default_depths(depth)
     lo, hi = np.percentile(stack, [1, 99])
     tiles = [stack[z] for z in depths] + [stack[:, height // 2, :], stack[:, :, width // 2]]
     row_height = max(t.shape[0] for t in tiles)
@@ -38,7 +43,7 @@ def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None
     label_width, header, gap = 70, 14, 4
     first = np.asarray(next(iter(stacks.values())))
     depth, height, width = first.shape
-    depths = depths if depths is not None else [0, depth // 2, depth - 1]
+    depths = depths if depths is not None else default_depths(depth)
     rows = [orthogonal_views(s, depths, gap) for s in stacks.values()]
     canvas = Image.new(
         "L", (max(r.shape[1] for r in rows) + label_width, header + sum(r.shape[0] + gap for r in rows)), 255
