@@ -40,7 +40,8 @@ def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: in
 
 def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None = None) -> None:
     """Write rows of orthogonal views, one per named stack (e.g. input, output, truth), labelled."""
-    label_width, header, gap = 70, 14, 4
+    header, gap = 14, 4
+    label_width = max(70, 6 * max(len(name) for name in stacks) + 10)  # PIL's default font: 6 px a character
     first = np.asarray(next(iter(stacks.values())))
     depth, height, width = first.shape
     depths = depths if depths is not None else default_depths(depth)
