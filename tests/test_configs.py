@@ -8,7 +8,8 @@ from monai.bundle import ConfigParser
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 SHARED = [
     "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "network_def",
-    "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "bundle_root",
+    "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "bundle_root",
+    "dataset_dir",
 ]  # fmt: skip
 
 
@@ -16,10 +17,12 @@ def load(name: str) -> dict:
     return ConfigParser.load_config_file(CONFIGS / name)
 
 
-def test_train_and_inference_share_their_common_settings():
-    train, inference = load("train.yaml"), load("inference.yaml")
+def test_train_inference_and_evaluate_share_their_common_settings():
+    train, inference, evaluate = load("train.yaml"), load("inference.yaml"), load("evaluate.yaml")
     for key in SHARED:
-        assert train[key] == inference[key], key
+        assert train[key] == inference[key] == evaluate[key], key
+    assert inference["tracking_uri"] == evaluate["tracking_uri"]  # models:/ URIs are looked up in the same store
+    assert train["val_fraction"] == evaluate["val_fraction"] and train["seed"] == evaluate["seed"]  # same held-out set
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ from scripts.evaluation import (
     RichardsonLucy,
     Settings,
     aggregate,
-    enhance,
     evaluation_datalist,
     measure_stack,
     summary_table,
@@ -118,16 +117,6 @@ def test_evaluation_datalist_pairs_truth_and_holds_out_the_validation_split(data
         evaluation_datalist(tmp_path, "all")
 
 
-def test_enhance_brings_the_output_back_to_the_input_units():
-    class Identity(torch.nn.Module):
-        def forward(self, x):
-            return x
-
-    x = np.random.default_rng(0).uniform(50, 200, (5, 16, 16)).astype(np.float32)
-    y = enhance(Identity(), x, SlidingWindowInferer(roi_size=(-1, 8, 8)), 0.5, 99.5, "cpu")
-    assert y.dtype == np.float32 and np.allclose(y, x, atol=1e-3)
-
-
 def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
     torch.manual_seed(0)
     model = Generator3D(channels=4, n_residual_blocks=1).eval()
@@ -177,3 +166,52 @@ def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
 def test_evaluation_rejects_duplicate_method_names(dataset):
     with pytest.raises(ValueError, match="unique"):
         Evaluation([], "out", models={"input": torch.nn.Identity()}, baselines={})
+
+
+def _evaluate_cli(*args: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = root / "bundle" / "configs" / "evaluate.yaml"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(config), *args]
+    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_path):
+    torch.manual_seed(0)
+    torch.save(Generator3D(channels=4, n_residual_blocks=1).state_dict(), tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    result = _evaluate_cli(
+        "--dataset_dir", str(dataset), "--subset", "all", "--output_dir", str(out),
+        "--model_path", str(tmp_path / "tiny.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
+        "--sw_roi_size", "[-1, 32, 32]", "--n_vertical", "2", "--rl_num_iter", "2", "--num_workers", "1",
+        "--tracking_uri", f"sqlite:///{out / 'mlflow.db'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for method in ("input", "G_S", "sharpest_slice", "edf", "richardson_lucy"):
+        assert method in result.stdout
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"input", "G_S", "sharpest_slice", "edf", "richardson_lucy"}
+    assert any(r["measure"] == "ssim_truth" and r["view"] == "3d" for r in rows)
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("zsegan-evaluation").experiment_id])
+    assert len(runs) == 1 and "G_S.vertical.piqe" in runs[0].data.metrics
+
+
+def test_evaluate_config_bad_stack_fails_clearly_and_writes_no_report(dataset, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    (data / "stacks" / "sim_00001.tif").write_bytes(b"not a tiff at all")
+    out = tmp_path / "out"
+    result = _evaluate_cli(
+        "--dataset_dir", str(data), "--subset", "all", "--output_dir", str(out), "--models", "{}",
+        "--n_vertical", "2", "--num_workers", "0",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "sim_00001.tif" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "metrics.csv").exists()

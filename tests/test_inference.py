@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
 from scripts.errors import InputError
-from scripts.inference import SaveStackd, inference_datalist, load_weights, output_path
+from scripts.inference import SaveStackd, enhance, inference_datalist, load_weights, output_path
 from scripts.io import ZStackReader, read_stack, write_stack
 from scripts.networks import Generator3D
 from scripts.transforms import RobustNormalised
@@ -216,3 +217,13 @@ def test_save_stack_refuses_to_overwrite_input(tmp_path):
     with pytest.raises(InputError, match="overwrite"):
         SaveStackd(keys="pred", output_dir=str(tmp_path), postfix="")({"pred": image * 0})
     np.testing.assert_array_equal(read_stack(source)[0], original)
+
+
+def test_enhance_brings_the_output_back_to_the_input_units():
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    x = np.random.default_rng(0).uniform(50, 200, (5, 16, 16)).astype(np.float32)
+    y = enhance(Identity(), x, SlidingWindowInferer(roi_size=(-1, 8, 8)), RobustNormalised("image"), "cpu")
+    assert y.dtype == np.float32 and np.allclose(y, x, atol=1e-3)

@@ -4,7 +4,7 @@ Axis order: every array inside the bundle is ZYX (channel-first tensors are CZYX
 BCZYX, matching torch's NCDHW); 2D images are YX. Readers convert from the file's own order
 (TIFF: ZYX, the paper's npz: YXZ, NIfTI: XYZ) and writers convert back.
 
-Names follow the paper (Zhang et al., "Visual enhancement of image stacks from a z-scanning
+Names follow the paper ("Visual enhancement of image stacks from a z-scanning
 microscope using focal lengths weighted GANs"): G_S sharpens, G_B blurs, D_S and D_B are the 2D
 discriminators, ``p`` weighs vertical sections, ``alpha`` is the per-slice focal weight of D_B,
 ``lambda_cycle`` the cycle-consistency weight.

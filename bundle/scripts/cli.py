@@ -26,8 +26,9 @@ RUN_ARGUMENTS = {
 }  # fmt: skip
 
 
-def bundle_command_line(argv: list[str] | None = None) -> tuple[list[str], dict] | None:
-    """``(config files, overrides)`` when this process is ``python -m monai.bundle run …``, else None."""
+def command_line_arguments(argv: list[str] | None = None) -> dict | None:
+    """Every ``--key value`` (a Python literal where it parses as one) of ``python -m monai.bundle run …``,
+    or None when this process is something else."""
     argv = sys.argv if argv is None else argv
     if not argv or not Path(argv[0]).as_posix().endswith("monai/bundle/__main__.py"):
         return None
@@ -48,6 +49,14 @@ def bundle_command_line(argv: list[str] | None = None) -> tuple[list[str], dict]
             except (ValueError, SyntaxError):
                 args[key] = value
         i += 1
+    return args
+
+
+def bundle_command_line(argv: list[str] | None = None) -> tuple[list[str], dict] | None:
+    """``(config files, overrides)`` when this process is ``python -m monai.bundle run …``, else None."""
+    args = command_line_arguments(argv)
+    if args is None:
+        return None
     files = args.pop("config_file", [])
     files = [files] if isinstance(files, str) else list(files)
     return [str(f) for f in files], {k: v for k, v in args.items() if k not in RUN_ARGUMENTS}
@@ -72,6 +81,18 @@ def check_overrides(config: dict, overrides: dict) -> None:
             close = difflib.get_close_matches(key, [k for k in config if isinstance(k, str)], n=3)
             hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
             raise InputError(None, f"unknown config key '--{key}': no such key in the config files.{hint}")
+
+
+def check_tracking_option(config: dict, tracking) -> None:
+    """Refuse ``--tracking mlflow`` for training: MONAI's default MLflow handler logs a single output
+    ``loss`` and would fail at the first iteration on the GAN's dict of losses."""
+    if tracking == "mlflow" and _has_key(config, "train#trainer"):
+        raise InputError(
+            None,
+            "--tracking mlflow: MONAI's default MLflow handler logs a single 'loss' and ZSE-GAN's trainer outputs "
+            "a dict of losses. Training tracks to MLflow by itself (--tracking_uri, --experiment_name): leave "
+            "--tracking out, or pass --tracking configs/mlflow_tracking.yaml (the same tracking)",
+        )
 
 
 def write_yaml_atomic(path: str | Path, content: dict) -> Path:
@@ -103,6 +124,7 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     parser = ConfigParser()
     parser.read_config(files)
     check_overrides(parser.get(), overrides)
+    check_tracking_option(parser.get(), command_line_arguments(argv).get("tracking"))
     parser.update(overrides)
     config = parser.get()
     if output_dir is not None:

@@ -43,7 +43,9 @@ import torch
 from scripts import baselines, measures
 from scripts.errors import InputError
 from scripts.focus import focus_measure
+from scripts.inference import enhance
 from scripts.io import read_stack
+from scripts.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 
@@ -293,17 +295,6 @@ def summary_table(aggregates: Sequence[Mapping]) -> str:
 # ----------------------------------------------------------------------------- the workflow
 
 
-def enhance(network: torch.nn.Module, x: np.ndarray, inferer, lower: float, upper: float, device) -> np.ndarray:
-    """G_S on one stack in its own units: the training's percentile normalisation, the inferer, and back."""
-    lo, hi = np.percentile(x, [lower, upper])
-    if hi - lo < 1e-6:
-        return x.astype(np.float32)  # constant: nothing to enhance (the measures say so too)
-    image = torch.as_tensor((x - lo) * (2.0 / (hi - lo)) - 1.0, dtype=torch.float32)[None, None].to(device)
-    with torch.no_grad():
-        pred = inferer(image, network)
-    return ((pred[0, 0].float().cpu().numpy() + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
-
-
 def evaluation_datalist(
     dataset_dir: str | Path, subset: str = "held_out", val_fraction: float = 0.1, seed: int = 0
 ) -> list[dict]:
@@ -378,11 +369,8 @@ class Evaluation:
         if not self.models:
             return {}
         x = read_stack(path)[0].astype(np.float32)
-        s = self.settings
-        return {
-            m: enhance(net, x, self.inferer, s.intensity_lower, s.intensity_upper, self.device)
-            for m, net in self.models.items()
-        }
+        normalise = RobustNormalised("image", self.settings.intensity_lower, self.settings.intensity_upper)
+        return {m: enhance(net, x, self.inferer, normalise, self.device) for m, net in self.models.items()}
 
     def run(self) -> dict:
         """Evaluate all stacks and write the report; returns ``{"rows", "aggregates", "histograms", "files"}``."""
@@ -480,20 +468,14 @@ class _Done:
 def load_models(
     network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
 ) -> dict:
-    """name → G_S loaded from a weights file, a training checkpoint, or an MLflow model URI (``models:/…``)."""
-    from scripts.inference import load_weights
+    """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
+    from scripts.registry import load_generator
 
     models = {}
     for name, source in (sources or {}).items():
         source = str(source)
-        if "://" in source or source.startswith("models:/") or source.startswith("runs:/"):
-            from scripts.registry import load_generator
-
-            models[name] = load_generator(
-                copy.deepcopy(network_def), model_uri=source, tracking_uri=tracking_uri, device=device
-            )
-        else:
-            models[name] = load_weights(copy.deepcopy(network_def), source, device)
+        uri, path = (source, None) if source.startswith("models:/") else (None, source)
+        models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device)
     return models
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from scripts.errors import InputError
 from scripts.io import STACK_SUFFIXES, list_files, read_stack, write_stack
+from scripts.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 
@@ -57,6 +59,18 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit the configured network ({str(e).splitlines()[0]})") from e
     return network.to(device).eval()
+
+
+def enhance(
+    network: torch.nn.Module, stack: np.ndarray, inferer, normalise: RobustNormalised, device="cpu"
+) -> np.ndarray:
+    """G_S on one ZYX stack in its own units: ``normalise`` (the training's percentile mapping, keyed
+    ``image``), ``inferer`` (e.g. the sliding window) and the inverse mapping; float32, same shape."""
+    data = normalise({"image": MetaTensor(torch.as_tensor(np.asarray(stack, np.float32))[None])})
+    with torch.no_grad():
+        y = inferer(data["image"].as_tensor()[None].to(device), network)[0].float().cpu()
+    data["image"] = MetaTensor(y, applied_operations=data["image"].applied_operations)
+    return normalise.inverse(data)["image"].as_tensor()[0].numpy().astype(np.float32)
 
 
 class SaveStackd(MapTransform):

@@ -99,6 +99,8 @@ class Generator3D(nn.Module):
     extra voxel after) up to a multiple of ``2 ** n_downsampling`` and the output is cropped back.
     If the deepest feature map would then hold a single voxel (every dimension <= that multiple),
     Z is padded to twice the multiple, because instance norm of one voxel is undefined.
+    The padding is integer arithmetic without branches, so TorchScript (``torch.jit.script``) and
+    ONNX export with dynamic Z, Y, X keep the rule for every size.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Generator3D(nn.Module):
             raise ValueError("channels must be >= 1, n_downsampling and n_residual_blocks >= 0")
         norm = _norm_arg(norm)
         self.n_downsampling = n_downsampling
+        self.multiple = 2**n_downsampling  # each spatial size is padded to a multiple of this
 
         layers: list[nn.Module] = [_conv3d(in_channels, channels, first_kernel_size, 1, norm, "relu", padding_mode)]
         ch = channels
@@ -162,32 +165,24 @@ class Generator3D(nn.Module):
 
     def padded_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """The Z, Y, X the network runs on for an input of spatial ``shape`` (see the class doc)."""
-        m = 2**self.n_downsampling
-        target = [max(1, math.ceil(s / m)) * m for s in shape]
-        if all(t == m for t in target):
-            target[0] = 2 * m
-        return tuple(target)
+        m = self.multiple
+        z, y, x = (shape[0] + m - 1) // m, (shape[1] + m - 1) // m, (shape[2] + m - 1) // m  # blocks of m
+        # a single deepest voxel (z * y * x == 1) gets a second one in Z: 2 // (n + 1) is 1 for n = 1, else 0
+        # (not 1 // n: onnxruntime's optimizer rewrites m * (1 // n) as m // n)
+        z += 2 // (z * y * x + 1)
+        return z * m, y * m, x * m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B,C,Z,Y,X (any sizes >= 1) -> B,out_channels,Z,Y,X in [-1, 1]."""
-        if x.ndim != 5:
-            raise ValueError(f"Generator3D expects a B,C,Z,Y,X tensor, got shape {tuple(x.shape)}")
-        shape = tuple(x.shape[2:])
-        target = self.padded_shape(shape)
-        before = [(t - s) // 2 for s, t in zip(shape, target, strict=True)]
-        after = [t - s - b for s, t, b in zip(shape, target, before, strict=True)]
-        if any(t != s for s, t in zip(shape, target, strict=True)):
-            # F.pad takes (X_before, X_after, Y_before, Y_after, Z_before, Z_after)
-            pads = [p for d in (2, 1, 0) for p in (before[d], after[d])]
-            x = F.pad(x, pads, mode="replicate")
-        y = self.model(x)
-        return y[
-            :,
-            :,
-            before[0] : before[0] + shape[0],
-            before[1] : before[1] + shape[1],
-            before[2] : before[2] + shape[2],
-        ]
+        if x.dim() != 5:
+            raise ValueError(f"Generator3D expects a B,C,Z,Y,X tensor, got {x.dim()} dimensions")
+        z, y, w = x.shape[2], x.shape[3], x.shape[4]
+        tz, ty, tw = self.padded_shape((z, y, w))
+        # F.pad takes (X_before, X_after, Y_before, Y_after, Z_before, Z_after); always padded (maybe by 0),
+        # as a branch on the size would be frozen into an exported graph
+        bz, by, bw = (tz - z) // 2, (ty - y) // 2, (tw - w) // 2
+        x = F.pad(x, [bw, tw - w - bw, by, ty - y - by, bz, tz - z - bz], mode="replicate")
+        return self.model(x)[:, :, bz : bz + z, by : by + y, bw : bw + w]
 
 
 class _SkipSinglePixel(nn.Module):

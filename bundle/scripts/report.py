@@ -134,7 +134,7 @@ def per_slice_plot(path, aggregates, measures: Sequence[str], vertical: bool = F
     """One panel per measure: its per-slice mean (± std over stacks) for each method, one line each;
     with ``vertical`` the mean over vertical sections (xz, yz) is drawn as a dashed line of the same colour."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures), 3.8), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures) + 2.5, 3.8), dpi=100, squeeze=False)
     for ax, measure in zip(axes[0], measures):
         for i, method in enumerate(_methods(aggregates)):
             k, mean, std = _series(aggregates, method, "xy", measure)
@@ -148,7 +148,7 @@ def per_slice_plot(path, aggregates, measures: Sequence[str], vertical: bool = F
                 ax.axhline(level, color=colour, ls="--", lw=1, label=f"{method}, xz/yz sections")
         ax.set(xlabel="slice k (0-based)", ylabel=LABELS.get(measure, measure), title=LABELS.get(measure, measure))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: never hides data
     fig.tight_layout()
     result = _save(fig, Path(path))
     plt.close(fig)
@@ -159,7 +159,7 @@ def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edg
     """Gradient-magnitude histograms (Fig. 6): share of pixels per bin, xy slices and vertical sections."""
     plt = _pyplot()
     centres = (edges[:-1] + edges[1:]) / 2
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), dpi=100, sharey=True)
     for ax, view, title in zip(axes, ("xy", "vertical"), ("xy slices", "vertical sections (xz, yz)")):
         for i, (method, h) in enumerate(histograms.items()):
             counts = h[view]
@@ -167,7 +167,7 @@ def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edg
         ax.set(xlabel="gradient magnitude (per px, [0,1] intensity units)", ylabel="share of pixels", title=title)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     result = _save(fig, Path(path))
     plt.close(fig)
@@ -206,6 +206,9 @@ def log_to_mlflow(tracking_uri: str, experiment: str, run_name: str | None, para
     import mlflow
     from mlflow.entities import Metric, Param
 
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri  # as MONAI's handlers and training do
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
