@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import ast
 import difflib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 from monai.bundle import ConfigParser
 
 from scripts.errors import InputError, install_excepthook
+from scripts.io import atomic
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {
@@ -97,17 +96,9 @@ def check_tracking_option(config: dict, tracking) -> None:
 
 def write_yaml_atomic(path: str | Path, content: dict) -> Path:
     """Write ``content`` as YAML beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(content, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic(path) as tmp:
+        tmp.write_text(yaml.safe_dump(content, sort_keys=False))
+    return Path(path)
 
 
 def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None) -> dict:

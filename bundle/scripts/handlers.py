@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
+from scripts.io import atomic
 from scripts.metrics import sharpness_ratios
 from scripts.views import comparison_png, sharpness_plot
 
@@ -87,17 +86,9 @@ class ResumableMLFlowHandler(MLFlowHandler):
 
 def save_state_dict_atomic(module: torch.nn.Module, path: str | Path) -> Path:
     """``torch.save`` a module's plain state_dict (on CPU) beside ``path``, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 class ExportGenerator:

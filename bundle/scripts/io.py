@@ -425,11 +425,13 @@ def _cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
 
 
 @contextmanager
-def _atomic(path: PathLike, suffix: str) -> Iterator[Path]:
+def atomic(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so the libraries pick the same format);
-    on success it replaces ``path``, on failure it is removed and ``path`` is left as it was.
+    on success it replaces ``path``, on failure it is removed and ``path`` is left as it was. Every
+    write of the bundle that must not be lost or left half-done goes through here.
     """
     target = Path(path)
+    suffix = target.suffix if suffix is None else suffix
     target.parent.mkdir(parents=True, exist_ok=True)
     stem = target.name[: len(target.name) - len(suffix)]
     tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{suffix}")
@@ -518,7 +520,7 @@ def write_stack(path: PathLike, array: np.ndarray, meta: Mapping[str, Any]) -> N
     meta = plain_meta(meta)
     array = _cast(array, meta.get("dtype"))
     spacing, fmt = meta.get("spacing"), _FORMATS[suffix]
-    with _atomic(path, suffix) as tmp:
+    with atomic(path, suffix) as tmp:
         if fmt == "tiff":
             _write_tiff(tmp, array, "ZYX", spacing, meta.get("unit"))
         elif fmt == "npz":
@@ -534,7 +536,7 @@ def write_image(path: PathLike, array: np.ndarray, spacing: tuple[float, float] 
     suffix, array = _output(path, IMAGE_SUFFIXES, array, "YX")
     if suffix == ".png" and array.dtype not in (np.uint8, np.uint16):
         raise InputError(path, f"PNG holds only uint8/uint16, not {array.dtype}: write a .tif instead")
-    with _atomic(path, suffix) as tmp:
+    with atomic(path, suffix) as tmp:
         if suffix == ".png":
             kwargs = {}
             sy, sx = _finite(spacing)[:2]

@@ -13,12 +13,11 @@ carry a fixed date, so the same bundle always gives the same archive. ``python -
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 from scripts.errors import InputError
+from scripts.io import atomic
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle
@@ -53,20 +52,12 @@ def pack(root: str | Path | None = None, output_dir: str | Path = ".", name: str
     files = bundle_files(root)
     version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
     archive = Path(output_dir) / f"{name}_v{version}.zip"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=archive.parent, suffix=".zip.tmp")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for rel in files:
-                entry = zipfile.ZipInfo(f"{name}/{rel.as_posix()}", date_time=_EPOCH)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                entry.external_attr = 0o644 << 16  # rw-r--r--
-                zf.writestr(entry, (root / rel).read_bytes())
-        os.replace(tmp, archive)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for rel in files:
+            entry = zipfile.ZipInfo(f"{name}/{rel.as_posix()}", date_time=_EPOCH)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16  # rw-r--r--
+            zf.writestr(entry, (root / rel).read_bytes())
     return archive
 
 
