@@ -27,9 +27,11 @@ shift || true
 case "$job" in
   train)
     # A short first run (a few minutes on 2 CPU cores) that still writes every artifact: checkpoints,
-    # validation views, MLflow store, bundle/models/model.pt. The full recipe is in README.md.
+    # validation views, MLflow store, G_S weights (in bundle/runs/train/, leaving the shipped
+    # bundle/models/model.pt alone). The full recipe is in README.md.
     exec "$PY" -m monai.bundle run training --config_file bundle/configs/train.yaml \
-      --max_epochs 4 --epoch_length 15 --val_interval 2 --checkpoint_interval 30 "$@" ;;
+      --max_epochs 4 --epoch_length 15 --val_interval 2 --checkpoint_interval 30 \
+      --model_path bundle/runs/train/model.pt "$@" ;;
   test)
     exec "$PY" -m pytest "$@" ;;
   *)
