@@ -323,3 +323,20 @@ def test_offline_fallback_and_a_failed_registration_lose_no_weights(dataset, tmp
     assert str(client.get_model_version_by_alias("offline", "champion").version) == "1"
     registered = load_generator(tiny_generator(1), model_uri="models:/offline@champion", tracking_uri=local)
     assert same_weights(registered, tmp_path / "model.pt")
+
+
+def test_evaluation_loads_registered_models_and_files_side_by_side(local_registry, no_tracking_env):
+    from scripts.evaluation import load_models
+
+    r = local_registry
+    register_generator(r.info.model_uri, "evaluated", r.uri, "val_sharpness", 0.5, "champion")
+    models = load_models(
+        tiny_generator(1),
+        {"registered": "models:/evaluated@champion", "file": str(r.folder / "model.pt")},
+        "cpu",
+        r.uri,
+    )
+    assert list(models) == ["registered", "file"] and models["registered"] is not models["file"]
+    assert all(same_weights(m, r.folder / "model.pt") for m in models.values())
+    with pytest.raises(InputError, match="models:/evaluated@nope"):
+        load_models(tiny_generator(1), {"G_S": "models:/evaluated@nope"}, "cpu", r.uri)
