@@ -169,3 +169,14 @@ def test_linear_decay_drives_lambda_lr():
         opt.step()
         scheduler.step()
     assert lrs == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0])
+
+
+def test_networks_train_in_training_mode_after_validation():
+    trainer = make_trainer(max_epochs=2)
+    modes = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: engine.g_s.eval())  # as the evaluator leaves it
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: modes.append([engine.g_s.training, engine.d_s.training])
+    )
+    trainer.run()
+    assert modes == [[True, True]] * 4

@@ -14,6 +14,7 @@ from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.io import atomic
 from scripts.metrics import sharpness_ratios
+from scripts.networks import unwrap
 from scripts.views import comparison_png, sharpness_plot
 
 logger = logging.getLogger("zsegan")
@@ -36,6 +37,8 @@ class ResumableCheckpoint:
     includes the image pools). Files are written atomically (temporary file, then rename), so an
     interruption never leaves a truncated checkpoint. When ``save_dir`` already holds checkpoints at
     start, training resumes from the latest one.
+    Under DDP (several processes), only rank 0 writes (ignite's ``DiskSaver``), networks without their
+    DDP wrapper; every process resumes from the same file.
     """
 
     def __init__(self, save_dir: str, save_dict: dict, interval: int = 100, n_saved: int = 2, resume: bool = True):
@@ -85,9 +88,10 @@ class ResumableMLFlowHandler(MLFlowHandler):
 
 
 def save_state_dict_atomic(module: torch.nn.Module, path: str | Path) -> Path:
-    """``torch.save`` a module's plain state_dict (on CPU) beside ``path``, then rename into place."""
+    """``torch.save`` a module's plain state_dict (on CPU; out of any DDP wrapper, so without a ``module.``
+    prefix) beside ``path``, then rename into place."""
     with atomic(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+        torch.save({k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}, tmp)
     return Path(path)
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
-__all__ = ["Generator3D", "PatchDiscriminator2D", "init_weights"]
+__all__ = ["Generator3D", "PatchDiscriminator2D", "init_weights", "unwrap"]
 
 _NORMS = {"instance": "instance", "batch": "batch", "none": None}
 _PADDING_MODES = ("zeros", "replicate")
@@ -288,3 +288,9 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
         elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and getattr(m, "affine", False):
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper (whose state_dict
+    keys carry a ``module.`` prefix), or ``module`` itself: what to save, export or run on one process."""
+    return module.module if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else module

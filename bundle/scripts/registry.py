@@ -42,7 +42,7 @@ from monai.inferers import SlidingWindowInferer
 
 from scripts.errors import InputError
 from scripts.inference import enhance, load_weights
-from scripts.networks import Generator3D
+from scripts.networks import Generator3D, unwrap
 from scripts.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
@@ -344,6 +344,7 @@ class RegisterGenerator:
         network = getattr(trainer, "g_s", None)
         if network is None:
             return
+        network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
         device = next(network.parameters()).device
         rebuilt = load_weights(Generator3D(**self.settings["network_args"]), self.model_path, device)
         x = torch.rand(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1

@@ -10,6 +10,7 @@ order of CycleGAN's ``optimize_parameters``. Only the sections that a loss uses 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.engines import Trainer
+from torch.utils.data.distributed import DistributedSampler
 
 from scripts.losses import (
     AdversarialCriterion,
@@ -47,8 +49,12 @@ def _plain(tensor: torch.Tensor, device: torch.device, non_blocking: bool = Fals
 
 
 def _cycle(loader: Iterable):
-    """Endless iterator over a DataLoader (reshuffled every pass)."""
-    while True:
+    """Endless iterator over a DataLoader, reshuffled every pass (a DistributedSampler is told the pass
+    number, as MONAI's trainer tells the training loader's sampler the epoch)."""
+    sampler = getattr(loader, "sampler", None)
+    for n_pass in itertools.count():
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(n_pass)
         yield from loader
 
 
@@ -63,6 +69,7 @@ class ZSEGANTrainer(Trainer):
         infocus_loader: in-focus images y*, batches of ``{"image": NCHW in [-1, 1]}``; cycled endlessly.
         g_s, g_b: the 3D generators (sharpen, blur back).
         d_s, d_b: the 2D discriminators (sharp domain, stack domain).
+            Any of the four may be in DistributedDataParallel (``configs/multi_gpu_train.yaml``).
         g_optimizer: optimiser over the parameters of both generators.
         d_optimizer: optimiser over the parameters of both discriminators.
         criterion: adversarial criterion (least squares or the paper's log form).
@@ -161,6 +168,8 @@ class ZSEGANTrainer(Trainer):
                 f"in-focus crops {tuple(y_star.shape[-2:])} are too small to give vertical examples of {depth}x{width}"
             )
         crit, p = engine.criterion, engine.p
+        for network in (engine.g_s, engine.g_b, engine.d_s, engine.d_b):
+            network.train()  # validation (MONAI's evaluator) leaves G_S in eval mode
 
         # ---- generators: eqs (1)-(9), minimised over G_S and G_B ----
         for d in (engine.d_s, engine.d_b):

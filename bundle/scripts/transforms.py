@@ -27,30 +27,51 @@ def _filename(img) -> str:
     return str(meta.get("filename_or_obj", "<in memory>"))
 
 
+def percentile_range(values, lower: float, upper: float, name: str = "<in memory>") -> tuple[float, float]:
+    """The ``lower``/``upper`` percentiles (lo, hi) of ``values`` (any shape; above 4 million values, of a
+    fixed strided subsample); InputError naming ``name`` when the intensity is (almost) constant."""
+    flat = torch.as_tensor(values).float().flatten()
+    if flat.numel() > 4_000_000:  # percentiles of a large stack: a fixed strided subsample is enough
+        flat = flat[:: flat.numel() // 4_000_000 + 1]
+    lo, hi = torch.quantile(flat, torch.tensor([lower, upper]) / 100.0).tolist()
+    if hi - lo < 1e-6:
+        raise InputError(name, "has (almost) constant intensity: nothing to enhance")
+    return lo, hi
+
+
 class RobustNormalised(MapTransform, InvertibleTransform):
     """Map the ``lower``/``upper`` intensity percentiles of each stack (or image) to -1 and 1.
 
     Robust to outliers (dust, hot pixels) and to the brightness of each scan; no clipping, so the
     inverse brings the network's output back to the input's units exactly. The percentiles are kept
     in the transform trace (``applied_operations``), which ``monai.transforms.Invertd`` uses.
+    ``intensity_range=(lo, hi)`` maps those given values instead (whole-slide statistics, so every tile
+    of a large stack is mapped alike).
     """
 
-    def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys=False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        allow_missing_keys=False,
+        intensity_range: tuple[float, float] | None = None,
+    ):
         super().__init__(keys, allow_missing_keys)
         if not 0.0 <= lower < upper <= 100.0:
             raise ValueError(f"need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
         self.lower, self.upper = lower, upper
+        self.intensity_range = intensity_range  # (lo, hi) given: the same mapping for every stack and tile
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            flat = img.as_tensor().float().flatten() if hasattr(img, "as_tensor") else img.float().flatten()
-            if flat.numel() > 4_000_000:  # percentiles of a large stack: a fixed strided subsample is enough
-                flat = flat[:: flat.numel() // 4_000_000 + 1]
-            lo, hi = torch.quantile(flat, torch.tensor([self.lower, self.upper]) / 100.0).tolist()
-            if hi - lo < 1e-6:
-                raise InputError(_filename(img), "has (almost) constant intensity: nothing to enhance")
+            if self.intensity_range is not None:
+                lo, hi = self.intensity_range
+            else:
+                values = img.as_tensor() if hasattr(img, "as_tensor") else img
+                lo, hi = percentile_range(values, self.lower, self.upper, _filename(img))
             d[key] = (img.float() - lo) * (2.0 / (hi - lo)) - 1.0
             self.push_transform(d[key], extra_info={"lo": lo, "hi": hi})
         return d

@@ -1,0 +1,468 @@
+"""Whole-slide enhancement: G_S's sliding window over a stack larger than memory, tile by tile with Dask.
+
+Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``,
+the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr
+store). Each xy tile (full depth in z) is enhanced with a halo around it by the same in-memory
+sliding window as ``scripts.inference.enhance``, cropped, and written to an OME-Zarr on its own.
+
+Seamless by construction: the intensity mapping uses the percentiles of the whole stack (from a
+strided subsample, ``stack_range``), and tiles and halos follow the sliding window's grid
+(``aligned_tiling``), so every voxel of a tile is covered by exactly the windows, at exactly the
+positions, of the in-memory sliding window over the whole stack. Any other placement shows seams:
+G_S's instance norm makes a window's output depend on all of the window (with the shipped weights
+and a plain 64-pixel halo, tiles differed by up to half the output range at their borders).
+
+Output: OME-Zarr, NGFF 0.4 on zarr format 2 (axes z, y, x; unit micrometer; one dataset "0" with
+a scale; chunks of one plane of a tile), which napari (napari-ome-zarr) and Fiji (N5 / OME-Zarr
+readers, BigDataViewer, MoBIE) open, also in older installs: NGFF 0.5 (zarr 3) needs ome-zarr-py
+0.12 (2025) under napari-ome-zarr and a recent n5-ij in Fiji, and Bio-Formats' converters still
+write 0.4. The output is built in a hidden folder ``.<name>.partial`` beside it and renamed into
+place once every tile is written, so the output path never holds a partial result.
+``.zsegan/run.json`` records what is computed (input, weights, settings, intensity range) and
+``.zsegan/done/<i>.<j>`` marks each tile written; the same command run again after an interruption
+skips the tiles already done. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import tifffile
+import torch
+import zarr
+from dask.callbacks import Callback
+from numcodecs import Blosc
+from tqdm import tqdm
+
+from scripts.errors import InputError
+from scripts.inference import enhance
+from scripts.io import _READ_ERRORS, _cast, _tiff_spacing, _unit_factor, atomic
+from scripts.transforms import RobustNormalised, percentile_range
+
+logger = logging.getLogger("zsegan")
+
+SLIDE_SUFFIXES = (".zarr", ".tif", ".tiff")
+_STATE = ".zsegan"
+# tiles enhanced at once by local threads: torch already uses every core inside one tile, a second
+# overlaps reading and writing; memory is about this many tiles + halos (float32, several copies each)
+LOCAL_THREADS = 2
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _zarr_stack(path: Path) -> tuple[Any, str, tuple[float, float, float] | None, str | None]:
+    """The zarr array, its axes (lower case), (z, y, x) spacing and unit of an OME-Zarr or plain zarr."""
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:  # noqa: BLE001 - zarr raises many kinds for a folder that is not a zarr
+        raise InputError(path, f"is not a zarr array or group ({type(e).__name__}: {e})") from e
+    if isinstance(node, zarr.Array):
+        return node, "zyx"[-node.ndim :] if node.ndim <= 3 else "?" * node.ndim, None, None
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("ome", attrs).get("multiscales")  # NGFF 0.5 nests under "ome"
+    if not multiscales:
+        if (path / _STATE).exists():
+            raise InputError(path, "is the partial output of an interrupted whole-slide run: run it again to finish")
+        raise InputError(path, "is a zarr group without OME-NGFF 'multiscales' metadata: give the path of its array")
+    ms = multiscales[0]
+    axes = [a["name"].lower() if isinstance(a, dict) else str(a).lower() for a in ms.get("axes", ["z", "y", "x"])]
+    dataset = ms["datasets"][0]
+    scale = np.ones(len(axes))
+    for transforms in (dataset.get("coordinateTransformations", []), ms.get("coordinateTransformations", [])):
+        for t in transforms:
+            if t.get("type") == "scale" and "scale" in t:
+                scale = scale * np.asarray(t["scale"], dtype=float)
+    units = {a["name"].lower(): a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
+    factors = [_unit_factor(units.get(a)) for a in "zyx"]
+    spacing = tuple(float(scale[axes.index(a)]) if a in axes else math.nan for a in "zyx")
+    if all(f is not None for f in factors):
+        spacing, unit = tuple(s * f for s, f in zip(spacing, factors, strict=True)), "um"
+    else:
+        unit = None
+    return node[dataset["path"]], "".join(axes), spacing, unit  # type: ignore[return-value]
+
+
+class _LazyTiff:
+    """A TIFF's first series (full resolution) as an array that opens the file for each read, through
+    tifffile's zarr store: nothing held open, so Dask can send it to other processes and machines."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        with self._open() as array:
+            self.shape, self.dtype, self.chunks = array.shape, array.dtype, array.chunks
+        self.ndim = len(self.shape)
+
+    @contextmanager
+    def _open(self):
+        store = tifffile.imread(self.path, aszarr=True)
+        try:
+            array = zarr.open(store, mode="r")
+            yield array["0"] if isinstance(array, zarr.Group) else array  # pyramidal TIFF: full resolution
+        finally:
+            store.close()
+
+    def __getitem__(self, key):
+        with self._open() as array:
+            return array[key]
+
+
+def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, dict]:
+    """A large z-stack as a lazy ZYX dask array (nothing read yet) and meta as ``scripts.io.read_stack``'s
+    (``format`` "zarr" or "tiff", ``axes`` the file's own, ``dtype``, ``spacing`` (z, y, x) um, ``unit``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or folder: check the path")
+    if p.is_dir():
+        array, axes, spacing, unit = _zarr_stack(p)
+        fmt = "zarr"
+    else:
+        if not p.name.lower().endswith((".tif", ".tiff")):
+            raise InputError(p, "unsupported whole-slide input: use an OME-Zarr/zarr folder or a TIFF/OME-TIFF")
+        try:
+            with tifffile.TiffFile(p) as tif:
+                axes, (spacing, unit) = tif.series[0].axes.lower(), _tiff_spacing(tif)
+            array = _LazyTiff(p)
+        except _READ_ERRORS as e:
+            raise InputError(p, f"cannot read as TIFF ({e})") from e
+        fmt = "tiff"
+    if fmt == "zarr":
+        stack = da.from_zarr(array)
+    else:  # reads of whole TIFF tiles or strips, about 1024 x 1024 or more: fewer opens of the file
+        chunks = [c if i < array.ndim - 2 else min(n, math.ceil(1024 / c) * c) for i, (c, n) in enumerate(
+            zip(array.chunks, array.shape, strict=True))]  # fmt: skip
+        stack = da.from_array(array, chunks=tuple(chunks), asarray=True)
+    keep = [i for i, (n, a) in enumerate(zip(stack.shape, axes, strict=True)) if n > 1 or a in "yx"]
+    if len(keep) != 3 or [axes[i] for i in keep][-2:] != ["y", "x"]:
+        raise InputError(p, f"has shape {stack.shape} (axes {axes}): expected one single-channel z-stack (Z, Y, X)")
+    stack = stack.reshape([stack.shape[i] for i in keep])
+    if stack.shape[0] < min_planes:
+        raise InputError(p, f"has {stack.shape[0]} planes; the network needs at least {min_planes}")
+    meta = {"filename_or_obj": str(p), "format": fmt, "axes": axes, "dtype": str(stack.dtype)}
+    return stack, {**meta, "spacing": spacing, "unit": unit}
+
+
+def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in memory>", samples: int = 4_000_000):
+    """(lo, hi): the ``lower``/``upper`` percentiles of the whole ZYX stack, from every plane on a regular
+    xy grid of at most ``samples`` voxels (all voxels of a stack that small, so they equal
+    ``RobustNormalised``'s); read chunk by chunk, memory bounded by the sample."""
+    step = max(1, math.ceil(math.sqrt(stack.size / samples)))
+    return percentile_range(np.asarray(stack[:, ::step, ::step].compute()), lower, upper, name)
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tuple, tuple]:
+    """Tiles and halos along y and x for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap`` on a
+    stack of ``shape``: ``(chunks_y, chunks_x)`` (the tile sizes, dask's form) and ``((before_y, after_y),
+    (before_x, after_x))``, such that MONAI's windows over a tile and its halo are, where they touch the
+    tile, exactly its windows over the whole stack, and none lie wholly in the halo.
+
+    MONAI places windows of size r at multiples of the step s = ``int(r * (1 - overlap))``, the last one
+    flush with the end. Tiles are multiples of s (``tile_size`` rounded up); the halo before a tile
+    reaches the first window covering its first voxel (the largest multiple of s below r), the halo
+    after it ends the last window covering its last voxel (r - s), so the last window of a tile and
+    halo falls on the grid too. A tile is at least as long as its halos (else dask would rechunk), and a
+    last tile too short for them or for the stack's flush window (shorter than r - halo before) joins
+    the tile before it. E.g. window 128: overlap 0.25, step 96, halo 96 before and
+    32 after; overlap 0.5, step 64, halo 64 and 64.
+    """
+    chunks, halos = [], []
+    for r, n in zip(roi_size[-2:], shape[-2:], strict=True):
+        r = n if r is None or r <= 0 else min(int(r), n)  # as MONAI: -1 means the full size
+        if r >= n:  # one window over the whole size: one tile
+            chunks.append((n,))
+            halos.append((0, 0))
+            continue
+        step = max(int(r * (1 - overlap)), 1)
+        before, after = (r - 1) // step * step, max(r - step, 0)
+        tile = max(math.ceil(tile_size / step), math.ceil(max(before, after) / step), 1) * step
+        sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
+        if len(sizes) > 1 and sizes[-1] < max(r - before, before, after):  # dask also needs halo <= tile
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+        chunks.append(tuple(sizes))
+        halos.append((before, after))
+    return tuple(chunks), tuple(halos)
+
+
+def _enhance_block(block: np.ndarray, network, inferer, intensity_range, device) -> np.ndarray:
+    """One tile plus halo (ZYX), through the in-memory path with the whole stack's intensity mapping."""
+    normalise = RobustNormalised("image", intensity_range=intensity_range)
+    return enhance(network.to(device), block, inferer, normalise, device)
+
+
+def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, halos, device="cpu") -> da.Array:
+    """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
+    (``chunks``, ``halos``: the y and x tiles and halos of ``aligned_tiling``)."""
+    stack = stack.rechunk(((stack.shape[0],), *chunks))
+    enhanced = stack.map_overlap(
+        _enhance_block,
+        depth={0: 0, 1: tuple(halos[0]), 2: tuple(halos[1])},
+        boundary="none",
+        trim=True,
+        dtype=np.float32,
+        network=network,
+        inferer=inferer,
+        intensity_range=intensity_range,
+        device=device,
+    )
+    if enhanced.chunks[1:] != tuple(chunks):  # dask moved the tiles: they would be off the window grid
+        raise ValueError(f"tiles {chunks} shorter than their halos {halos}: use aligned_tiling's")
+    return enhanced
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def ngff_multiscales(name: str, spacing, unit: str | None) -> dict:
+    """NGFF 0.4 ``multiscales`` metadata of one ZYX dataset "0" with the voxel size (z, y, x) as its scale."""
+    scale = [float(s) if s is not None and math.isfinite(s) else 1.0 for s in (spacing or (1.0, 1.0, 1.0))]
+    axes = [{"name": a, "type": "space", **({"unit": "micrometer"} if unit == "um" else {})} for a in "zyx"]
+    dataset = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+    return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": [dataset]}]}
+
+
+def slide_output_path(input_path: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "_enhanced") -> Path:
+    """``<output_dir>/<name><postfix>.ome.zarr``, never the input itself."""
+    name = Path(input_path).name
+    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    out = Path(output_dir) / f"{name}{postfix}.ome.zarr"
+    if out.resolve() == Path(input_path).resolve():
+        raise InputError(out, "output would overwrite the input: choose another output_dir or postfix")
+    return out
+
+
+def _write_block(block: np.ndarray, array_path: str, region: tuple[slice, ...], dtype: str, marker: str) -> int:
+    """Write one enhanced chunk, cast like ``scripts.io.write_stack``, then its done-marker; returns voxels."""
+    zarr.open_array(array_path, mode="r+")[region] = _cast(block, dtype)
+    Path(marker).touch()
+    return block.size
+
+
+class _Progress(Callback):
+    """tqdm over the chunk writes of dask's local scheduler: voxels written, voxels/s and ETA."""
+
+    def __init__(self, bar: tqdm, voxels: dict):
+        super().__init__()
+        self.bar, self.voxels = bar, voxels
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if key in self.voxels:
+            self.bar.update(self.voxels[key])
+
+
+def _ship_scripts(client) -> None:
+    """Make the ``scripts`` package importable on every worker of ``client`` (zip upload, no shared disk needed)."""
+    package = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "zsegan_scripts.zip"
+        with zipfile.ZipFile(archive, "w") as z:
+            for f in sorted(package.glob("*.py")):
+                z.write(f, f"scripts/{f.name}")
+        client.upload_file(str(archive))  # on sys.path, `scripts` imported (lazily)
+
+
+def _weights_digest(network: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, value in network.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def enhance_slide(
+    network: torch.nn.Module,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    inferer,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    tile_size: int = 1024,
+    device: str | torch.device = "cpu",
+    scheduler_address: str | None = None,
+    min_planes: int = 1,
+) -> Path:
+    """Enhance one large stack (OME-Zarr, zarr or TIFF) into the OME-Zarr ``output_path``, chunk by chunk.
+
+    ``inferer``: the sliding window (``monai.inferers.SlidingWindowInferer``, ``roi_size`` (Z, Y, X),
+    ``overlap``) used for every tile; ``lower``/``upper``: the intensity percentiles (as training);
+    ``tile_size``: xy size of the chunks (rounded up to the window's step); ``scheduler_address``: a
+    ``dask.distributed`` scheduler to run on, else dask's local threads. Each tile (all planes) is
+    computed and written on its own, then marked done. Resumable (see the module
+    docstring); an output already complete with the same input, weights and settings is kept as it is.
+    """
+    output_path = Path(output_path)
+    stack, meta = open_stack(input_path, min_planes)
+    inferer = copy.copy(inferer)
+    inferer.progress = False  # one progress bar over the chunks instead of one per tile
+    overlap = float(np.atleast_1d(inferer.overlap)[-1])
+    chunks, halos = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
+    run = {
+        "input": str(Path(input_path).resolve()),
+        "shape": list(stack.shape),
+        "dtype": meta["dtype"],
+        "weights_sha256": _weights_digest(network),
+        "roi_size": [int(r) for r in inferer.roi_size],
+        "overlap": overlap,
+        "mode": str(inferer.mode),
+        "percentiles": [lower, upper],
+        "tiles": [list(c) for c in chunks],
+        "halos": [list(h) for h in halos],
+    }
+    if output_path.exists():
+        if _read_run(output_path) == run:
+            logger.info(f"{output_path} is already complete")
+            return output_path
+        raise InputError(output_path, "exists and holds another result: delete it or choose another output_dir")
+    partial = output_path.with_name(f".{output_path.name}.partial")
+    if _read_run(partial) not in (None, run):
+        raise InputError(partial, "holds an interrupted run with another input, weights or settings: delete it")
+    if _read_run(partial) is None:
+        shutil.rmtree(partial, ignore_errors=True)  # never got as far as its record: start again
+        group = zarr.open_group(str(partial), mode="w", zarr_format=2)
+        group.create_array(
+            "0",
+            shape=stack.shape,
+            chunks=(1, chunks[0][0], chunks[1][0]),  # a plane of a tile: viewers read only the plane shown
+            dtype=meta["dtype"],
+            fill_value=0,
+            compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE),
+            chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 on zarr 2 needs "/"
+        )
+        run["intensity_range"] = list(stack_range(stack, lower, upper, str(input_path)))
+        (partial / _STATE / "done").mkdir(parents=True)
+        with atomic(partial / _STATE / "run.json") as tmp:
+            tmp.write_text(json.dumps(run, indent=1))
+    run = json.loads((partial / _STATE / "run.json").read_text())  # with the intensity range of the first start
+    lo, hi = run["intensity_range"]
+    logger.info(f"{input_path}: {'x'.join(map(str, stack.shape))} voxels, intensity range {lo:.4g}..{hi:.4g}")
+
+    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, halos, device)
+    tasks, voxels = [], {}
+    done = partial / _STATE / "done"
+    starts = [np.cumsum((0, *c)) for c in chunks]  # tiles start on zarr chunks: no chunk is written twice
+    for i, j in np.ndindex(*enhanced.numblocks[1:]):
+        marker = done / f"{i}.{j}"
+        if marker.exists():
+            continue
+        region = (slice(None), slice(*starts[0][i : i + 2]), slice(*starts[1][j : j + 2]))
+        block = enhanced.blocks[0, i, j]
+        task = dask.delayed(_write_block, pure=False)(block, str(partial / "0"), region, meta["dtype"], str(marker))
+        tasks.append(task)
+        voxels[task.key] = math.prod(block.shape)
+    total = math.prod(stack.shape)
+    skipped = total - sum(voxels.values())
+    if skipped:
+        logger.info(f"resuming {partial}: {len(tasks)} chunks left")
+    with tqdm(total=total, initial=skipped, unit="vox", unit_scale=True, desc="whole slide", smoothing=0.1) as bar:
+        if scheduler_address:
+            from distributed import Client, as_completed
+
+            with Client(scheduler_address) as client:
+                _ship_scripts(client)
+                for future in as_completed(client.compute(tasks)):
+                    bar.update(future.result())
+        else:
+            with _Progress(bar, voxels):
+                dask.compute(*tasks, scheduler="threads", num_workers=LOCAL_THREADS)
+    group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
+    group.attrs.update(ngff_multiscales(output_path.name, meta["spacing"], meta["unit"]))
+    shutil.rmtree(done)
+    os.replace(partial, output_path)  # the output appears only now, complete
+    logger.info(f"wrote {output_path}")
+    return output_path
+
+
+def write_ome_tiff(source: str | os.PathLike, path: str | os.PathLike, tile: int = 512) -> Path:
+    """An OME-TIFF (BigTIFF, tiled, zlib) of the finished OME-Zarr ``source`` with its voxel size; written
+    tile by tile from one band of ``tile`` rows of one plane at a time, atomically."""
+    stack, meta = open_stack(source)
+    z_size, y_size, x_size = stack.shape
+
+    def tiles():
+        for z in range(z_size):
+            for r in range(0, y_size, tile):
+                band = np.asarray(stack[z, r : r + tile].compute())
+                yield from (band[:, c : c + tile] for c in range(0, x_size, tile))
+
+    metadata: dict[str, Any] = {"axes": "ZYX"}
+    for axis, size in zip("ZYX", meta["spacing"] or (), strict=False):
+        if size is not None and math.isfinite(size):
+            metadata[f"PhysicalSize{axis}"] = size
+            if meta["unit"] == "um":
+                metadata[f"PhysicalSize{axis}Unit"] = "µm"
+    with atomic(path, ".tif") as tmp:
+        tifffile.imwrite(
+            tmp, tiles(), shape=stack.shape, dtype=stack.dtype, tile=(tile, tile), ome=True, bigtiff=True,
+            photometric="minisblack", compression="zlib", metadata=metadata,
+        )  # fmt: skip
+    logger.info(f"wrote {path}")
+    return Path(path)
+
+
+def _read_run(path: Path) -> dict | None:
+    """The record of what an output (or partial output) holds, without its intensity range; None if none."""
+    try:
+        run = json.loads((path / _STATE / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    run.pop("intensity_range", None)
+    return run
+
+
+def slide_inputs(input_path: str | os.PathLike) -> list[Path]:
+    """A zarr folder, a TIFF, or a folder of them (sorted; hidden names skipped)."""
+    p = Path(input_path)
+    if p.is_dir() and not p.name.lower().endswith(".zarr"):
+        found = sorted(
+            f for f in p.iterdir() if f.name[0] != "." and f.name.lower().endswith(SLIDE_SUFFIXES) and f.is_dir() == (
+                f.name.lower().endswith(".zarr"))
+        )  # fmt: skip
+        if not found:
+            raise InputError(p, "no OME-Zarr/zarr folders or TIFF files in this folder")
+        return found
+    if not p.exists():
+        raise InputError(p, "no such file or folder: check the path")
+    return [p]
+
+
+def enhance_slides(
+    network, input_path, output_dir, inferer, lower=0.5, upper=99.5, tile_size=1024, device="cpu",
+    scheduler_address=None, min_planes=1, postfix="_enhanced", output_format="ome-zarr",
+) -> list[Path]:  # fmt: skip
+    """``enhance_slide`` for every input of ``slide_inputs(input_path)`` (all checked first), into
+    ``<output_dir>/<name><postfix>.ome.zarr``; ``output_format`` "ome-tiff" also writes
+    ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes)."""
+    if output_format not in ("ome-zarr", "ome-tiff"):
+        raise InputError(None, f"--output_format must be ome-zarr or ome-tiff, not {output_format!r}")
+    inputs = slide_inputs(input_path)
+    for f in inputs:
+        open_stack(f, min_planes)
+    network = network.to("cpu") if scheduler_address else network  # sent to workers as weights, moved there
+    outputs = []
+    for f in inputs:
+        out = slide_output_path(f, output_dir, postfix)
+        enhance_slide(network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes)
+        if output_format == "ome-tiff":
+            tiff = out.with_name(out.name[: -len(".zarr")] + ".tif")
+            out = tiff if tiff.exists() else write_ome_tiff(out, tiff)
+        outputs.append(out)
+    return outputs

@@ -1,0 +1,165 @@
+"""Inference speed benchmark (issue 5): G_S's forward rate against the machine's matmul peak, and the
+in-memory sliding window end to end, measured in one run so that the ratios hold on a noisy machine.
+
+    python docs/benchmark_inference.py [--size 2048] [--depth 29] [--threads N] [--device cpu|cuda] [--repeats 5]
+
+(a) bare G_S forward on one window (1 x 1 x depth x 128 x 128, the default sliding window): voxels/s,
+    FLOP/s (counted by torch.utils.flop_counter) and their share of a float32 matrix-multiply peak
+    (4096 x 4096 matmuls) measured in the same process;
+(b) in-memory sliding-window enhancement of a size x size x depth uint8 TIFF stack, end to end from file
+    to file (read, normalise, sliding window with the defaults of inference.yaml, inverse mapping,
+    write), as voxels/s and as a share of (a);
+(c) the out-of-core path (scripts.wholeslide.enhance_slide, zarr to OME-Zarr, 1024-px tiles, local
+    threads) on each of --slide_sizes, each in a child process so that its peak memory (max RSS) is its own.
+Prints one line per figure and the machine. Default network (bundle/configs/inference.yaml sizes), random
+weights (the speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from monai.inferers import SlidingWindowInferer  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from scripts.inference import enhance  # noqa: E402
+from scripts.io import read_stack, write_stack  # noqa: E402
+from scripts.networks import Generator3D  # noqa: E402
+from scripts.transforms import RobustNormalised  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_seconds(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(device: torch.device, repeats: int, n: int = 4096) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / best_seconds(lambda: a @ b, device, repeats)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    return f"{cpu}, {torch.get_num_threads()} thread(s)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--depth", type=int, default=29)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--slide_sizes", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--slide", type=int, help=argparse.SUPPRESS)  # internal: one (c) run in this process
+    args = parser.parse_args()
+    if args.slide:
+        return out_of_core(args.slide, args.depth, torch.device(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    network = Generator3D().to(device).eval()
+    print(f"machine: {machine(device)}; torch {torch.__version__}, Python {platform.python_version()}")
+
+    peak = matmul_peak(device, args.repeats)
+    print(f"float32 matmul peak (4096^3): {peak / 1e9:.1f} GFLOP/s")
+
+    window = torch.randn(1, 1, args.depth, 128, 128, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network(window)
+    flops = counter.get_total_flops()
+    with torch.no_grad():
+        seconds = best_seconds(lambda: network(window), device, args.repeats)
+    rate_a = window.numel() / seconds
+    print(
+        f"(a) G_S forward, 1x1x{args.depth}x128x128: {seconds * 1e3:.0f} ms, {rate_a / 1e6:.2f} M voxels/s, "
+        f"{flops / seconds / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP per window) = "
+        f"{100 * flops / seconds / peak:.0f}% of the matmul peak"
+    )
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, (args.depth, args.size, args.size), dtype=np.uint8)
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": (1.0, 1.0, 1.0), "unit": "um"}
+    inferer = SlidingWindowInferer((-1, 128, 128), sw_batch_size=4, overlap=0.25, mode="gaussian")
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "in.tif", Path(tmp) / "out.tif"
+        write_stack(source, stack, meta)
+        start = time.perf_counter()
+        x, x_meta = read_stack(source)
+        y = enhance(network, x, inferer, RobustNormalised("image"), device)
+        write_stack(target, y, x_meta)
+        seconds = time.perf_counter() - start
+    rate_b = stack.size / seconds
+    print(
+        f"(b) in-memory sliding window, {args.size}x{args.size}x{args.depth} TIFF to TIFF: {seconds:.1f} s, "
+        f"{rate_b / 1e6:.2f} M voxels/s = {100 * rate_b / rate_a:.0f}% of (a)"
+    )
+    for size in args.slide_sizes:
+        cmd = [sys.executable, __file__, "--slide", str(size), "--depth", str(args.depth), "--device", args.device]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        seconds, voxels, peak_kb = (float(v) for v in result.stdout.split()[-3:])
+        rate_c = voxels / seconds
+        print(
+            f"(c) out of core, {size}x{size}x{args.depth} zarr to OME-Zarr: {seconds:.1f} s, "
+            f"{rate_c / 1e6:.2f} M voxels/s = {100 * rate_c / rate_a:.0f}% of (a), peak memory {peak_kb / 2**20:.2f} GB"
+        )
+
+
+def out_of_core(size: int, depth: int, device: torch.device) -> None:
+    """Write a size x size x depth uint8 zarr, enhance it out of core; print seconds, voxels, max RSS (KB)."""
+    import zarr
+
+    from scripts.wholeslide import enhance_slide
+
+    torch.manual_seed(0)
+    network = Generator3D().to(device).eval()
+    rng = np.random.default_rng(0)
+    inferer = SlidingWindowInferer((-1, 128, 128), sw_batch_size=4, overlap=0.25, mode="gaussian")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = zarr.create_array(
+            Path(tmp) / "in.zarr", shape=(depth, size, size), chunks=(1, 1024, 1024), dtype="uint8"
+        )
+        for y in range(0, size, 1024):
+            source[:, y : y + 1024, :] = rng.integers(0, 256, (depth, min(1024, size - y), size), dtype=np.uint8)
+        start = time.perf_counter()
+        enhance_slide(
+            network, Path(tmp) / "in.zarr", Path(tmp) / "out.ome.zarr", inferer, tile_size=1024, device=device
+        )
+        seconds = time.perf_counter() - start
+    print(seconds, depth * size * size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+if __name__ == "__main__":
+    main()
