@@ -253,6 +253,8 @@ def test_a_local_dask_cluster_gives_the_local_result(network, stack, tmp_path):
         with distributed.Client(cluster) as client:  # workers import `scripts` from the uploaded package
             paths = client.run(lambda: [p for p in sys.path if p.endswith("zsegan_scripts.zip")])
         assert len(paths) == 2 and all(len(p) == 1 for p in paths.values())
+    assert sys.modules["scripts"].__file__.startswith(str(ROOT)), "the scheduler (this process) keeps its `scripts`"
+    assert not [p for p in sys.path if "zsegan_scripts" in p]
     np.testing.assert_array_equal(zarr.open_array(str(remote / "0"))[:], zarr.open_array(str(local / "0"))[:])
     assert json.loads((remote / ".zsegan" / "run.json").read_text())["tiles"] == [[48, 52], [48, 52]]
 

@@ -271,13 +271,17 @@ class _Progress(Callback):
 
 def _ship_scripts(client) -> None:
     """Make the ``scripts`` package importable on every worker of ``client`` (zip upload, no shared disk needed)."""
+    from distributed.diagnostics.plugin import UploadFile
+
     package = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "zsegan_scripts.zip"
         with zipfile.ZipFile(archive, "w") as z:
             for f in sorted(package.glob("*.py")):
                 z.write(f, f"scripts/{f.name}")
-        client.upload_file(str(archive))  # on sys.path, `scripts` imported (lazily)
+        # workers only (a worker plugin, so later workers get it too): `client.upload_file` would also
+        # import it into the scheduler, which for a LocalCluster is this process, replacing our `scripts`
+        client.register_plugin(UploadFile(str(archive)), name="zsegan-scripts")
 
 
 def _weights_digest(network: torch.nn.Module) -> str:
