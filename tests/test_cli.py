@@ -200,3 +200,14 @@ def test_excepthook_keeps_tracebacks_for_bugs():
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
     assert "error:" not in result.stderr.splitlines()[0]
+
+
+def test_input_error_survives_pickling_as_from_a_worker_process():
+    import pickle
+
+    from scripts.errors import InputError
+
+    error = pickle.loads(pickle.dumps(InputError("a/b.tif", "is not a TIFF")))
+    assert isinstance(error, InputError) and (error.path, error.problem) == ("a/b.tif", "is not a TIFF")
+    assert str(error) == "a/b.tif: is not a TIFF"
+    assert str(pickle.loads(pickle.dumps(InputError(None, "no stacks")))) == "no stacks"

@@ -14,6 +14,10 @@ class InputError(ValueError):
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 
+    def __reduce__(self):
+        """Pickle by path and problem, so the error raised in a worker process arrives whole."""
+        return type(self), (self.path, self.problem)
+
 
 def find_input_error(exc: BaseException | None) -> InputError | None:
     """The InputError behind ``exc`` (MONAI's config parser wraps what an expression raises)."""
