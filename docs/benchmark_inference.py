@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
+from benchmark_evaluation import cpu_name  # noqa: E402  (docs/, this script's folder)
 from monai.inferers import SlidingWindowInferer  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -65,11 +66,7 @@ def matmul_peak(device: torch.device, repeats: int, n: int = 4096) -> float:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    return f"{cpu}, {torch.get_num_threads()} thread(s)"
+    return f"{cpu_name()}, {torch.get_num_threads()} thread(s)"
 
 
 def main() -> None:

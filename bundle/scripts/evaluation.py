@@ -174,17 +174,19 @@ def measure_stack(
 
 def _evaluate_file(
     stack_path: str,
+    x: np.ndarray | None,
     truth_path: str | None,
     outputs: dict[str, np.ndarray],
     non_learned: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     settings: Settings,
     keep: bool,
 ) -> tuple[list[dict], dict, dict | None, float]:
-    """One stack, in a worker: read it, run the baselines, measure every method. Returns rows,
-    histograms, the stacks in the measures' domain when ``keep`` (for pictures) and the seconds taken."""
+    """One stack, in a worker: read it (unless the caller already has, ``x``), run the baselines, measure
+    every method. Returns rows, histograms, the stacks in the measures' domain when ``keep`` (for
+    pictures) and the seconds taken."""
     start = time.perf_counter()
     torch.set_num_threads(1)
-    x = read_stack(stack_path)[0].astype(np.float32)
+    x = read_stack(stack_path)[0].astype(np.float32) if x is None else x
     truth = _read_truth(truth_path, x.shape) if truth_path else None
     outputs = dict(outputs)
     for method, baseline in non_learned.items():
@@ -365,10 +367,7 @@ class Evaluation:
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.config = dict(config or {})
 
-    def _outputs(self, path: str) -> dict[str, np.ndarray]:
-        if not self.models:
-            return {}
-        x = read_stack(path)[0].astype(np.float32)
+    def _outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         normalise = RobustNormalised("image", self.settings.intensity_lower, self.settings.intensity_upper)
         return {m: enhance(net, x, self.inferer, normalise, self.device) for m, net in self.models.items()}
 
@@ -380,16 +379,18 @@ class Evaluation:
         rows: list[dict] = []
         histograms: dict[str, dict[str, np.ndarray]] = {}
         views: dict[str, dict] = {}
-        jobs = ((i, item) for i, item in enumerate(self.datalist))
         pool = ProcessPoolExecutor(self.num_workers, mp_context=get_context("spawn")) if self.num_workers > 0 else None
         try:
             pending: list = []
             done = 0
-            for i, item in jobs:
+            for i, item in enumerate(self.datalist):
+                # the models run here (torch's threads); a stack read for them is passed on, not read again
+                x = read_stack(item["image"])[0].astype(np.float32) if self.models else None
                 args = (
                     item["image"],
+                    x,
                     item["truth"],
-                    self._outputs(item["image"]),
+                    self._outputs(x) if self.models else {},
                     self.baselines,
                     self.settings,
                     i < self.n_views,
