@@ -2,6 +2,7 @@
 in-memory sliding window end to end, measured in one run so that the ratios hold on a noisy machine.
 
     python docs/benchmark_inference.py [--size 2048] [--depth 29] [--threads N] [--device cpu|cuda] [--repeats 5]
+        [--slide_sizes 4096 8192] [--tile_size N]
 
 (a) bare G_S forward on one window (1 x 1 x depth x 128 x 128, the default sliding window): voxels/s,
     FLOP/s (counted by torch.utils.flop_counter) and their share of a float32 matrix-multiply peak
@@ -9,8 +10,9 @@ in-memory sliding window end to end, measured in one run so that the ratios hold
 (b) in-memory sliding-window enhancement of a size x size x depth uint8 TIFF stack, end to end from file
     to file (read, normalise, sliding window with the defaults of inference.yaml, inverse mapping,
     write), as voxels/s and as a share of (a);
-(c) the out-of-core path (scripts.wholeslide.enhance_slide, zarr to OME-Zarr, 1024-px tiles, local
-    threads) on each of --slide_sizes, each in a child process so that its peak memory (max RSS) is its own.
+(c) the out-of-core path (scripts.wholeslide.enhance_slide, zarr to OME-Zarr, inference_wholeslide.yaml's
+    tile size or --tile_size, local threads) on each of --slide_sizes, each in a child process so that its
+    peak memory (max RSS) is its own.
 Prints one line per figure and the machine. Default network (bundle/configs/inference.yaml sizes), random
 weights (the speed does not depend on them).
 """
@@ -32,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from benchmark_evaluation import cpu_name  # noqa: E402  (docs/, this script's folder)
-from monai.inferers import SlidingWindowInferer  # noqa: E402
+from monai.bundle import ConfigParser  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from scripts.inference import enhance  # noqa: E402
@@ -63,6 +65,14 @@ def matmul_peak(device: torch.device, repeats: int, n: int = 4096) -> float:
     return 2 * n**3 / best_seconds(lambda: a @ b, device, repeats)
 
 
+def default_inferer():
+    """inference.yaml's sliding window (its defaults on this machine) and inference_wholeslide.yaml's tile size."""
+    configs = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+    parser = ConfigParser()
+    parser.read_config([configs / "inference.yaml", configs / "inference_wholeslide.yaml"])
+    return parser.get_parsed_content("inferer"), parser.get_parsed_content("tile_size")
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -77,12 +87,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--slide_sizes", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--tile_size", type=int, default=None, help="(c)'s tiles; default: inference_wholeslide.yaml's")
     parser.add_argument("--slide", type=int, help=argparse.SUPPRESS)  # internal: one (c) run in this process
     args = parser.parse_args()
-    if args.slide:
-        return out_of_core(args.slide, args.depth, torch.device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.slide:
+        return out_of_core(args.slide, args.depth, torch.device(args.device), args.tile_size)
     device = torch.device(args.device)
     torch.manual_seed(0)
     network = Generator3D().to(device).eval()
@@ -107,7 +118,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     stack = rng.integers(0, 256, (args.depth, args.size, args.size), dtype=np.uint8)
     meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": (1.0, 1.0, 1.0), "unit": "um"}
-    inferer = SlidingWindowInferer((-1, 128, 128), sw_batch_size=4, overlap=0.25, mode="gaussian")
+    inferer, _ = default_inferer()
+    inferer.progress = False
+    print(
+        f"sliding window (inference.yaml): roi {inferer.roi_size}, overlap {inferer.overlap}, "
+        f"mode {inferer.mode}, {inferer.sw_batch_size} window(s) per forward"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "in.tif", Path(tmp) / "out.tif"
         write_stack(source, stack, meta)
@@ -125,6 +141,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--slide", str(size), "--depth", str(args.depth), "--device", args.device]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.tile_size:
+            cmd += ["--tile_size", str(args.tile_size)]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         seconds, voxels, peak_kb = (float(v) for v in result.stdout.split()[-3:])
         rate_c = voxels / seconds
@@ -134,7 +152,7 @@ def main() -> None:
         )
 
 
-def out_of_core(size: int, depth: int, device: torch.device) -> None:
+def out_of_core(size: int, depth: int, device: torch.device, tile_size: int | None = None) -> None:
     """Write a size x size x depth uint8 zarr, enhance it out of core; print seconds, voxels, max RSS (KB)."""
     import zarr
 
@@ -143,17 +161,16 @@ def out_of_core(size: int, depth: int, device: torch.device) -> None:
     torch.manual_seed(0)
     network = Generator3D().to(device).eval()
     rng = np.random.default_rng(0)
-    inferer = SlidingWindowInferer((-1, 128, 128), sw_batch_size=4, overlap=0.25, mode="gaussian")
+    inferer, default_tile = default_inferer()
     with tempfile.TemporaryDirectory() as tmp:
-        source = zarr.create_array(
+        array = zarr.create_array(
             Path(tmp) / "in.zarr", shape=(depth, size, size), chunks=(1, 1024, 1024), dtype="uint8"
         )
         for y in range(0, size, 1024):
-            source[:, y : y + 1024, :] = rng.integers(0, 256, (depth, min(1024, size - y), size), dtype=np.uint8)
+            array[:, y : y + 1024, :] = rng.integers(0, 256, (depth, min(1024, size - y), size), dtype=np.uint8)
         start = time.perf_counter()
-        enhance_slide(
-            network, Path(tmp) / "in.zarr", Path(tmp) / "out.ome.zarr", inferer, tile_size=1024, device=device
-        )
+        source, target = Path(tmp) / "in.zarr", Path(tmp) / "out.ome.zarr"
+        enhance_slide(network, source, target, inferer, tile_size=tile_size or default_tile, device=device)
         seconds = time.perf_counter() - start
     print(seconds, depth * size * size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 

@@ -18,7 +18,7 @@ from monai.inferers import SlidingWindowInferer
 from scripts import wholeslide
 from scripts.errors import InputError
 from scripts.inference import enhance
-from scripts.io import _cast, read_stack, write_stack
+from scripts.io import cast_to, read_stack, write_stack
 from scripts.networks import Generator3D
 from scripts.transforms import RobustNormalised
 from scripts.wholeslide import (
@@ -72,7 +72,7 @@ def inferer(overlap: float = 0.25) -> SlidingWindowInferer:
 
 def in_memory(network, stack, overlap=0.25) -> np.ndarray:
     """The in-memory sliding window over the whole stack (scripts.inference.enhance), in the input dtype."""
-    return _cast(enhance(network, stack, inferer(overlap), RobustNormalised("image")), str(stack.dtype))
+    return cast_to(enhance(network, stack, inferer(overlap), RobustNormalised("image")), str(stack.dtype))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -192,6 +192,18 @@ def test_whole_slide_output_is_ome_zarr_with_metadata_and_seamless(network, stac
     assert diff.max() <= 0.01 * scale and diff.mean() <= 0.001 * scale  # the issue's seamless target
     assert diff.max() <= 1  # in fact equal but for the rounding of equal floats
 
+    # what napari opens it with (napari-ome-zarr reads through ome-zarr-py), and the spec's own models
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v04 import Image
+
+    (node,) = Reader(parse_url(str(out)))()
+    np.testing.assert_array_equal(node.data[0].compute(), result.compute())
+    assert [a["name"] for a in node.metadata["axes"]] == ["z", "y", "x"]
+    assert node.metadata["coordinateTransformations"] == [[{"type": "scale", "scale": list(SPACING)}]]
+    image = Image.from_zarr(group)  # raises if the metadata break NGFF 0.4
+    assert [a.unit for a in image.attributes.multiscales[0].axes] == ["micrometer"] * 3
+
     tiff = wholeslide.write_ome_tiff(out, tmp_path / "slide_enhanced.ome.tif", tile=80)  # tiles cut at the edges
     array, meta = read_stack(tiff)
     np.testing.assert_array_equal(array, result.compute())
@@ -267,7 +279,7 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
         sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
         "--input_path", str(source.parent), "--output_dir", str(tmp_path / "out"),
         "--model_path", str(tmp_path / "model.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
-        "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32", "--output_format", "ome-tiff",
+        "--sw_roi_size", "[-1, 32, 32]", "--sw_batch_size", "4", "--tile_size", "32", "--output_format", "ome-tiff",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -77,7 +77,7 @@ _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".npz": "npz", ".nii": "nifti", ".n
 
 # What the libraries raise for a truncated, corrupt or wrong-format file (TiffFileError and
 # PIL's UnidentifiedImageError are ValueError/OSError subclasses).
-_READ_ERRORS: tuple[type[BaseException], ...] = (
+READ_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
     EOFError,
@@ -152,7 +152,7 @@ def list_files(path: PathLike, suffixes: Sequence[str]) -> list[Path]:
 # ----------------------------------------------------------------------------- reading
 
 
-def _unit_factor(unit: Any) -> float | None:
+def um_per_unit(unit: Any) -> float | None:
     """Micrometres per ``unit`` (ImageJ/OME spellings such as 'micron', '\\u00B5m'), else None."""
     if not isinstance(unit, str):
         return None
@@ -175,7 +175,7 @@ def _ome_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], st
     for axis in "ZYX":
         value = pixels.get(f"PhysicalSize{axis}")
         sizes.append(float(value) if value is not None else math.nan)
-        factors.append(_unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm")))
+        factors.append(um_per_unit(pixels.get(f"PhysicalSize{axis}Unit", "µm")))
     if all(math.isnan(s) for s in sizes):
         return None
     if all(f is not None for f in factors):
@@ -183,7 +183,7 @@ def _ome_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], st
     return tuple(sizes), None  # type: ignore[return-value]
 
 
-def _tiff_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float] | None, str | None]:
+def tiff_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float] | None, str | None]:
     """(z, y, x) voxel size and unit of a TIFF, see the module docstring for the sources."""
     ome = _ome_spacing(tif)
     if ome is not None:
@@ -195,7 +195,7 @@ def _tiff_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float] | 
         value = tags[name].value if name in tags else (1, 1)
         res.append(value[0] / value[1] if value[1] else 0.0)
     resolution_unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1
-    unit_factor = _unit_factor(extra.get("unit"))
+    unit_factor = um_per_unit(extra.get("unit"))
     z = extra.get("spacing")
     if z is None and tif.is_imagej and unit_factor is not None:
         z = 1.0  # ImageJ omits "spacing" when the voxel depth is 1 (unit)
@@ -241,7 +241,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, dict]:
         series = tif.series[0]
         data = series.asarray()
         axes = series.axes
-        spacing, unit = _tiff_spacing(tif)
+        spacing, unit = tiff_spacing(tif)
     return data, axes, {"format": "tiff", "axes": axes, "spacing": spacing, "unit": unit}
 
 
@@ -304,7 +304,7 @@ def _load(path: Path, fmt: str, kinds: str) -> tuple[np.ndarray, str, dict]:
         return _READERS[fmt](path)
     except InputError:
         raise
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise InputError(path, f"cannot read {path.name} (file truncated or not a {kinds}: {e})") from e
 
 
@@ -411,7 +411,7 @@ def plain_meta(meta: Mapping[str, Any]) -> dict:
     return out
 
 
-def _cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
+def cast_to(array: np.ndarray, dtype: str | None) -> np.ndarray:
     """``array`` as ``dtype``: integer targets are rounded and clipped to the dtype's range first."""
     target = np.dtype(dtype) if dtype else array.dtype
     if array.dtype == target:
@@ -518,7 +518,7 @@ def write_stack(path: PathLike, array: np.ndarray, meta: Mapping[str, Any]) -> N
     """
     suffix, array = _output(path, STACK_SUFFIXES, array, "ZYX")
     meta = plain_meta(meta)
-    array = _cast(array, meta.get("dtype"))
+    array = cast_to(array, meta.get("dtype"))
     spacing, fmt = meta.get("spacing"), _FORMATS[suffix]
     with atomic(path, suffix) as tmp:
         if fmt == "tiff":
@@ -560,7 +560,7 @@ def _is_stack_file(path: Path) -> bool:
             series = tif.series[0]
             planes = math.prod(n for n, a in zip(series.shape, series.axes, strict=True) if a not in "YXS")
             return len(tif.pages) > 1 or planes > 1
-    except _READ_ERRORS:
+    except READ_ERRORS:
         return True  # read_stack then says what is wrong with the file
 
 

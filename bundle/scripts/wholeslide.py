@@ -50,15 +50,15 @@ from tqdm import tqdm
 
 from scripts.errors import InputError
 from scripts.inference import enhance
-from scripts.io import _READ_ERRORS, _cast, _tiff_spacing, _unit_factor, atomic
+from scripts.io import READ_ERRORS, atomic, cast_to, tiff_spacing, um_per_unit
 from scripts.transforms import RobustNormalised, percentile_range
 
 logger = logging.getLogger("zsegan")
 
 SLIDE_SUFFIXES = (".zarr", ".tif", ".tiff")
 _STATE = ".zsegan"
-# tiles enhanced at once by local threads: torch already uses every core inside one tile, a second
-# overlaps reading and writing; memory is about this many tiles + halos (float32, several copies each)
+# tiles enhanced at once by local threads: two keep the cores busier than one, though torch already uses
+# every core inside a tile (20% faster on 2 cores, docs/benchmarks.md); memory is about two tiles + halos
 LOCAL_THREADS = 2
 
 
@@ -88,7 +88,7 @@ def _zarr_stack(path: Path) -> tuple[Any, str, tuple[float, float, float] | None
             if t.get("type") == "scale" and "scale" in t:
                 scale = scale * np.asarray(t["scale"], dtype=float)
     units = {a["name"].lower(): a.get("unit") for a in ms.get("axes", []) if isinstance(a, dict)}
-    factors = [_unit_factor(units.get(a)) for a in "zyx"]
+    factors = [um_per_unit(units.get(a)) for a in "zyx"]
     spacing = tuple(float(scale[axes.index(a)]) if a in axes else math.nan for a in "zyx")
     if all(f is not None for f in factors):
         spacing, unit = tuple(s * f for s, f in zip(spacing, factors, strict=True)), "um"
@@ -135,9 +135,9 @@ def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, 
             raise InputError(p, "unsupported whole-slide input: use an OME-Zarr/zarr folder or a TIFF/OME-TIFF")
         try:
             with tifffile.TiffFile(p) as tif:
-                axes, (spacing, unit) = tif.series[0].axes.lower(), _tiff_spacing(tif)
+                axes, (spacing, unit) = tif.series[0].axes.lower(), tiff_spacing(tif)
             array = _LazyTiff(p)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise InputError(p, f"cannot read as TIFF ({e})") from e
         fmt = "tiff"
     if fmt == "zarr":
@@ -252,7 +252,7 @@ def slide_output_path(input_path: str | os.PathLike, output_dir: str | os.PathLi
 
 def _write_block(block: np.ndarray, array_path: str, region: tuple[slice, ...], dtype: str, marker: str) -> int:
     """Write one enhanced chunk, cast like ``scripts.io.write_stack``, then its done-marker; returns voxels."""
-    zarr.open_array(array_path, mode="r+")[region] = _cast(block, dtype)
+    zarr.open_array(array_path, mode="r+")[region] = cast_to(block, dtype)
     Path(marker).touch()
     return block.size
 
