@@ -163,13 +163,14 @@ def test_tiles_enhance_exactly_as_the_in_memory_sliding_window(network, stack, o
     tiles, halos = aligned_tiling((-1, 32, 32), overlap, 32, stack.shape)
     out = enhance_lazily(network, lazy, inferer(overlap), intensity_range, tiles, halos)
     assert out.numblocks[1] * out.numblocks[2] >= 4  # several tiles
+    # each tile reads its own input inside its task: no input chunk in the graph, so none shared between
+    # tiles and kept in memory for a neighbour (what made memory grow with the slide's width)
+    assert not [k for k in dict(out.__dask_graph__()) if lazy.name in str(k)]
     scale = expected.max() - expected.min()
     assert np.abs(out.compute(scheduler="sync") - expected).max() <= 1e-4 * scale
     if overlap == 0.25 and width == 100:  # a halo off the window grid: instance norms see other windows, seams
         seams = enhance_lazily(network, lazy, inferer(overlap), intensity_range, tiles, ((32, 32), (32, 32)))
         assert np.abs(seams.compute(scheduler="sync") - expected).max() > 0.01 * scale
-        with pytest.raises(ValueError, match="shorter than their halos"):  # dask would move such tiles
-            enhance_lazily(network, lazy, inferer(overlap), intensity_range, ((48, 52), (96, 4)), halos)
 
 
 def test_whole_slide_output_is_ome_zarr_with_metadata_and_seamless(network, stack, tmp_path):

@@ -2,8 +2,10 @@
 
 Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``,
 the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr
-store). Each xy tile (full depth in z) is enhanced with a halo around it by the same in-memory
-sliding window as ``scripts.inference.enhance``, cropped, and written to an OME-Zarr on its own.
+store). Each xy tile (full depth in z) is one Dask task: it reads its region with a halo around it,
+enhances it by the same in-memory sliding window as ``scripts.inference.enhance``, crops it, and is
+written to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles
+in flight, whatever the slide's size.
 
 Seamless by construction: the intensity mapping uses the percentiles of the whole stack (from a
 strided subsample, ``stack_range``), and tiles and halos follow the sliding window's grid
@@ -177,7 +179,7 @@ def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tup
     flush with the end. Tiles are multiples of s (``tile_size`` rounded up); the halo before a tile
     reaches the first window covering its first voxel (the largest multiple of s below r), the halo
     after it ends the last window covering its last voxel (r - s), so the last window of a tile and
-    halo falls on the grid too. A tile is at least as long as its halos (else dask would rechunk), and a
+    halo falls on the grid too. A tile is at least as long as its halos, and a
     last tile too short for them or for the stack's flush window (shorter than r - halo before) joins
     the tile before it. E.g. window 128: overlap 0.25, step 96, halo 96 before and
     32 after; overlap 0.5, step 64, halo 64 and 64.
@@ -193,37 +195,56 @@ def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tup
         before, after = (r - 1) // step * step, max(r - step, 0)
         tile = max(math.ceil(tile_size / step), math.ceil(max(before, after) / step), 1) * step
         sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
-        if len(sizes) > 1 and sizes[-1] < max(r - before, before, after):  # dask also needs halo <= tile
+        if len(sizes) > 1 and sizes[-1] < max(r - before, before, after):
             sizes[-2:] = [sizes[-2] + sizes[-1]]
         chunks.append(tuple(sizes))
         halos.append((before, after))
     return tuple(chunks), tuple(halos)
 
 
-def _enhance_block(block: np.ndarray, network, inferer, intensity_range, device) -> np.ndarray:
-    """One tile plus halo (ZYX), through the in-memory path with the whole stack's intensity mapping."""
+class _Region:
+    """A tile's region of the lazy stack, with its halo, hidden from dask's graph (dask does not look inside
+    such objects): the tile's task reads it itself, so no input chunk is shared between tiles and none is
+    kept in memory for a neighbour. Halos are read twice; memory stays that of the tiles in flight."""
+
+    def __init__(self, stack: da.Array):
+        self.stack = stack
+
+    def read(self) -> np.ndarray:
+        return np.asarray(self.stack.compute(scheduler="sync"))
+
+
+def _enhance_tile(region: _Region, crop: tuple[slice, ...], network, inferer, intensity_range, device) -> np.ndarray:
+    """One tile: its region and halo (ZYX) read, through the in-memory path with the whole stack's
+    intensity mapping, cropped to the tile."""
     normalise = RobustNormalised("image", intensity_range=intensity_range)
-    return enhance(network.to(device), block, inferer, normalise, device)
+    return enhance(network.to(device), region.read(), inferer, normalise, device)[crop]
 
 
 def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, halos, device="cpu") -> da.Array:
     """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
-    (``chunks``, ``halos``: the y and x tiles and halos of ``aligned_tiling``)."""
-    stack = stack.rechunk(((stack.shape[0],), *chunks))
-    enhanced = stack.map_overlap(
-        _enhance_block,
-        depth={0: 0, 1: tuple(halos[0]), 2: tuple(halos[1])},
-        boundary="none",
-        trim=True,
-        dtype=np.float32,
-        network=network,
-        inferer=inferer,
-        intensity_range=intensity_range,
-        device=device,
-    )
-    if enhanced.chunks[1:] != tuple(chunks):  # dask moved the tiles: they would be off the window grid
-        raise ValueError(f"tiles {chunks} shorter than their halos {halos}: use aligned_tiling's")
-    return enhanced
+    (``chunks``, ``halos``: the y and x tiles and halos of ``aligned_tiling``; halos are cut at the stack's
+    edges). Each chunk is one task that reads its tile and halo from ``stack`` on its own."""
+    starts = [np.cumsum((0, *c)).tolist() for c in chunks]
+    rows = []
+    for y0, y1 in zip(starts[0][:-1], starts[0][1:], strict=True):
+        row = []
+        for x0, x1 in zip(starts[1][:-1], starts[1][1:], strict=True):
+            read = [
+                slice(max(a - before, 0), min(b + after, n))
+                for (a, b), (before, after), n in zip(((y0, y1), (x0, x1)), halos, stack.shape[1:], strict=True)
+            ]
+            crop = (
+                slice(None),
+                slice(y0 - read[0].start, y1 - read[0].start),
+                slice(x0 - read[1].start, x1 - read[1].start),
+            )
+            tile = dask.delayed(_enhance_tile, pure=False)(
+                _Region(stack[:, read[0], read[1]]), crop, network, inferer, intensity_range, device
+            )
+            row.append(da.from_delayed(tile, (stack.shape[0], y1 - y0, x1 - x0), dtype=np.float32))
+        rows.append(row)
+    return da.block([rows])
 
 
 # ----------------------------------------------------------------------------- writing
