@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from monai.inferers import SlidingWindowInferer  # noqa: E402
 
+from scripts.evaluation import unit_domain  # noqa: E402
 from scripts.inference import enhance, load_weights  # noqa: E402
+from scripts.measures import psnr as psnr_db  # noqa: E402
 from scripts.networks import Generator3D  # noqa: E402
 from scripts.simulate import simulate_stack  # noqa: E402
 from scripts.transforms import RobustNormalised  # noqa: E402
@@ -34,8 +36,8 @@ SETTINGS = [(128, 0.25), (128, 0.125), (256, 0.25), (256, 0.125), (None, 0.0)]  
 
 
 def unit(a: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(a, [0.5, 99.5])
-    return np.clip((a - lo) / (hi - lo), 0, 1)
+    """``a``'s own 0.5/99.5 percentiles to 0/1, clipped: the evaluation's intensity domain."""
+    return unit_domain(a, 0.5, 99.5)(a)
 
 
 def seam_index(y: np.ndarray) -> float:
@@ -61,7 +63,7 @@ def main() -> None:
             inferer = SlidingWindowInferer((-1, roi, roi), sw_batch_size=1, overlap=overlap, mode="gaussian")
             with torch.no_grad():
                 y = unit(enhance(network, stack, inferer, RobustNormalised("image")))
-            psnr[i, j], seams[i, j] = 10 * np.log10(1 / np.mean((y - t) ** 2)), seam_index(y)
+            psnr[i, j], seams[i, j] = psnr_db(y, t), seam_index(y)
     print(f"{args.stacks} simulated stacks of {args.size}x{args.size}x29, shipped G_S (means)")
     for j, (roi, overlap) in enumerate(settings):
         print(
