@@ -12,7 +12,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
 from scripts.errors import InputError
-from scripts.inference import SaveStackd, enhance, inference_datalist, load_weights, output_path
+from scripts.inference import Accelerated, SaveStackd, enhance, inference_datalist, load_weights, output_path
 from scripts.io import ZStackReader, read_stack, write_stack
 from scripts.networks import Generator3D
 from scripts.transforms import RobustNormalised
@@ -227,3 +227,75 @@ def test_enhance_brings_the_output_back_to_the_input_units():
     x = np.random.default_rng(0).uniform(50, 200, (5, 16, 16)).astype(np.float32)
     y = enhance(Identity(), x, SlidingWindowInferer(roi_size=(-1, 8, 8)), RobustNormalised("image"), "cpu")
     assert y.dtype == np.float32 and np.allclose(y, x, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- Accelerated
+
+
+def test_accelerated_precisions_and_channels_last_keep_the_output():
+    torch.manual_seed(0)
+    network, x = _generator().eval(), torch.randn(2, 1, 6, 20, 16)
+    with torch.no_grad():
+        expected = network(x)
+        for precision, tolerance in (("float32", 1e-5), ("bfloat16", 0.1)):
+            for channels_last in (False, True):
+                fast = Accelerated(network, precision, channels_last)
+                y = fast(x)
+                assert y.dtype == torch.float32 and y.shape == x.shape
+                err = (y - expected).abs()
+                assert err.max() <= tolerance and (precision == "float32" or err.max() > 0)  # bf16 does differ
+    assert [k.split(".", 1)[1] for k in fast.state_dict()] == list(network.state_dict())  # only the weights
+    with pytest.raises(InputError, match="--precision must be one of float32, float16, bfloat16, not 'fp8'"):
+        Accelerated(network, "fp8")
+
+
+def test_accelerated_compiles_once_and_falls_back_without_a_compiler(monkeypatch, caplog):
+    import pickle
+
+    torch.manual_seed(0)
+    network, x = _generator().eval(), torch.randn(1, 1, 6, 20, 16)
+    calls, compiles = [], []
+
+    def compile_(module):
+        compiles.append(module)
+
+        def run(t):
+            calls.append(torch._inductor.config.freezing)
+            return module(t) * 1.0  # stands in for the compiled G_S
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    fast = Accelerated(network, compile=True)
+    Accelerated(network).warm_up(x.shape)  # nothing to compile
+    assert compiles == []
+    fast.warm_up(x.shape)
+    assert len(compiles) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), network(x))
+    assert compiles == [network] and calls == [True, True]  # compiled once; weights frozen while it runs
+    assert not torch._inductor.config.freezing
+    copy = pickle.loads(pickle.dumps(fast))  # as sent to Dask workers: without the compiled function
+    assert copy._compiled == {} and copy.compile and "network" in fast._compiled
+
+    def broken(module):
+        def run(t):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fast = Accelerated(network, compile=True)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="zsegan"):
+        torch.testing.assert_close(fast(x), network(x))
+    assert not fast.compile
+    assert "torch.compile failed, G_S runs uncompiled (RuntimeError: InvalidCxxCompiler" in caplog.text
+
+
+def test_accelerated_really_compiles():
+    torch.manual_seed(0)
+    network, x = Generator3D(channels=2, n_residual_blocks=1).eval(), torch.randn(1, 1, 4, 8, 8)
+    fast = Accelerated(network, compile=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), network(x), atol=1e-5, rtol=1e-4)
+    assert fast.compile and "network" in fast._compiled  # compiled here (CI has a C++ compiler)

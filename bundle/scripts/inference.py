@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from scripts.io import STACK_SUFFIXES, list_files, read_stack, write_stack
 from scripts.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
+
+PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def _suffix(path: Path) -> str:
@@ -61,16 +64,87 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
     return network.to(device).eval()
 
 
+class Accelerated(torch.nn.Module):
+    """``network`` run faster, for inference: in ``precision`` ("float32", or "float16"/"bfloat16" autocast on
+    the input's device: convolutions in that type, norms in float32), in channels-last 3D memory when
+    ``channels_last`` (faster for cuDNN's 3D convolutions, no gain on CPU), and through ``torch.compile``
+    (inductor, weights frozen as constants) when ``compile``. The output is float32 either way.
+
+    Measured on a 2-core AMD EPYC (docs/benchmarks.md): compiling makes the float32 forward about 1.7 times
+    faster, with the same output to 1e-5, after about 30 s of compiling once per process (it needs a C++
+    compiler; without one, G_S runs uncompiled with a warning). bfloat16 is also faster on CPUs with
+    AVX512-BF16 or AMX; it changes outputs by about 0.5 % of their range on average, up to 2 %.
+    """
+
+    def __init__(
+        self, network: torch.nn.Module, precision: str = "float32", channels_last: bool = False, compile: bool = False
+    ):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise InputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.network, self.precision = network, precision
+        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self._compiled: dict = {}  # not a submodule: neither in state_dict nor pickled (workers compile their own)
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last_3d)
+
+    _compile_lock = threading.RLock()
+
+    def __getstate__(self):
+        return {**self.__dict__, "_compiled": {}}
+
+    def warm_up(self, shape, device: str | torch.device = "cpu") -> None:
+        """Compile now, for inputs of ``shape`` (B, C, Z, Y, X), if ``compile`` is set: before tiles are read and
+        threads start, so that compiling's memory is not added to theirs. Nothing otherwise."""
+        if self.compile:
+            with torch.no_grad():
+                self(torch.zeros(shape, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """network(x) in float32, computed as set."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        dtype = getattr(torch, self.precision)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self._forward(x).float()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.compile:
+            return self.network(x)
+        # weights frozen as constants, so inductor fuses and prepacks them: 1.7x, against 1.1x without
+        # (torch.compile's options={"freezing": True} is not applied; the global config is, while it is set)
+        freezing = torch._inductor.config.patch(freezing=True)
+        if "network" not in self._compiled:
+            with self._compile_lock:  # threads (whole-slide tiles) wait for one compilation
+                if not self.compile:
+                    return self.network(x)
+                if "network" not in self._compiled:
+                    compiled = torch.compile(self.network)
+                    try:
+                        with freezing:
+                            y = compiled(x)
+                    except Exception as e:  # noqa: BLE001 - no C++ compiler, unsupported platform...
+                        problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                        logger.warning(f"torch.compile failed, G_S runs uncompiled ({problem})")
+                        self.compile = False
+                        return self.network(x)
+                    self._compiled["network"] = compiled
+                    return y
+        with freezing:
+            return self._compiled["network"](x)
+
+
 def enhance(
     network: torch.nn.Module, stack: np.ndarray, inferer, normalise: RobustNormalised, device="cpu"
 ) -> np.ndarray:
     """G_S on one ZYX stack in its own units: ``normalise`` (the training's percentile mapping, keyed
     ``image``), ``inferer`` (e.g. the sliding window) and the inverse mapping; float32, same shape."""
     data = normalise({"image": MetaTensor(torch.as_tensor(np.asarray(stack, np.float32))[None])})
-    with torch.no_grad():
+    with torch.no_grad():  # the normalised input is let go as soon as G_S's output replaces it
         y = inferer(data["image"].as_tensor()[None].to(device), network)[0].float().cpu()
-    data["image"] = MetaTensor(y, applied_operations=data["image"].applied_operations)
-    return normalise.inverse(data)["image"].as_tensor()[0].numpy().astype(np.float32)
+        data["image"] = MetaTensor(y, applied_operations=data["image"].applied_operations)
+    del y
+    return np.asarray(normalise.inverse(data)["image"].as_tensor()[0].numpy(), dtype=np.float32)
 
 
 class SaveStackd(MapTransform):

@@ -72,7 +72,7 @@ class RobustNormalised(MapTransform, InvertibleTransform):
             else:
                 values = img.as_tensor() if hasattr(img, "as_tensor") else img
                 lo, hi = percentile_range(values, self.lower, self.upper, _filename(img))
-            d[key] = (img.float() - lo) * (2.0 / (hi - lo)) - 1.0
+            d[key] = (img.float() - lo).mul_(2.0 / (hi - lo)).sub_(1.0)  # in place: one new stack in memory
             self.push_transform(d[key], extra_info={"lo": lo, "hi": hi})
         return d
 
@@ -80,7 +80,7 @@ class RobustNormalised(MapTransform, InvertibleTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             info = self.pop_transform(d[key])["extra_info"]
-            d[key] = (d[key] + 1.0) * ((info["hi"] - info["lo"]) / 2.0) + info["lo"]
+            d[key] = (d[key] + 1.0).mul_((info["hi"] - info["lo"]) / 2.0).add_(info["lo"])
         return d
 
 

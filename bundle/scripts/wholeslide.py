@@ -5,7 +5,8 @@ the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF 
 store). Each xy tile (full depth in z) is one Dask task: it reads its region with a halo around it,
 enhances it by the same in-memory sliding window as ``scripts.inference.enhance``, crops it, and is
 written to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles
-in flight, whatever the slide's size.
+in flight, whatever the slide's size. A network that compiles (``scripts.inference.Accelerated``, as
+inference_wholeslide.yaml sets it) is compiled once before the first tile is read.
 
 Seamless by construction: the intensity mapping uses the percentiles of the whole stack (from a
 strided subsample, ``stack_range``), and tiles and halos follow the sliding window's grid
@@ -345,6 +346,7 @@ def enhance_slide(
         "shape": list(stack.shape),
         "dtype": meta["dtype"],
         "weights_sha256": _weights_digest(network),
+        "precision": getattr(network, "precision", "float32"),  # scripts.inference.Accelerated's
         "roi_size": [int(r) for r in inferer.roi_size],
         "overlap": overlap,
         "mode": str(inferer.mode),
@@ -406,6 +408,9 @@ def enhance_slide(
                 for future in as_completed(client.compute(tasks)):
                     bar.update(future.result())
         else:
+            if hasattr(network, "warm_up") and tasks:  # scripts.inference.Accelerated: compile before the tiles
+                roi = [n if r is None or r <= 0 else r for r, n in zip(inferer.roi_size, stack.shape, strict=True)]
+                network.to(device).warm_up((inferer.sw_batch_size, 1, *roi), device)
             with _Progress(bar, voxels):
                 dask.compute(*tasks, scheduler="threads", num_workers=LOCAL_THREADS)
     group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
