@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -292,10 +293,11 @@ def test_accelerated_compiles_once_and_falls_back_without_a_compiler(monkeypatch
     assert "torch.compile failed, G_S runs uncompiled (RuntimeError: InvalidCxxCompiler" in caplog.text
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile needs a C++ compiler")
 def test_accelerated_really_compiles():
     torch.manual_seed(0)
     network, x = Generator3D(channels=2, n_residual_blocks=1).eval(), torch.randn(1, 1, 4, 8, 8)
     fast = Accelerated(network, compile=True)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), network(x), atol=1e-5, rtol=1e-4)
-    assert fast.compile and "network" in fast._compiled  # compiled here (CI has a C++ compiler)
+    assert fast.compile and "network" in fast._compiled  # compiled, not fallen back
