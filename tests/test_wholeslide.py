@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
 
 from scripts import wholeslide
@@ -144,33 +145,85 @@ def test_whole_stack_percentiles_come_from_a_bounded_subsample(stack):
 # ----------------------------------------------------------------------------- seamless tiles
 
 
-def test_tiles_and_halos_follow_the_sliding_window_grid():
-    # window 32, overlap 0.25: step 24, tiles of 48, halo 24 before and 8 after; the last 4 pixels join a tile
-    assert aligned_tiling((-1, 32, 32), 0.25, 32, (9, 100, 90)) == (((48, 52), (48, 42)), ((24, 8), (24, 8)))
-    assert aligned_tiling((-1, 32, 32), 0.5, 32, (9, 100, 96)) == (((32, 32, 36), (32, 32, 32)), ((16, 16), (16, 16)))
-    tiles, halos = aligned_tiling((-1, 128, 128), 0.25, 1000, (29, 9000, 1096))
-    assert tiles == ((1056,) * 8 + (552,), (1096,)) and halos == ((96, 32), (96, 32))  # a 40-pixel tile joins
-    assert aligned_tiling((-1, 128, 128), 0.75, 16, (29, 200, 200)) == (((96, 104),) * 2, ((96, 96),) * 2)
-    assert aligned_tiling((-1, 128, 128), 0.25, 1024, (29, 100, 100)) == (((100,), (100,)), ((0, 0), (0, 0)))
+def test_tiles_follow_the_sliding_window_grid():
+    # window 32, overlap 0.25: step 24, tiles of 48, windows overhang 8; the last 4 pixels join a tile
+    assert aligned_tiling((-1, 32, 32), 0.25, 32, (9, 100, 90)) == (((48, 52), (48, 42)), (8, 8))
+    assert aligned_tiling((-1, 32, 32), 0.5, 32, (9, 100, 96)) == (((32, 32, 36), (32, 32, 32)), (16, 16))
+    tiles, overhangs = aligned_tiling((-1, 128, 128), 0.25, 1000, (29, 9000, 1096))
+    assert tiles == ((1056,) * 8 + (552,), (1096,)) and overhangs == (32, 32)  # a 40-pixel tile joins
+    # overlap 0.75: step 32, overhang 96: tiles at least that long, so windows overhang the next tile only;
+    # a last tile shorter than the window joins the one before, as often as needed (96+96+96+12: 96+204)
+    assert aligned_tiling((-1, 128, 128), 0.75, 16, (29, 300, 300)) == (((96, 204),) * 2, (96, 96))
+    assert aligned_tiling((-1, 128, 128), 0.25, 1024, (29, 100, 100)) == (((100,), (100,)), (0, 0))
+
+
+def test_window_weights_are_what_monais_sliding_window_divides_by():
+    sw = SlidingWindowInferer(roi_size=(-1, 32, 32), sw_batch_size=3, overlap=0.25, mode="gaussian", with_coord=True)
+    importance = compute_importance_map((9, 32, 32), "gaussian", 0.125).numpy()
+    for shape in [(9, 70, 100), (9, 20, 50)]:  # 20 < 32: MONAI pads the region in y, centred
+        windows = []  # where MONAI's sliding window really places its windows (in the padded region)
+        sw(torch.zeros(1, 1, *shape), lambda x, coords, windows=windows: windows.extend(coords) or x)
+        padded = [shape[0], max(shape[1], 32), max(shape[2], 32)]
+        expected = np.zeros(padded, np.float32)
+        for window in windows:
+            expected[tuple(window[2:])] += importance
+        start = [(m - n) // 2 for m, n in zip(padded, shape)]
+        expected = expected[tuple(slice(a, a + n) for a, n in zip(start, shape))]
+        assert len(windows) > 1 and expected.min() < expected.max()
+        region = ((0, 9), (3, 3 + shape[1]), (5, 5 + shape[2]))  # the region's place in a stack
+        box = ((0, 9), (10, 3 + shape[1]), (5, 41))  # a part of it
+        np.testing.assert_allclose(wholeslide.window_weights(region, sw, box), expected[:, 7:, :36], rtol=1e-6)
+
+
+class CountingWindows(torch.nn.Module):
+    """``network``, counting the windows it is run on."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network, self.windows = network, 0
+
+    def forward(self, x):
+        self.windows += x.shape[0]
+        return self.network(x)
 
 
 @pytest.mark.parametrize("overlap, width", [(0.25, 100), (0.25, 90), (0.5, 100)])
 def test_tiles_enhance_exactly_as_the_in_memory_sliding_window(network, stack, overlap, width):
     stack = stack[:, :, :width]
-    expected = enhance(network, stack, inferer(overlap), RobustNormalised("image"))
+    whole = CountingWindows(network)
+    expected = enhance(whole, stack, inferer(overlap), RobustNormalised("image"))
     lazy = da.from_array(stack)
     intensity_range = stack_range(lazy, 0.5, 99.5)
-    tiles, halos = aligned_tiling((-1, 32, 32), overlap, 32, stack.shape)
-    out = enhance_lazily(network, lazy, inferer(overlap), intensity_range, tiles, halos)
+    tiles, overhangs = aligned_tiling((-1, 32, 32), overlap, 32, stack.shape)
+    tiled = CountingWindows(network)
+    out = enhance_lazily(tiled, lazy, inferer(overlap), intensity_range, tiles, overhangs)
     assert out.numblocks[1] * out.numblocks[2] >= 4  # several tiles
     # each tile reads its own input inside its task: no input chunk in the graph, so none shared between
     # tiles and kept in memory for a neighbour (what made memory grow with the slide's width)
     assert not [k for k in dict(out.__dask_graph__()) if lazy.name in str(k)]
+    # the network is one node that every tile's task shares: sent once to each worker of a cluster
+    assert len([k for k in dict(out.__dask_graph__()) if str(k).startswith("g_s-")]) == 1
     scale = expected.max() - expected.min()
     assert np.abs(out.compute(scheduler="sync") - expected).max() <= 1e-4 * scale
-    if overlap == 0.25 and width == 100:  # a halo off the window grid: instance norms see other windows, seams
-        seams = enhance_lazily(network, lazy, inferer(overlap), intensity_range, tiles, ((32, 32), (32, 32)))
+    assert tiled.windows == whole.windows  # each window run once, by one tile
+    if overlap == 0.25 and width == 100:  # tiles off the window grid: windows elsewhere, instance norms, seams
+        seams = enhance_lazily(network, lazy, inferer(overlap), intensity_range, ((50, 50), (50, 50)), overhangs)
         assert np.abs(seams.compute(scheduler="sync") - expected).max() > 0.01 * scale
+
+
+def test_memory_holds_the_tiles_in_flight_whatever_the_number_of_tiles(network, tmp_path, monkeypatch):
+    """A tile's values wait in memory only until the windows of the tiles before it are added in: with one
+    tile in flight, dask's order keeps one tile's values at a time, over 5 x 5 tiles."""
+    events = []  # +1: a tile's windows run (its values held), -1: the tile finished (let go once written)
+    for name, step in (("_tile_windows", 1), ("_finish_tile", -1)):
+        run = getattr(wholeslide, name)
+        monkeypatch.setattr(wholeslide, name, lambda *a, run=run, step=step: (run(*a), events.append(step))[0])
+    monkeypatch.setattr(wholeslide, "LOCAL_THREADS", 1)
+    stack = np.random.default_rng(1).integers(0, 256, (9, 150, 150), dtype=np.uint8)
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", stack)
+    out = enhance_slide(network, source, tmp_path / "out.ome.zarr", inferer(), tile_size=24)
+    assert json.loads((out / ".zsegan" / "run.json").read_text())["tiles"] == [[24] * 4 + [54]] * 2
+    assert events.count(1) == events.count(-1) == 25 and np.cumsum(events).max() == 1
 
 
 def test_whole_slide_output_is_ome_zarr_with_metadata_and_seamless(network, stack, tmp_path):

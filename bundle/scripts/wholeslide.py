@@ -2,18 +2,24 @@
 
 Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``,
 the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr
-store). Each xy tile (full depth in z) is one Dask task: it reads its region with a halo around it,
-enhances it by the same in-memory sliding window as ``scripts.inference.enhance``, crops it, and is
-written to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles
-in flight, whatever the slide's size. A network that compiles (``scripts.inference.Accelerated``, as
-inference_wholeslide.yaml sets it) is compiled once before the first tile is read.
+store). Each xy tile (full depth in z) is one Dask task: it reads its region and the overhang of the
+windows that start in it, runs them by the same in-memory sliding window as ``scripts.inference.enhance``,
+and a second task adds in the windows of the tiles before it that overhang it; then the tile is written
+to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles in flight
+(and of the thin overhang sums waiting for the next row), whatever the slide's size. A network that
+compiles (``scripts.inference.Accelerated``, as inference_wholeslide.yaml sets it) is compiled once
+before the first tile is read.
 
-Seamless by construction: the intensity mapping uses the percentiles of the whole stack (from a
-strided subsample, ``stack_range``), and tiles and halos follow the sliding window's grid
-(``aligned_tiling``), so every voxel of a tile is covered by exactly the windows, at exactly the
-positions, of the in-memory sliding window over the whole stack. Any other placement shows seams:
-G_S's instance norm makes a window's output depend on all of the window (with the shipped weights
-and a plain 64-pixel halo, tiles differed by up to half the output range at their borders).
+Seamless by construction, and each window computed once: the intensity mapping uses the percentiles of
+the whole stack (from a strided subsample, ``stack_range``), tiles follow the sliding window's grid
+(``aligned_tiling``), each window is run whole by the one tile it starts in, and where windows of
+neighbouring tiles overlap, their weighted sums and weights are added before dividing, as MONAI's
+sliding window over the whole stack does. So the result is the in-memory one but for the order of float
+additions. Cutting windows at tile borders instead shows seams: G_S's instance norm makes a window's
+output depend on all of the window (with the shipped weights and a plain 64-pixel halo, tiles differed
+by up to half the output range at their borders). Running every window that touches a tile within
+that tile (a halo on the window grid) is exact too, but runs the windows across tile borders twice
+(19% more windows with 1024-px tiles).
 
 Output: OME-Zarr, NGFF 0.4 on zarr format 2 (axes z, y, x; unit micrometer; one dataset "0" with
 a scale; chunks of one plane of a tile), which napari (napari-ome-zarr) and Fiji (N5 / OME-Zarr
@@ -30,12 +36,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +56,9 @@ import tifffile
 import torch
 import zarr
 from dask.callbacks import Callback
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers.utils import _get_scan_interval  # the step MONAI's sliding window takes (no public name)
+from monai.utils import ensure_tuple_rep, fall_back_tuple
 from numcodecs import Blosc
 from tqdm import tqdm
 
@@ -61,7 +72,7 @@ logger = logging.getLogger("zsegan")
 SLIDE_SUFFIXES = (".zarr", ".tif", ".tiff")
 _STATE = ".zsegan"
 # tiles enhanced at once by local threads: two keep the cores busier than one, though torch already uses
-# every core inside a tile (20% faster on 2 cores, docs/benchmarks.md); memory is about two tiles + halos
+# every core inside a tile (20% faster on 2 cores, docs/benchmarks.md); memory is about two tiles
 LOCAL_THREADS = 2
 
 
@@ -171,78 +182,139 @@ def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in me
 
 
 def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tuple, tuple]:
-    """Tiles and halos along y and x for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap`` on a
-    stack of ``shape``: ``(chunks_y, chunks_x)`` (the tile sizes, dask's form) and ``((before_y, after_y),
-    (before_x, after_x))``, such that MONAI's windows over a tile and its halo are, where they touch the
-    tile, exactly its windows over the whole stack, and none lie wholly in the halo.
+    """Tiles along y and x for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap`` on a stack of
+    ``shape``: ``(chunks_y, chunks_x)`` (the tile sizes, dask's form) and ``(overhang_y, overhang_x)``, how far
+    the windows that start in a tile reach beyond its end, such that each of MONAI's windows over the whole
+    stack starts in exactly one tile, and MONAI's windows over a tile and its overhang are exactly those.
 
     MONAI places windows of size r at multiples of the step s = ``int(r * (1 - overlap))``, the last one
-    flush with the end. Tiles are multiples of s (``tile_size`` rounded up); the halo before a tile
-    reaches the first window covering its first voxel (the largest multiple of s below r), the halo
-    after it ends the last window covering its last voxel (r - s), so the last window of a tile and
-    halo falls on the grid too. A tile is at least as long as its halos, and a
-    last tile too short for them or for the stack's flush window (shorter than r - halo before) joins
-    the tile before it. E.g. window 128: overlap 0.25, step 96, halo 96 before and
-    32 after; overlap 0.5, step 64, halo 64 and 64.
+    flush with the end. Tiles are multiples of s (``tile_size`` rounded up), at least as long as the
+    overhang r - s, so that a tile's windows reach into the next tile only; a last tile shorter than r
+    joins the tile before it. E.g. window 128: overlap 0.25, step 96, overhang 32; overlap 0.5, step 64,
+    overhang 64. An axis the window covers whole is one tile, without overhang.
     """
-    chunks, halos = [], []
+    chunks, overhangs = [], []
     for r, n in zip(roi_size[-2:], shape[-2:], strict=True):
         r = n if r is None or r <= 0 else min(int(r), n)  # as MONAI: -1 means the full size
         if r >= n:  # one window over the whole size: one tile
             chunks.append((n,))
-            halos.append((0, 0))
+            overhangs.append(0)
             continue
         step = max(int(r * (1 - overlap)), 1)
-        before, after = (r - 1) // step * step, max(r - step, 0)
-        tile = max(math.ceil(tile_size / step), math.ceil(max(before, after) / step), 1) * step
+        tile = max(math.ceil(tile_size / step), math.ceil((r - step) / step), 1) * step
         sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
-        if len(sizes) > 1 and sizes[-1] < max(r - before, before, after):
+        while len(sizes) > 1 and sizes[-1] < r:
             sizes[-2:] = [sizes[-2] + sizes[-1]]
         chunks.append(tuple(sizes))
-        halos.append((before, after))
-    return tuple(chunks), tuple(halos)
+        overhangs.append(r - step)
+    return tuple(chunks), tuple(overhangs)
+
+
+def _slices(box, within) -> tuple[slice, ...]:
+    """The slices of ``box`` in an array over the box ``within`` (boxes: a (start, stop) per axis, in the stack)."""
+    return tuple(slice(a - w, b - w) for (a, b), (w, _) in zip(box, within, strict=True))
+
+
+def _add_overlap(box, array: np.ndarray, other_box, other: np.ndarray) -> None:
+    """``array`` (over ``box``) += ``other`` (over ``other_box``) where the two boxes overlap."""
+    overlap = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, other_box, strict=True)]
+    if all(a < b for a, b in overlap):
+        array[_slices(overlap, box)] += other[_slices(overlap, other_box)]
+
+
+def window_weights(region, inferer, box) -> np.ndarray:
+    """The sum of the importance maps of the windows that ``inferer`` (MONAI's sliding window) places on the
+    ``region`` of a stack, over ``box`` (ZYX boxes: a (start, stop) per axis, in the stack): what MONAI
+    divides the windows' weighted sum by there. A region smaller than the window is padded, centred, as MONAI does."""
+    shape = [b - a for a, b in region]
+    roi = fall_back_tuple(inferer.roi_size, shape)
+    size = [max(n, r) for n, r in zip(shape, roi, strict=True)]
+    origin = [a - (m - n) // 2 for (a, _), m, n in zip(region, size, shape, strict=True)]
+    interval = _get_scan_interval(size, roi, len(size), ensure_tuple_rep(inferer.overlap, len(size)))
+    weight = compute_importance_map(roi, inferer.mode, inferer.sigma_scale).numpy()
+    out = np.zeros([b - a for a, b in box], np.float32)
+    for window in dense_patch_slices(size, roi, interval):
+        _add_overlap(box, out, [(o + w.start, o + w.stop) for o, w in zip(origin, window, strict=True)], weight)
+    return out
 
 
 class _Region:
-    """A tile's region of the lazy stack, with its halo, hidden from dask's graph (dask does not look inside
-    such objects): the tile's task reads it itself, so no input chunk is shared between tiles and none is
-    kept in memory for a neighbour. Halos are read twice; memory stays that of the tiles in flight."""
+    """A tile's region of the lazy stack (its box in the stack too), hidden from dask's graph (dask does not
+    look inside such objects): the tile's task reads it itself, so no input chunk is shared between tiles
+    and none is kept in memory for a neighbour. Overhangs are read twice; memory stays that of the tiles
+    in flight."""
 
-    def __init__(self, stack: da.Array):
-        self.stack = stack
+    def __init__(self, stack: da.Array, box):
+        self.stack, self.box = stack, box
 
     def read(self) -> np.ndarray:
         return np.asarray(self.stack.compute(scheduler="sync"))
 
 
-def _enhance_tile(region: _Region, crop: tuple[slice, ...], network, inferer, intensity_range, device) -> np.ndarray:
-    """One tile: its region and halo (ZYX) read, through the in-memory path with the whole stack's
-    intensity mapping, cropped to the tile."""
+def _tile_windows(region: _Region, box, leading, trailing, network, inferer, intensity_range, device):
+    """The windows of G_S that start in one tile, run over the tile and their overhang (``region``, ZYX,
+    through the in-memory path with the whole stack's intensity mapping).
+
+    Returns the tile's values over ``box`` (final but for its ``leading`` boxes, where the windows of the
+    tiles before it overhang it) with, for each ``leading`` box, these windows' weighted sum and weights
+    there (MONAI's sliding window blends windows as sum(w f) / sum(w)); and, apart, the same for the
+    ``trailing`` boxes, where they overhang the tiles after it."""
     normalise = RobustNormalised("image", intensity_range=intensity_range)
-    return enhance(network.to(device), region.read(), inferer, normalise, device)[crop]
+    values = enhance(network.to(device), region.read(), inferer, normalise, device)  # sum(w f) / sum(w)
+
+    def sums(b):
+        weights = window_weights(region.box, inferer, b)
+        return b, values[_slices(b, region.box)] * weights, weights
+
+    return (values[_slices(box, region.box)], box, [sums(b) for b in leading]), [sums(b) for b in trailing]
 
 
-def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, halos, device="cpu") -> da.Array:
+def _finish_tile(tile, *overhangs) -> np.ndarray:
+    """A tile's final values: over each of its leading boxes, the weighted sums and weights of its own windows
+    and of the earlier tiles' windows that overhang it (``overhangs``: their trailing sums) added up and
+    divided, as MONAI's sliding window over the whole stack blends them. Written into the tile's values
+    from sums left as they are, so that running it again gives the same."""
+    values, box, leading = tile
+    for lead_box, weighted, weights in leading:
+        weighted, weights = weighted.copy(), weights.copy()
+        for other_box, other_weighted, other_weights in itertools.chain(*overhangs):
+            _add_overlap(lead_box, weighted, other_box, other_weighted)
+            _add_overlap(lead_box, weights, other_box, other_weights)
+        values[_slices(lead_box, box)] = weighted / weights
+    return values
+
+
+def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu") -> da.Array:
     """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
-    (``chunks``, ``halos``: the y and x tiles and halos of ``aligned_tiling``; halos are cut at the stack's
-    edges). Each chunk is one task that reads its tile and halo from ``stack`` on its own."""
-    starts = [np.cumsum((0, *c)).tolist() for c in chunks]
+    (``chunks``, ``overhangs``: the y and x tiles and overhangs of ``aligned_tiling``).
+
+    Each of the sliding window's windows is computed once, by the tile it starts in (a task that reads the
+    tile and its overhang from ``stack`` on its own); a second task per tile adds, where the windows of the
+    tiles before it (above, left, above-left) overhang it, their weighted sums to its own. The network is
+    one node of the graph, which every tile's task shares (sent once to each worker of a cluster)."""
+    z = (0, stack.shape[0])
+    bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
+    (ny, nx), (oy, ox) = stack.shape[1:], overhangs
+    shared = dask.delayed(network, name=f"g_s-{uuid.uuid4().hex}", traverse=False)
+    tiles, trailing = {}, {}
+    for (i, (y0, y1)), (j, (x0, x1)) in itertools.product(*map(enumerate, bounds)):
+        y2, x2 = min(y1 + oy, ny), min(x1 + ox, nx)  # the tile's windows end there
+        region = (z, (y0, y2), (x0, x2))
+        top = y0 + oy if i else y0  # where the tiles above stop overhanging this one
+        leading = [(z, (y0, top), (x0, x1))] if i else []
+        leading += [(z, (top, y1), (x0, x0 + ox))] if j else []
+        sent = [(z, (y0, y2), (x1, x2))] if x2 > x1 else []  # to the right, and the corner below it
+        sent += [(z, (y1, y2), (x0, x1))] if y2 > y1 else []
+        tiles[i, j], trailing[i, j] = dask.delayed(_tile_windows, nout=2, pure=False)(
+            _Region(stack[:, y0:y2, x0:x2], region), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
+            intensity_range, device,
+        )  # fmt: skip
     rows = []
-    for y0, y1 in zip(starts[0][:-1], starts[0][1:], strict=True):
+    for i, (y0, y1) in enumerate(bounds[0]):
         row = []
-        for x0, x1 in zip(starts[1][:-1], starts[1][1:], strict=True):
-            read = [
-                slice(max(a - before, 0), min(b + after, n))
-                for (a, b), (before, after), n in zip(((y0, y1), (x0, x1)), halos, stack.shape[1:], strict=True)
-            ]
-            crop = (
-                slice(None),
-                slice(y0 - read[0].start, y1 - read[0].start),
-                slice(x0 - read[1].start, x1 - read[1].start),
-            )
-            tile = dask.delayed(_enhance_tile, pure=False)(
-                _Region(stack[:, read[0], read[1]]), crop, network, inferer, intensity_range, device
-            )
+        for j, (x0, x1) in enumerate(bounds[1]):
+            before = [trailing[k] for k in ((i - 1, j), (i, j - 1), (i - 1, j - 1)) if k in trailing]
+            tile = dask.delayed(_finish_tile, pure=False)(tiles[i, j], *before)
             row.append(da.from_delayed(tile, (stack.shape[0], y1 - y0, x1 - x0), dtype=np.float32))
         rows.append(row)
     return da.block([rows])
@@ -340,7 +412,7 @@ def enhance_slide(
     inferer = copy.copy(inferer)
     inferer.progress = False  # one progress bar over the chunks instead of one per tile
     overlap = float(np.atleast_1d(inferer.overlap)[-1])
-    chunks, halos = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
+    chunks, overhangs = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
     run = {
         "input": str(Path(input_path).resolve()),
         "shape": list(stack.shape),
@@ -352,7 +424,7 @@ def enhance_slide(
         "mode": str(inferer.mode),
         "percentiles": [lower, upper],
         "tiles": [list(c) for c in chunks],
-        "halos": [list(h) for h in halos],
+        "overhangs": list(overhangs),
     }
     if output_path.exists():
         if _read_run(output_path) == run:
@@ -382,19 +454,21 @@ def enhance_slide(
     lo, hi = run["intensity_range"]
     logger.info(f"{input_path}: {'x'.join(map(str, stack.shape))} voxels, intensity range {lo:.4g}..{hi:.4g}")
 
-    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, halos, device)
+    # one delayed object per tile from the whole graph, so that the tiles' shared tasks stay shared (taken
+    # one block at a time, dask would fuse them into each block's own tasks and run them again for each)
+    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device).to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"
     starts = [np.cumsum((0, *c)) for c in chunks]  # tiles start on zarr chunks: no chunk is written twice
-    for i, j in np.ndindex(*enhanced.numblocks[1:]):
+    for i, j in np.ndindex(*enhanced.shape):
         marker = done / f"{i}.{j}"
         if marker.exists():
             continue
         region = (slice(None), slice(*starts[0][i : i + 2]), slice(*starts[1][j : j + 2]))
-        block = enhanced.blocks[0, i, j]
-        task = dask.delayed(_write_block, pure=False)(block, str(partial / "0"), region, meta["dtype"], str(marker))
+        write = dask.delayed(_write_block, pure=False)
+        task = write(enhanced[i, j], str(partial / "0"), region, meta["dtype"], str(marker))
         tasks.append(task)
-        voxels[task.key] = math.prod(block.shape)
+        voxels[task.key] = stack.shape[0] * math.prod(r.stop - r.start for r in region[1:])
     total = math.prod(stack.shape)
     skipped = total - sum(voxels.values())
     if skipped:
