@@ -460,12 +460,12 @@ def enhance_slide(
     tasks, voxels = [], {}
     done = partial / _STATE / "done"
     starts = [np.cumsum((0, *c)) for c in chunks]  # tiles start on zarr chunks: no chunk is written twice
+    write = dask.delayed(_write_block, pure=False)
     for i, j in np.ndindex(*enhanced.shape):
         marker = done / f"{i}.{j}"
         if marker.exists():
             continue
         region = (slice(None), slice(*starts[0][i : i + 2]), slice(*starts[1][j : j + 2]))
-        write = dask.delayed(_write_block, pure=False)
         task = write(enhanced[i, j], str(partial / "0"), region, meta["dtype"], str(marker))
         tasks.append(task)
         voxels[task.key] = stack.shape[0] * math.prod(r.stop - r.start for r in region[1:])
