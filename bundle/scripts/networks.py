@@ -15,14 +15,14 @@ import math
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
+from monai.networks.blocks import ADN, Convolution, SubpixelUpsample
 from torch import nn
 
 __all__ = ["Generator3D", "PatchDiscriminator2D", "init_weights", "unwrap"]
 
 _NORMS = {"instance": "instance", "batch": "batch", "none": None}
 _PADDING_MODES = ("zeros", "replicate")
-_UPSAMPLINGS = ("transpose", "resize")
+_UPSAMPLINGS = ("transpose", "transpose4", "resize", "pixelshuffle")
 
 
 def _norm_arg(norm: str | None) -> str | None:
@@ -90,10 +90,19 @@ class Generator3D(nn.Module):
     conv 5^3 -> ``out_channels``; tanh. Every hidden convolution is followed by ``norm``
     (InstanceNorm3d without affine parameters, as in CycleGAN) and ReLU.
 
-    ``upsampling``: "transpose" (ConvTranspose3d k3 s2 p1 op1, the reference code's; cheapest)
-    or "resize" (trilinear x2 then conv 3^3: no checkerboard artefacts, but about 60 % more
-    multiply-adds for the default sizes because the convolution runs at the finer resolution).
+    ``upsampling``: "transpose" (ConvTranspose3d k3 s2 p1 op1, the reference code's; cheapest, but
+    its kernel does not divide by its stride, so its output has a checkerboard: Odena et al. 2016),
+    "transpose4" (k4 s2 p1: every output voxel gets the same number of kernel taps), "resize"
+    (trilinear x2 then conv 3^3: no checkerboard, about 60 % more multiply-adds at the default
+    sizes) or "pixelshuffle" (sub-pixel convolution: conv 3^3 to 8x the channels, ICNR-initialised
+    so that it starts as nearest-neighbour upsampling, then a 3D pixel shuffle; MONAI's
+    ``SubpixelUpsample``, with its blur pooling).
     ``padding_mode`` ("replicate" or "zeros") pads the stride-1 and downsampling convolutions.
+
+    ``residual=True`` makes the network learn a correction: output = input + r(input), with the last
+    convolution zero-initialised so that training starts from the identity (residual learning, as
+    in VDSR and EDSR), and no tanh, so nothing clips the darkest cell cores (which the percentile
+    mapping may place below -1). It needs ``in_channels == out_channels``.
 
     Any Z, Y, X >= 1 is accepted: each spatial dimension is replicate-padded (split evenly, the
     extra voxel after) up to a multiple of ``2 ** n_downsampling`` and the output is cropped back.
@@ -114,8 +123,11 @@ class Generator3D(nn.Module):
         norm: str | None = "instance",
         padding_mode: str = "replicate",
         upsampling: str = "transpose",
+        residual: bool = False,
     ):
         super().__init__()
+        if residual and in_channels != out_channels:
+            raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}")
         if upsampling not in _UPSAMPLINGS:
@@ -137,8 +149,13 @@ class Generator3D(nn.Module):
         for _ in range(n_downsampling):
             layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
             ch //= 2
-        layers.append(_conv3d(ch, out_channels, first_kernel_size, 1, None, None, padding_mode))
-        layers.append(nn.Tanh())
+        last = _conv3d(ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
+        layers.append(last)
+        self.residual = residual
+        if residual:
+            _zero_last_conv(last)
+        else:
+            layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
 
     @staticmethod
@@ -158,6 +175,24 @@ class Generator3D(nn.Module):
                 act="relu",
                 bias=norm is None,
             )
+        if upsampling == "transpose4":
+            return Convolution(
+                spatial_dims=3,
+                in_channels=in_ch,
+                out_channels=out_ch,
+                strides=2,
+                kernel_size=4,
+                padding=1,
+                is_transposed=True,
+                norm=norm,
+                act="relu",
+                bias=norm is None,
+            )
+        if upsampling == "pixelshuffle":
+            shuffle = SubpixelUpsample(3, in_ch, out_ch, scale_factor=2, bias=norm is None)
+            shuffle.conv_block.keep_init = True  # ICNR: init_weights must not overwrite it
+            adn = ADN(ordering="NA", in_channels=out_ch, act="relu", norm=norm, norm_dim=3)
+            return nn.Sequential(shuffle, adn)
         return nn.Sequential(
             nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
             _conv3d(in_ch, out_ch, 3, 1, norm, "relu", padding_mode),
@@ -181,8 +216,19 @@ class Generator3D(nn.Module):
         # F.pad takes (X_before, X_after, Y_before, Y_after, Z_before, Z_after); always padded (maybe by 0),
         # as a branch on the size would be frozen into an exported graph
         bz, by, bw = (tz - z) // 2, (ty - y) // 2, (tw - w) // 2
-        x = F.pad(x, [bw, tw - w - bw, by, ty - y - by, bz, tz - z - bz], mode="replicate")
-        return self.model(x)[:, :, bz : bz + z, by : by + y, bw : bw + w]
+        padded = F.pad(x, [bw, tw - w - bw, by, ty - y - by, bz, tz - z - bz], mode="replicate")
+        out = self.model(padded)[:, :, bz : bz + z, by : by + y, bw : bw + w]
+        return x + out if self.residual else out
+
+
+def _zero_last_conv(module: nn.Module) -> None:
+    """Zero the weights and bias of the last convolution in ``module`` and mark it so that
+    :func:`init_weights` leaves it at zero (a residual network then starts as the identity)."""
+    conv = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)][-1]
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    conv.keep_init = True
 
 
 class _SkipSinglePixel(nn.Module):
@@ -274,13 +320,18 @@ class PatchDiscriminator2D(nn.Module):
         return self.model(x)
 
 
-def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
     """CycleGAN's "normal" initialisation, in place, for every submodule of ``module``.
 
     Convolution (and transposed convolution) weights ~ N(0, gain), biases 0; affine norm layers
-    (batch norm, affine instance norm) get weights ~ N(1, gain) and biases 0.
+    (batch norm, affine instance norm) get weights ~ N(1, gain) and biases 0. Layers marked
+    ``keep_init`` (a residual generator's zero last convolution, the ICNR-initialised sub-pixel
+    convolutions) are left as they are. Returns ``module``, so that a
+    config can write ``$@scripts.networks.init_weights(@network_def, 0.02)``.
     """
     for m in module.modules():
+        if getattr(m, "keep_init", False):
+            continue  # a residual generator's zero last convolution, a sub-pixel convolution's ICNR
         if isinstance(m, nn.modules.conv._ConvNd):
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
@@ -288,6 +339,7 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
         elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and getattr(m, "affine", False):
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
+    return module
 
 
 def unwrap(module: nn.Module) -> nn.Module:
