@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import gaussian_1d, separable_filtering
 
 __all__ = [
     "AdversarialCriterion",
     "anisotropic_adversarial_loss",
+    "lowpass",
+    "lowpass_fidelity_loss",
     "weighted_cycle_loss",
     "weighted_identity_loss",
 ]
@@ -105,3 +108,20 @@ def weighted_identity_loss(x: torch.Tensor, y: torch.Tensor, weight: torch.Tenso
     normalisation as :func:`weighted_cycle_loss`. Not in the paper (CycleGAN's identity loss).
     """
     return _weighted_slice_l1(x, y, weight)
+
+
+def lowpass(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each xy plane of a B,C,Z,Y,X volume blurred by a 2D Gaussian of ``sigma`` px (replicate borders)."""
+    gauss = gaussian_1d(torch.tensor(float(sigma)), truncated=3.0, normalize=True).to(volume)
+    planes = volume.reshape(-1, 1, *volume.shape[-2:])
+    return separable_filtering(planes, [gauss, gauss], mode="replicate").reshape(volume.shape)
+
+
+def lowpass_fidelity_loss(x: torch.Tensor, y: torch.Tensor, sigma: float, weight: torch.Tensor) -> torch.Tensor:
+    """|lowpass(G_S(x)) - lowpass(x)| per slice, weighted like the cycle loss (``y`` = G_S(x)).
+
+    Keeps the specimen where it is at the scale that defocus leaves it (a Gaussian of ``sigma`` px),
+    and leaves G_S free above that scale: the fine detail it adds to a blurred slice costs nothing
+    here. Not in the paper.
+    """
+    return _weighted_slice_l1(lowpass(x, sigma), lowpass(y, sigma), weight)

@@ -320,15 +320,18 @@ class PatchDiscriminator2D(nn.Module):
         return self.model(x)
 
 
-def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
+def init_weights(module: nn.Module, gain: float | None = 0.02) -> nn.Module:
     """CycleGAN's "normal" initialisation, in place, for every submodule of ``module``.
 
     Convolution (and transposed convolution) weights ~ N(0, gain), biases 0; affine norm layers
     (batch norm, affine instance norm) get weights ~ N(1, gain) and biases 0. Layers marked
     ``keep_init`` (a residual generator's zero last convolution, the ICNR-initialised sub-pixel
     convolutions) are left as they are. Returns ``module``, so that a
-    config can write ``$@scripts.networks.init_weights(@network_def, 0.02)``.
+    config can write ``$@scripts.networks.init_weights(@network_def, 0.02)``; ``gain`` None leaves
+    PyTorch's default initialisation.
     """
+    if gain is None:
+        return module
     for m in module.modules():
         if getattr(m, "keep_init", False):
             continue  # a residual generator's zero last convolution, a sub-pixel convolution's ICNR

@@ -6,6 +6,11 @@ Paper → code: x = ``batch["image"]`` (a normalised stack, BCZYX); y = G_S(x); 
 
 One iteration updates G_S and G_B together (one optimiser), then D_S and D_B (another), in the
 order of CycleGAN's ``optimize_parameters``. Only the sections that a loss uses are cut out.
+
+G_B is either the paper's second 3D generator or an optical blur (``scripts.optical.OpticalBlur``),
+which is told each stack's focal plane (its sharpest slice). The sharp domain y* that D_S learns is
+the in-focus images, the stacks' own sharpest slices (the paper's x∥*), or half of each
+(``sharp_domain``).
 """
 
 from __future__ import annotations
@@ -23,15 +28,20 @@ from torch.utils.data.distributed import DistributedSampler
 from scripts.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
+    lowpass_fidelity_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
+from scripts.networks import unwrap
 from scripts.pool import ImagePool
 from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
+SHARP_DOMAINS = ("infocus", "stack", "both")
+
 
 def linear_decay(total_iterations: int, start_fraction: float = 0.5):
-    """LR factor for ``LambdaLR``: 1 until ``start_fraction`` of training, then linearly down to 0."""
+    """LR factor for ``LambdaLR``: 1 until ``start_fraction`` of training, then linearly down to 0
+    (``start_fraction`` 1: a constant learning rate, as the reference notebook trains)."""
     start = int(total_iterations * start_fraction)
 
     def factor(iteration: int) -> float:
@@ -76,6 +86,10 @@ class ZSEGANTrainer(Trainer):
         p: weight of the vertical sections y⊥ in the anisotropic adversarial loss (eqs 2-3).
         lambda_cycle: λ of the cycle-consistency loss (eq 9).
         lambda_identity: weight of the optional identity loss |G_S(x) - x| (per slice times its sharpness).
+        lambda_lowpass: weight of the optional low-pass fidelity loss |lowpass(G_S(x)) - lowpass(x)|.
+        lowpass_sigma: the Gaussian sigma (px) of that low-pass.
+        sharp_domain: what D_S takes as real: "infocus" (the in-focus images), "stack" (each stack's
+            sharpest slices, the paper's x∥*) or "both" (half of each).
         n_horizontal: horizontal sections per stack and step, for D_S and D_B.
         n_vertical: vertical sections per stack and step (half xz, half yz), for D_S.
         pool_size: earlier fakes kept for the discriminators (CycleGAN's image pool).
@@ -100,6 +114,9 @@ class ZSEGANTrainer(Trainer):
         p: float = 2.0,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
+        lambda_lowpass: float = 0.0,
+        lowpass_sigma: float = 3.0,
+        sharp_domain: str = "infocus",
         n_horizontal: int = 4,
         n_vertical: int = 4,
         pool_size: int = 50,
@@ -120,7 +137,11 @@ class ZSEGANTrainer(Trainer):
         self.g_s, self.g_b, self.d_s, self.d_b = g_s, g_b, d_s, d_b
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("lsgan")
+        if sharp_domain not in SHARP_DOMAINS:
+            raise ValueError(f"sharp_domain must be one of {list(SHARP_DOMAINS)}, got {sharp_domain!r}")
         self.p, self.lambda_cycle, self.lambda_identity = p, lambda_cycle, lambda_identity
+        self.lambda_lowpass, self.lowpass_sigma, self.sharp_domain = lambda_lowpass, lowpass_sigma, sharp_domain
+        self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
         self._infocus = None
@@ -144,6 +165,21 @@ class ZSEGANTrainer(Trainer):
             self._infocus = _cycle(self.infocus_loader)
         return _plain(next(self._infocus)["image"], self.state.device, self.non_blocking)
 
+    def _sharp_examples(self, x: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
+        """y*, the real examples of D_S: N,C,Y,X in-focus images, sharpest stack slices, or half of each."""
+        if self.sharp_domain == "infocus":
+            return self._next_infocus()
+        # each stack's n_horizontal examples drawn from its three sharpest slices
+        n = self.n_horizontal
+        top = sharpness.topk(min(3, sharpness.shape[1]), dim=1).indices  # (B, 3)
+        pick = torch.randint(top.shape[1], (top.shape[0], n), device=top.device)
+        own = horizontal_sections(x, top.gather(1, pick))  # (B*n, C, Y, X)
+        if self.sharp_domain == "stack":
+            return own
+        infocus = self._next_infocus()
+        half = own.shape[0] // 2
+        return torch.cat([infocus[: own.shape[0] - half], own[:half]])
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
@@ -161,7 +197,8 @@ class ZSEGANTrainer(Trainer):
         x = _plain(batchdata["image"], device, engine.non_blocking)
         alpha = _plain(batchdata["alpha"], device).float()
         cycle_weight = _plain(batchdata["cycle_weight"], device).float()
-        y_star = engine._next_infocus()
+        sharpness = _plain(batchdata["sharpness"], device).float()
+        y_star = engine._sharp_examples(x, sharpness)
         batch, depth, width = x.shape[0], x.shape[2], x.shape[-1]
         if y_star.shape[-2] < depth or y_star.shape[-1] < width:
             raise ValueError(
@@ -176,7 +213,10 @@ class ZSEGANTrainer(Trainer):
             d.requires_grad_(False)
         with engine._autocast():
             y = engine.g_s(x)
-            x_rec = engine.g_b(y)  # G_B(G_S(x)), eq (7)
+            if engine.optical_g_b:  # the focal plane of each stack: its sharpest slice
+                x_rec = engine.g_b(y, sharpness.argmax(dim=1).float())  # G_B(G_S(x)), eq (7)
+            else:
+                x_rec = engine.g_b(y)
             z = sample_depths(batch, depth, min(engine.n_horizontal, depth), device=device)
             y_par = horizontal_sections(y, z)
             y_perp = vertical_sections(y, engine.n_vertical)
@@ -188,9 +228,12 @@ class ZSEGANTrainer(Trainer):
             loss_g = loss_g_s + loss_g_b + loss_cycle  # (9)
             loss_identity = torch.zeros((), device=device)
             if engine.lambda_identity > 0:
-                sharpness = _plain(batchdata["sharpness"], device).float()
                 loss_identity = engine.lambda_identity * weighted_identity_loss(x, y, sharpness)
                 loss_g = loss_g + loss_identity
+            loss_lowpass = torch.zeros((), device=device)
+            if engine.lambda_lowpass > 0:
+                loss_lowpass = engine.lambda_lowpass * lowpass_fidelity_loss(x, y, engine.lowpass_sigma, x.new_ones(()))
+                loss_g = loss_g + loss_lowpass
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- discriminators: maximised over D_S and D_B, eq (10) ----
@@ -218,6 +261,7 @@ class ZSEGANTrainer(Trainer):
             "loss_G_B_adv": loss_g_b.item(),
             "loss_cycle": loss_cycle.item(),
             "loss_identity": loss_identity.item(),
+            "loss_lowpass": loss_lowpass.item(),
             "loss_D_S": loss_d_s.item(),
             "loss_D_B": loss_d_b.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],

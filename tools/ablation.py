@@ -1,0 +1,168 @@
+"""The fidelity ablation: train every variant with the same seed and budget, evaluate each the same way.
+
+    python tools/ablation.py --data ../shared/data/zse-brain --out /tmp/ablation --epochs 5 --epoch_length 180
+    python tools/ablation.py --data ../shared/data/zse-brain --out /tmp/ablation --phase table
+
+Phases (``--phase``, default all): ``train`` runs ``monai.bundle run training`` once per variant
+(``--jobs`` at a time, each with ``--threads`` threads; a finished variant is skipped, an interrupted
+one resumes from its checkpoint), ``evaluate`` runs ``monai.bundle run evaluate`` on the held-out
+stacks for each variant and once for the reference methods (input, sharpest slice copied, an
+unrelated stack: the chance level), and ``table`` writes ``table.md`` and ``table.json`` under
+``--out`` from the evaluations' ``metrics.json`` and the training logs (seconds per iteration).
+Extra ``--override`` arguments go to every training and evaluation (e.g. tiny networks in tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+
+#: name -> (what it tests, overrides of train.yaml). Each variant adds to the one it names first.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "paper": ("the paper's losses and networks (train.yaml before this study)", {}),
+    "knobs": ("p 0.35, 3-layer discriminators, identity loss 10", {"p": 0.35, "d_layers": 3, "lambda_identity": 10}),
+}
+VARIANTS["residual"] = (
+    "knobs + residual G_S (identity at start, no tanh) + sub-pixel upsampling",
+    {**VARIANTS["knobs"][1], "g_residual": True, "g_upsampling": "pixelshuffle"},
+)
+VARIANTS["optical"] = ("residual + optical G_B (learnable defocus blur)", {**VARIANTS["residual"][1], "g_b_kind": "optical"})
+VARIANTS["optical_lowpass"] = (
+    "optical + low-pass fidelity loss 10 (sigma 3 px)",
+    {**VARIANTS["optical"][1], "lambda_lowpass": 10},
+)
+VARIANTS["optical_both"] = (
+    "optical + sharp domain: in-focus images and the stacks' sharpest slices",
+    {**VARIANTS["optical"][1], "sharp_domain": "both"},
+)
+VARIANTS["optical_noid"] = ("optical without the identity loss", {**VARIANTS["optical"][1], "lambda_identity": 0})
+
+ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
+ARCHITECTURE += ("g_upsampling", "g_residual")
+REFERENCE = "reference"  # the evaluation of the non-learned reference methods
+
+
+def _args(overrides: dict) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        out += [f"--{key}", json.dumps(value) if isinstance(value, (bool, list)) else str(value)]
+    return out
+
+
+def _run(command: list[str], log: Path, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command[:6])} ... failed (exit {result.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def train(name: str, args) -> None:
+    out = args.out / name
+    if (out / "done").exists():
+        print(f"{name}: trained already", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "dataset_dir": args.data,
+        "output_dir": out,
+        "model_path": out / "model.pt",
+        "crop_size": args.crop_size,
+        "sw_roi_size": [-1, args.crop_size, args.crop_size],
+        "max_epochs": args.epochs,
+        "epoch_length": args.epoch_length,
+        "val_interval": args.epochs,  # validate once, at the end
+        "checkpoint_interval": args.epoch_length,
+        "log_interval": args.log_interval,
+        "seed": args.seed,
+    }
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.yaml")]
+    command += _args(settings) + _args(VARIANTS[name][1]) + args.override
+    print(f"{name}: training ({VARIANTS[name][0]})", flush=True)
+    seconds = _run(command, out / "train.log", args.threads)
+    (out / "done").write_text(f"{seconds:.1f}\n")
+    print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
+
+
+def evaluate(name: str, args) -> None:
+    out = args.out / "eval" / name
+    if (out / "metrics.json").exists():
+        return
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(CONFIGS / "evaluate.yaml")]
+    settings = {"dataset_dir": args.data, "output_dir": out, "seed": args.seed, "n_views": 1, "num_workers": args.jobs}
+    if name == REFERENCE:
+        settings["models"] = "{}"
+        settings["baselines"] = (
+            "{'sharpest_slice': '$@scripts.baselines.sharpest_slice', "
+            "'unrelated': '$@scripts.baselines.Unrelated(@datalist)'}"
+        )
+    else:
+        variant = VARIANTS[name][1]
+        settings["models"] = f"{{'{name}': '{args.out / name / 'model.pt'}'}}"
+        settings["baselines"] = "{}"
+        settings.update({k: v for k, v in variant.items() if k in ARCHITECTURE})
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: evaluating", flush=True)
+    _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
+
+
+def seconds_per_iteration(log: Path) -> float | None:
+    """From the training log's iteration lines: (t_last - t_first) / (iterations between them)."""
+    pattern = re.compile(r"^(\S+ \S+),\d+ - INFO - Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
+    points = []
+    for line in log.read_text().splitlines():
+        m = pattern.match(line)
+        if m:
+            epoch, it, length = int(m.group(2)), int(m.group(3)), int(m.group(4))
+            points.append((datetime.fromisoformat(m.group(1)), (epoch - 1) * length + it))
+    if len(points) < 2:
+        return None
+    (t0, i0), (t1, i1) = points[0], points[-1]
+    return (t1 - t0).total_seconds() / max(i1 - i0, 1)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (stacks/, infocus/)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--phase", choices=("all", "train", "evaluate", "table"), default="all")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epoch_length", type=int, default=180)
+    parser.add_argument("--crop_size", type=int, default=64)
+    parser.add_argument("--log_interval", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training")
+    parser.add_argument("--override", nargs="*", default=[], help="more --key value pairs for every training")
+    parser.add_argument("--override_eval", nargs="*", default=[], help="more --key value pairs for every evaluation")
+    args = parser.parse_args(argv)
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.phase in ("all", "train"):
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda n: train(n, args), args.variants))
+    if args.phase in ("all", "evaluate"):
+        for name in [REFERENCE] + args.variants:
+            evaluate(name, args)
+    if args.phase in ("all", "table"):
+        from ablation_table import write_table  # noqa: E402 (tools/ is on sys.path when run as a script)
+
+        write_table(args.out, [REFERENCE] + args.variants, VARIANTS, seconds_per_iteration)
+
+
+if __name__ == "__main__":
+    main()
