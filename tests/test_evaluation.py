@@ -215,3 +215,34 @@ def test_evaluate_config_bad_stack_fails_clearly_and_writes_no_report(dataset, t
     assert result.returncode == 2
     assert "sim_00001.tif" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "metrics.csv").exists()
+
+
+def test_fidelity_rows_pass_for_the_input_and_fail_for_an_unrelated_stack(dataset):
+    from scripts.io import read_stack
+
+    x = read_stack(dataset / "stacks" / "sim_00000.tif")[0].astype(np.float32)
+    unrelated = baselines.Unrelated([{"image": str(p)} for p in sorted((dataset / "stacks").iterdir())])
+    other = unrelated(x)
+    assert other.shape == x.shape and not np.array_equal(other, x)
+    assert np.array_equal(unrelated(x), other)  # the same one every time
+    sharpest = baselines.sharpest_slice(x)
+    rows, _ = measure_stack("s", x, {"other": other, "sharpest": sharpest}, None, Settings(n_vertical=2))
+    by = {(r["method"], r["view"], r["index"], r["measure"]): r["value"] for r in rows}
+    assert by[(INPUT, "3d", "all", "ssim_focus_slice")] == pytest.approx(1.0)
+    assert by[(INPUT, "3d", "all", "ssim_coarse_min")] == pytest.approx(1.0)
+    assert by[("sharpest", "3d", "all", "ssim_focus_slice")] == pytest.approx(1.0)  # its focus slice is x's
+    assert by[("other", "3d", "all", "ssim_focus_slice")] < 0.5
+    assert by[("other", "3d", "all", "ssim_coarse_min")] < by[("sharpest", "3d", "all", "ssim_coarse_min")] < 1
+    coarse = [by[("sharpest", "xy", k, "ssim_coarse")] for k in range(17)]
+    assert max(coarse) == pytest.approx(1.0) and min(coarse) == pytest.approx(by[("sharpest", "3d", "all", "ssim_coarse_min")])
+    ratios = [by[(INPUT, "xy", k, "fm_ratio")] for k in range(17)]
+    assert max(ratios) == pytest.approx(1.0, rel=0.2) and min(ratios) < 0.9
+    assert by[(INPUT, "3d", "all", "piqe_focus_slice")] == pytest.approx(by[("sharpest", "3d", "all", "piqe_focus_slice")])
+
+
+def test_unrelated_needs_another_stack_of_the_same_shape(dataset):
+    from scripts.io import read_stack
+
+    path = dataset / "stacks" / "sim_00000.tif"
+    with pytest.raises(ValueError, match="no other stack"):
+        baselines.Unrelated([{"image": str(path)}])(read_stack(path)[0])

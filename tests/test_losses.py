@@ -94,3 +94,19 @@ def test_weighted_identity_loss_same_form():
     x, y = torch.randn(2, 1, 5, 4, 4), torch.randn(2, 1, 5, 4, 4)
     w = torch.rand(2, 5)
     assert weighted_identity_loss(x, y, w).item() == pytest.approx(weighted_cycle_loss(x, y, w).item())
+
+
+def test_lowpass_fidelity_ignores_fine_detail_but_not_moved_structure():
+    from scripts.losses import lowpass, lowpass_fidelity_loss
+
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 3, 48, 48)
+    x[..., 20:28, 20:28] = 1.0  # a "cell"
+    checker = (torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2 * 2 - 1
+    fine = x + 0.3 * checker  # added fine texture
+    moved = torch.roll(x, shifts=10, dims=-1)
+    w = torch.ones(())
+    assert lowpass(x, 3.0).shape == x.shape
+    assert lowpass(torch.full_like(x, 0.4), 3.0).allclose(torch.full_like(x, 0.4))
+    assert lowpass_fidelity_loss(x, x, 3.0, w) == 0
+    assert lowpass_fidelity_loss(x, fine, 3.0, w) < 0.2 * lowpass_fidelity_loss(x, moved, 3.0, w)

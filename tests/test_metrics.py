@@ -91,3 +91,49 @@ def test_metric_accepts_batches_and_output_transform():
     metric.update(metric._output_transform({"pred": batch, "image": torch.stack([stack, stack])}))
     expected = torch.cat([sharpness_ratios(stack, stack), sharpness_ratios(_blur(stack), stack)]).mean()
     assert metric.compute() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_fidelity_and_gated_score_reward_the_faithful_and_penalise_the_invented():
+    from scripts.metrics import Fidelity, GatedScore, fidelity
+
+    def cells(seed):  # dark blobs on a bright field, sharp at z = 3, blurred away from it
+        g = torch.Generator().manual_seed(seed)
+        field = torch.zeros(1, 1, 40, 40)
+        for y, x in torch.randint(4, 36, (6, 2), generator=g).tolist():
+            field[..., y - 3 : y + 3, x - 3 : x + 3] = -1.0
+        planes = [GaussianFilter(spatial_dims=2, sigma=0.3 + abs(z - 3))(field)[0, 0] for z in range(7)]
+        return torch.stack(planes)[None] + 0.5
+
+    x = cells(0)
+    assert fidelity(x, x) == (pytest.approx(1.0), pytest.approx(1.0))
+    invented = cells(1)[:, 3:4].expand_as(x).clone()  # other cells, sharp everywhere
+    coarse_worst, focus = fidelity(invented, x)
+    assert coarse_worst < 0.5 and focus < 0.5
+    score = GatedScore(min_ssim_coarse=0.75, min_ssim_focus=0.85)
+    score.update(([x], [x]))
+    faithful = score.compute()
+    score.reset()
+    score.update(([invented], [x]))
+    assert faithful > 0 >= score.compute()  # the sharper invention scores below any model that passes
+    metric = Fidelity("focus")
+    metric.update(([x, invented], [x, x]))
+    assert metric.compute() == pytest.approx((1.0 + focus) / 2)
+    with pytest.raises(ValueError, match="measure"):
+        Fidelity("sharpness")
+
+
+def test_cycle_probe_is_small_for_an_optical_g_b_and_large_for_a_g_b_that_reads_a_hidden_code():
+    from scripts.metrics import CycleProbe
+    from scripts.optical import OpticalBlur
+
+    x = _stack(depth=7, size=32) * 2
+    optical = CycleProbe(OpticalBlur(), epsilon=0.02)
+    optical.update(([x], [x]))
+
+    class Decoder(torch.nn.Module):  # reconstructs x exactly from y, but from a faint code: 50x sensitive
+        def forward(self, y):
+            return x[None] + 50 * (y - x[None])
+
+    decoder = CycleProbe(Decoder(), epsilon=0.02)
+    decoder.update(([x], [x]))
+    assert 0 <= optical.compute() < 0.02 < decoder.compute()

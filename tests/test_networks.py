@@ -125,3 +125,45 @@ def test_init_weights():
     assert all(torch.all(c.bias == 0) for c in convs if c.bias is not None)
     bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm3d)]
     assert bns and all(torch.all(b.bias == 0) and abs(b.weight.mean() - 1) < 0.05 for b in bns)
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "transpose4", "resize", "pixelshuffle"])
+def test_residual_generator_is_the_identity_at_init_for_every_upsampling(upsampling):
+    g = init_weights(Generator3D(channels=4, n_residual_blocks=1, upsampling=upsampling, residual=True))
+    x = torch.rand(1, 1, 9, 20, 12) * 3 - 1.5  # also beyond [-1, 1]: no tanh clips it
+    with torch.no_grad():
+        assert torch.equal(g(x), x)
+    y = g(x)
+    y.sum().backward()
+    last = [m for m in g.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    assert last.weight.grad.abs().sum() > 0  # it learns from there
+
+
+def test_non_residual_generator_ends_in_tanh_and_residual_needs_matching_channels():
+    assert isinstance(Generator3D(channels=4, n_residual_blocks=0).model[-1], torch.nn.Tanh)
+    with pytest.raises(ValueError, match="residual needs"):
+        Generator3D(in_channels=1, out_channels=2, residual=True)
+
+
+@pytest.mark.parametrize("upsampling", ["transpose4", "pixelshuffle"])
+def test_new_upsamplings_keep_shape(upsampling):
+    g = Generator3D(channels=4, n_residual_blocks=1, upsampling=upsampling)
+    assert g(torch.rand(1, 1, 7, 13, 18)).shape == (1, 1, 7, 13, 18)
+
+
+def test_pixelshuffle_starts_as_nearest_neighbour_upsampling_and_init_weights_keeps_it():
+    from monai.networks.blocks import SubpixelUpsample
+
+    g = init_weights(Generator3D(channels=4, n_residual_blocks=0, upsampling="pixelshuffle"), 0.02)
+    shuffle = next(m for m in g.modules() if isinstance(m, SubpixelUpsample))
+    conv = shuffle.conv_block.weight  # ICNR: the 8 sub-pixel kernels of each output channel are equal
+    per_output = conv.reshape(conv.shape[0] // 8, 8, *conv.shape[1:])
+    assert torch.allclose(per_output, per_output[:, :1].expand_as(per_output))
+    assert conv.std() > 0.05  # not overwritten by N(0, 0.02)
+
+
+def test_init_weights_without_gain_leaves_the_network_alone():
+    g = Generator3D(channels=4, n_residual_blocks=1)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    assert init_weights(g, None) is g
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())

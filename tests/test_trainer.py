@@ -180,3 +180,51 @@ def test_networks_train_in_training_mode_after_validation():
     )
     trainer.run()
     assert modes == [[True, True]] * 4
+
+
+@pytest.mark.parametrize("sharp_domain", ["stack", "both"])
+def test_sharp_domain_takes_the_stacks_sharpest_slices(sharp_domain):
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, sharp_domain=sharp_domain)
+    x = torch.rand(1, 1, 17, 32, 32)
+    sharpness = torch.zeros(1, 17)
+    sharpness[0, [5, 6, 7]] = torch.tensor([0.9, 1.0, 0.95])
+    examples = trainer._sharp_examples(x, sharpness)
+    assert examples.shape == (2, 1, 32, 32)
+    own = [e for e in examples if any(torch.equal(e, x[0, :, z]) for z in (5, 6, 7))]
+    assert len(own) == (2 if sharp_domain == "stack" else 1)
+    trainer.run()
+    assert math.isfinite(trainer.state.output["loss_D_S"])
+    with pytest.raises(ValueError, match="sharp_domain"):
+        make_trainer(sharp_domain="sharpest")
+
+
+def test_optical_g_b_and_lowpass_loss_train():
+    from scripts.optical import OpticalBlur
+
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, lambda_lowpass=2.0)
+    trainer.g_b = OpticalBlur()
+    trainer.optical_g_b = True
+    trainer.g_optimizer.add_param_group({"params": list(trainer.g_b.parameters())})
+    before = trainer.g_b.log_k.detach().clone()
+    trainer.run()
+    output = trainer.state.output
+    assert output["loss_lowpass"] > 0
+    assert output["loss_G"] == pytest.approx(
+        output["loss_G_S_adv"] + output["loss_G_B_adv"] + output["loss_cycle"] + output["loss_lowpass"]
+    )
+    assert not torch.equal(before, trainer.g_b.log_k)  # the blur is learnt
+
+
+def test_optical_g_b_is_recognised_through_a_wrapper():
+    from scripts.optical import OpticalBlur
+
+    trainer = make_trainer(n_stacks=1)
+    assert not trainer.optical_g_b
+    t = ZSEGANTrainer(
+        device="cpu", max_epochs=1, train_data_loader=trainer.data_loader, infocus_loader=trainer.infocus_loader,
+        g_s=trainer.g_s, g_b=torch.nn.DataParallel(OpticalBlur()), d_s=trainer.d_s, d_b=trainer.d_b,
+        g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer,
+    )  # fmt: skip
+    assert t.optical_g_b

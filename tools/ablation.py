@@ -9,15 +9,18 @@ one resumes from its checkpoint), ``evaluate`` runs ``monai.bundle run evaluate`
 stacks for each variant and once for the reference methods (input, sharpest slice copied, an
 unrelated stack: the chance level), and ``table`` writes ``table.md`` and ``table.json`` under
 ``--out`` from the evaluations' ``metrics.json`` and the training logs (seconds per iteration).
-Extra ``--override`` arguments go to every training and evaluation (e.g. tiny networks in tests).
+``--override`` (one string of ``--key value`` pairs) goes to every training, ``--override_eval`` to every
+evaluation (e.g. tiny networks in tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -107,7 +110,7 @@ def evaluate(name: str, args) -> None:
         settings["models"] = "{}"
         settings["baselines"] = (
             "{'sharpest_slice': '$@scripts.baselines.sharpest_slice', "
-            "'unrelated': '$@scripts.baselines.Unrelated(@datalist)'}"
+            "'unrelated': \"$@scripts.baselines.Unrelated(@scripts.data.datalist(@dataset, 'stacks'))\"}"
         )
     else:
         variant = VARIANTS[name][1]
@@ -119,15 +122,22 @@ def evaluate(name: str, args) -> None:
     _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
 
 
+def _literal(value: str):
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
 def seconds_per_iteration(log: Path) -> float | None:
     """From the training log's iteration lines: (t_last - t_first) / (iterations between them)."""
-    pattern = re.compile(r"^(\S+ \S+),\d+ - INFO - Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
+    pattern = re.compile(r"^(\S+ \S+,\d+) - INFO - Epoch: (\d+)/\d+, Iter: (\d+)/(\d+)")
     points = []
     for line in log.read_text().splitlines():
         m = pattern.match(line)
         if m:
             epoch, it, length = int(m.group(2)), int(m.group(3)), int(m.group(4))
-            points.append((datetime.fromisoformat(m.group(1)), (epoch - 1) * length + it))
+            points.append((datetime.fromisoformat(m.group(1).replace(",", ".")), (epoch - 1) * length + it))
     if len(points) < 2:
         return None
     (t0, i0), (t1, i1) = points[0], points[-1]
@@ -147,10 +157,13 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
     parser.add_argument("--threads", type=int, default=1, help="threads per training")
-    parser.add_argument("--override", nargs="*", default=[], help="more --key value pairs for every training")
-    parser.add_argument("--override_eval", nargs="*", default=[], help="more --key value pairs for every evaluation")
+    parser.add_argument("--view_stack", help="the stack drawn for every variant (default: the first held-out)")
+    parser.add_argument("--depths", type=int, nargs="+", default=None, help="its xy sections shown")
+    parser.add_argument("--override", default="", help="more '--key value' pairs for every training, one string")
+    parser.add_argument("--override_eval", default="", help="more '--key value' pairs for every evaluation")
     args = parser.parse_args(argv)
     args.data, args.out = args.data.resolve(), args.out.resolve()
+    args.override, args.override_eval = shlex.split(args.override), shlex.split(args.override_eval)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("all", "train"):
         with ThreadPoolExecutor(args.jobs) as pool:
@@ -159,9 +172,14 @@ def main(argv=None) -> None:
         for name in [REFERENCE] + args.variants:
             evaluate(name, args)
     if args.phase in ("all", "table"):
-        from ablation_table import write_table  # noqa: E402 (tools/ is on sys.path when run as a script)
+        from ablation_table import write_table, write_views  # tools/ is on sys.path when run as a script
 
         write_table(args.out, [REFERENCE] + args.variants, VARIANTS, seconds_per_iteration)
+        reference = json.loads((args.out / "eval" / REFERENCE / "metrics.json").read_text())
+        stack = args.view_stack or reference["stacks"][0]
+        pairs = dict(zip(args.override_eval[::2], args.override_eval[1::2]))
+        extra = {k.lstrip("-"): _literal(v) for k, v in pairs.items() if k.lstrip("-") in ARCHITECTURE}
+        print(write_views(args.out, args.variants, VARIANTS, ARCHITECTURE, stack, args.depths, extra))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,14 @@ same units (nothing is normalised; the evaluation maps intensities itself):
 - :func:`edf`: an extended-depth-of-field composite (per pixel, the plane of highest local focus),
   at every depth;
 - :func:`richardson_lucy`: 3D Richardson-Lucy deconvolution of the stack's absorbance with the
-  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.defocus_otf`).
+  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.defocus_otf`);
+- :class:`Unrelated`: another stack of the same dataset: not a method but the chance level of every
+  measure that compares x and y (what a number like SSIM 0.25 is worth).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import torch
@@ -23,7 +27,7 @@ from scipy import ndimage
 from scripts.focus import focus_measure
 from scripts.simulate import DEFAULTS, defocus_otf
 
-__all__ = ["defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
+__all__ = ["Unrelated", "defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
 
 TRANSMISSION_FLOOR = 1e-3
 """Smallest transmission I / I0 taken into account (absorbance at most -ln(1e-3) = 6.9)."""
@@ -47,6 +51,28 @@ def sharpest_slice(stack) -> np.ndarray:
     stack = _as_stack(stack)
     best = int(focus_measure(torch.tensor(stack)).argmax())
     return np.repeat(stack[best : best + 1], len(stack), axis=0)
+
+
+class Unrelated:
+    """The chance level: for a stack, another stack of ``datalist`` with the same shape (read from its file).
+
+    Which one is fixed by the stack's content (a hash), so evaluations are repeatable; a stack equal
+    to the input is never returned. ValueError when the datalist has no other stack of that shape.
+    """
+
+    def __init__(self, datalist):
+        self.paths = [str(item["image"]) if isinstance(item, dict) else str(item) for item in datalist]
+
+    def __call__(self, stack) -> np.ndarray:
+        from scripts.io import read_stack
+
+        stack = _as_stack(stack)
+        start = int.from_bytes(hashlib.sha256(stack.tobytes()).digest()[:4], "little") % max(len(self.paths), 1)
+        for path in self.paths[start:] + self.paths[:start]:
+            other = read_stack(path)[0].astype(np.float32)
+            if other.shape == stack.shape and not np.array_equal(other, stack):
+                return other
+        raise ValueError(f"no other stack of shape {stack.shape} in the datalist for the chance level")
 
 
 def edf(

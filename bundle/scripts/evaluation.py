@@ -12,11 +12,16 @@ Per stack, method and slice k (the paper's x∥k, y∥k, 0-based) the ``xy`` row
 - consistency: ``ssim_input`` = SSIM(x∥k, y∥k), ``ssim_focus`` = SSIM(x∥focus, y∥k) with focus x's
   sharpest slice (for the input this is the paper's SSIM(x∥k, x∥focus)), ``mutual_information``
   (bits) and ``hellinger`` between the intensity histograms of x∥k and y∥k;
-- sharpness: ``gradient`` (mean absolute gradient), ``fm`` (De & Masilamani's frequency measure);
+- fidelity: ``ssim_coarse`` = SSIM of x∥k and y∥k after the same Gaussian low-pass
+  (``coarse_sigma``, 3 px): is the specimen still where it was, at the scale the blur leaves it;
+- sharpness: ``gradient`` (mean absolute gradient), ``fm`` (De & Masilamani's frequency measure),
+  ``fm_ratio`` = FM(y∥k) / FM(x∥focus) (1: as sharp as the input's sharpest slice);
 - quality: ``piqe`` (lower is better);
 - against the truth, where ``truth/`` has the stack: ``psnr_truth`` (dB), ``ssim_truth``.
 
-``xz`` and ``yz`` rows hold ``gradient``, ``fm`` and ``piqe`` of vertical sections (x⊥, y⊥) at
+``3d`` rows also hold, per stack, ``ssim_focus_slice`` = SSIM(x∥focus, y∥focus) (an already sharp
+slice should come out nearly unchanged), ``ssim_coarse_min``, the stack's worst ``ssim_coarse``
+over depths, and ``piqe_focus_slice``, the PIQE of y at x's sharpest slice. ``xz`` and ``yz`` rows hold ``gradient``, ``fm`` and ``piqe`` of vertical sections (x⊥, y⊥) at
 evenly spaced y and x; ``3d`` rows hold the whole-stack ``mutual_information``, ``hellinger`` and, with
 truth, ``psnr_truth`` and ``ssim_truth``. Gradient-magnitude histograms (Fig. 6) are summed per
 method over the xy slices and over the vertical sections.
@@ -62,6 +67,7 @@ class Settings:
     fm_threshold: float = 1000.0  # De & Masilamani's threshold: share of |F| above max|F| / threshold
     n_vertical: int = 8  # vertical sections per stack: half xz (at evenly spaced y), half yz (at x)
     histogram_bins: int = 64  # of mutual information and Hellinger distance
+    coarse_sigma: float = 3.0  # the Gaussian low-pass (px) of ssim_coarse
 
 
 class RichardsonLucy:
@@ -140,13 +146,18 @@ def measure_stack(
         yu = unit(y)
         hist_xy = np.zeros(len(measures.GRADIENT_EDGES) - 1, np.int64)
         piqe_xy = measures.piqe_many(yu)
+        coarse = [measures.ssim_coarse(xu[k], yu[k], settings.coarse_sigma) for k in range(len(yu))]
+        fm_focus = max(measures.fm(xu[focus], settings.fm_threshold), 1e-12)
         for k in range(len(yu)):
             add(method, "xy", k, "ssim_input", measures.ssim(xu[k], yu[k]))
+            add(method, "xy", k, "ssim_coarse", coarse[k])
             add(method, "xy", k, "ssim_focus", measures.ssim(xu[focus], yu[k]))
             add(method, "xy", k, "mutual_information", measures.mutual_information(xu[k], yu[k], bins))
             add(method, "xy", k, "hellinger", measures.hellinger(xu[k], yu[k], bins))
             add(method, "xy", k, "gradient", measures.mean_abs_gradient(yu[k]))
-            add(method, "xy", k, "fm", measures.fm(yu[k], settings.fm_threshold))
+            fm_k = measures.fm(yu[k], settings.fm_threshold)
+            add(method, "xy", k, "fm", fm_k)
+            add(method, "xy", k, "fm_ratio", fm_k / fm_focus)
             add(method, "xy", k, "piqe", float(piqe_xy[k]))
             hist_xy += measures.gradient_histogram(yu[k])
             if tu is not None:
@@ -163,6 +174,9 @@ def measure_stack(
                 add(method, view, position, "fm", measures.fm(section, settings.fm_threshold))
                 add(method, view, position, "piqe", float(piqe_value))
                 hist_vertical += measures.gradient_histogram(section)
+        add(method, "3d", "all", "ssim_focus_slice", measures.ssim(xu[focus], yu[focus]))
+        add(method, "3d", "all", "ssim_coarse_min", min(coarse))
+        add(method, "3d", "all", "piqe_focus_slice", float(piqe_xy[focus]))
         add(method, "3d", "all", "mutual_information", measures.mutual_information(xu, yu, bins))
         add(method, "3d", "all", "hellinger", measures.hellinger(xu, yu, bins))
         if tu is not None:
@@ -262,6 +276,8 @@ def _mean(values: Sequence[float]) -> float:
 
 SUMMARY = (  # (view, measure, label) of the printed table, in order
     ("xy", "ssim_input", "SSIM(x,y) xy"),
+    ("3d", "ssim_focus_slice", "SSIM focus"),
+    ("3d", "ssim_coarse_min", "coarse min"),
     ("3d", "mutual_information", "MI bits"),
     ("3d", "hellinger", "Hellinger"),
     ("xy", "gradient", "grad xy"),
