@@ -36,6 +36,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", {}),
     "knobs": ("p 0.35, 3-layer discriminators, identity loss 10", {"p": 0.35, "d_layers": 3, "lambda_identity": 10}),
 }
+VARIANTS["knobs_optical"] = ("knobs + optical G_B (learnable defocus blur)", {**VARIANTS["knobs"][1], "g_b_kind": "optical"})
 VARIANTS["residual"] = (
     "knobs + residual G_S (identity at start, no tanh) + sub-pixel upsampling",
     {**VARIANTS["knobs"][1], "g_residual": True, "g_upsampling": "pixelshuffle"},
