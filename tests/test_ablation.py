@@ -24,12 +24,13 @@ def test_ablation_trains_evaluates_and_tabulates(tmp_path):
         sys.executable, str(ROOT / "tools" / "ablation.py"), "--data", str(data), "--out", str(out),
         "--variants", "paper", "optical", "--epochs", "1", "--epoch_length", "2", "--crop_size", "32",
         "--jobs", "1", "--override", TINY, "--override_eval", "--g_channels 4 --g_residual_blocks 1",
-        "--depths", "0", "8", "16",
+        "--depths", "0", "8", "16", "--window_variants", "optical", "--window", "32",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {r["method"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
-    assert set(rows) == {"input", "sharpest_slice", "unrelated", "paper", "optical"}
+    assert set(rows) == {"input", "sharpest_slice", "unrelated", "paper", "optical", "optical-w32"}
+    assert rows["optical-w32"]["seconds_per_iteration"] == rows["optical"]["seconds_per_iteration"]
     assert rows["input"]["ssim_focus"] == pytest.approx(1.0) and rows["input"]["coarse_worst"] == pytest.approx(1.0)
     assert rows["unrelated"]["ssim_focus"] < 0.9  # another stack is not the input
     for name in ("paper", "optical"):

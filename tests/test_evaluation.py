@@ -166,6 +166,8 @@ def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
 def test_evaluation_rejects_duplicate_method_names(dataset):
     with pytest.raises(ValueError, match="unique"):
         Evaluation([], "out", models={"input": torch.nn.Identity()}, baselines={})
+    with pytest.raises(ValueError, match="may hold only"):  # MLflow would refuse them after all the work
+        Evaluation([], "out", models={"g@64": torch.nn.Identity()}, baselines={})
 
 
 def _evaluate_cli(*args: str):

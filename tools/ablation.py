@@ -101,8 +101,10 @@ def train(name: str, args) -> None:
     print(f"{name}: trained in {seconds / 60:.1f} min", flush=True)
 
 
-def evaluate(name: str, args) -> None:
-    out = args.out / "eval" / name
+def evaluate(name: str, args, window: int | None = None) -> None:
+    """Evaluate a variant (or the reference methods); ``window``: sliding windows of that xy size
+    instead of evaluate.yaml's (written to ``eval/<name>-w<window>``)."""
+    out = args.out / "eval" / (name if window is None else f"{name}-w{window}")
     if (out / "metrics.json").exists():
         return
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(CONFIGS / "evaluate.yaml")]
@@ -118,8 +120,11 @@ def evaluate(name: str, args) -> None:
         settings["models"] = f"{{'{name}': '{args.out / name / 'model.pt'}'}}"
         settings["baselines"] = "{}"
         settings.update({k: v for k, v in variant.items() if k in ARCHITECTURE})
+    if window is not None:
+        settings["sw_roi_size"] = [-1, window, window]
+        settings["models"] = settings["models"].replace(f"'{name}'", f"'{name}-w{window}'", 1)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: evaluating", flush=True)
+    print(f"{out.name}: evaluating", flush=True)
     _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
 
 
@@ -158,6 +163,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
     parser.add_argument("--threads", type=int, default=1, help="threads per training")
+    parser.add_argument("--window_variants", nargs="*", default=[], choices=list(VARIANTS), metavar="VARIANT",
+                        help="variants also evaluated with --window-sized sliding windows (e.g. the training crops)")
+    parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--view_stack", help="the stack drawn for every variant (default: the first held-out)")
     parser.add_argument("--depths", type=int, nargs="+", default=None, help="its xy sections shown")
     parser.add_argument("--override", default="", help="more '--key value' pairs for every training, one string")
@@ -172,10 +180,13 @@ def main(argv=None) -> None:
     if args.phase in ("all", "evaluate"):
         for name in [REFERENCE] + args.variants:
             evaluate(name, args)
+        for name in args.window_variants:
+            evaluate(name, args, args.window)
     if args.phase in ("all", "table"):
         from ablation_table import write_table, write_views  # tools/ is on sys.path when run as a script
 
-        write_table(args.out, [REFERENCE] + args.variants, VARIANTS, seconds_per_iteration)
+        windowed = [f"{name}-w{args.window}" for name in args.window_variants]
+        write_table(args.out, [REFERENCE] + args.variants + windowed, VARIANTS, seconds_per_iteration)
         reference = json.loads((args.out / "eval" / REFERENCE / "metrics.json").read_text())
         stack = args.view_stack or reference["stacks"][0]
         pairs = dict(zip(args.override_eval[::2], args.override_eval[1::2]))

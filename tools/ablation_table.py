@@ -77,9 +77,10 @@ def write_table(out: Path, names: list[str], variants: Mapping, seconds_per_iter
             row = {"method": method, **scores(aggregates, method)}
             if method == "input":
                 reference_piqe = row["piqe_focus_slice"]
-            log = out / name / "train.log"
+            base, _, window = name.partition("-w")  # "<variant>-w<window>": evaluated with other windows
+            log = out / base / "train.log"
             row["seconds_per_iteration"] = seconds_per_iteration(log) if log.exists() else None
-            row["what"] = variants[name][0] if name in variants else ""
+            row["what"] = (variants[base][0] if base in variants else "") + (f" ({window} px windows)" if window else "")
             rows.append(row)
     (out / "table.json").write_text(json.dumps({"rows": rows, "targets": TARGETS}, indent=1))
     lines = [

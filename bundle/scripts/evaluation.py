@@ -33,6 +33,7 @@ import copy
 import logging
 import math
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -376,6 +377,9 @@ class Evaluation:
         names = [INPUT, *models, *baselines]
         if len(set(names)) != len(names):
             raise ValueError(f"method names must be unique and not '{INPUT}': {names}")
+        bad = [n for n in names if not re.fullmatch(r"[\w\-. :/]+", n)]
+        if bad:  # they name MLflow metrics, which allow only these characters: refuse before hours of work
+            raise ValueError(f"method names may hold only letters, digits, '_', '-', '.', ' ', ':' and '/': {bad}")
         self.datalist, self.output_dir = list(datalist), Path(output_dir)
         self.models, self.baselines, self.inferer = dict(models), dict(baselines), inferer
         self.settings = settings or Settings()
