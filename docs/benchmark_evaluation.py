@@ -3,7 +3,7 @@
     python docs/benchmark_evaluation.py [--stacks 100] [--size 128] [--depth 29] [--workers 2] [--data DIR]
 
 Simulates the stacks (with their truth) into DIR (a temporary folder by default; not timed), then
-times ``scripts.evaluation.Evaluation`` on them exactly as ``evaluate.yaml`` runs it, without a model:
+times ``scripts.evaluation.evaluate.Evaluation`` on them exactly as ``evaluate.yaml`` runs it, without a model:
 input, sharpest_slice, edf and richardson_lucy, all measures, the report's files and plots (MLflow
 logging left out). Prints one line per timing and the machine it ran on. The target (issue 3):
 100 stacks of 128x128x29 in under 2 minutes on 2 CPU cores.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts import baselines  # noqa: E402
-from scripts.evaluation import Evaluation, RichardsonLucy, Settings, evaluation_datalist  # noqa: E402
-from scripts.simulate import simulate_dataset  # noqa: E402
+from scripts.evaluation import baselines  # noqa: E402
+from scripts.evaluation.evaluate import Evaluation, RichardsonLucy, Settings, evaluation_datalist  # noqa: E402
+from scripts.simulate.zstacks import simulate_dataset  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -7,11 +7,11 @@ in-memory sliding window end to end, measured in one run so that the ratios hold
 (a) bare G_S forward on one window (1 x 1 x depth x 128 x 128, the default sliding window): voxels/s,
     FLOP/s (counted by torch.utils.flop_counter) and their share of a float32 matrix-multiply peak
     (4096 x 4096 matmuls) measured in the same process; in float32, uncompiled and compiled
-    (scripts.inference.Accelerated), and in bfloat16 autocast on a CPU with bfloat16 support;
+    (scripts.inference.sliding_window.Accelerated), and in bfloat16 autocast on a CPU with bfloat16 support;
 (b) in-memory sliding-window enhancement of a size x size x depth uint8 TIFF stack, end to end from file
     to file (read, normalise, sliding window with the defaults of inference.yaml, inverse mapping,
     write; compiling included where compiled), as voxels/s and as a share of (a) in the same setting;
-(c) the out-of-core path (scripts.wholeslide.enhance_slide, zarr to OME-Zarr, inference_wholeslide.yaml's
+(c) the out-of-core path (scripts.inference.wholeslide.enhance_slide, zarr to OME-Zarr, inference_wholeslide.yaml's
     tile size (or --tile_size), precision and compile setting, local threads) on each of --slide_sizes,
     each in a child process so that its peak memory (max RSS) is its own; as a share of (a) in the same
     setting;
@@ -44,10 +44,10 @@ from benchmark_evaluation import cpu_name  # noqa: E402  (docs/, this script's f
 from monai.bundle import ConfigParser  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from scripts.inference import Accelerated, enhance  # noqa: E402
-from scripts.io import read_stack, write_stack  # noqa: E402
-from scripts.networks import Generator3D  # noqa: E402
-from scripts.transforms import RobustNormalised  # noqa: E402
+from scripts.inference.sliding_window import Accelerated, enhance  # noqa: E402
+from scripts.data.io import read_stack, write_stack  # noqa: E402
+from scripts.nets.networks import Generator3D  # noqa: E402
+from scripts.data.transforms import RobustNormalised  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -221,7 +221,7 @@ def out_of_core(size: int, depth: int, device: torch.device, tile_size: int | No
     """Write a size x size x depth uint8 zarr, enhance it out of core; print seconds, voxels, peak RSS (KB)."""
     import zarr
 
-    from scripts.wholeslide import enhance_slide
+    from scripts.inference.wholeslide import enhance_slide
 
     torch.manual_seed(0)
     network = Generator3D().to(device).eval()

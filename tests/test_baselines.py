@@ -6,9 +6,9 @@ import torch
 from scipy import ndimage
 from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
-from scripts.baselines import defocus_psf, edf, identity, richardson_lucy, sharpest_slice
-from scripts.focus import focus_measure
-from scripts.simulate import defocus_otf, simulate_stack
+from scripts.evaluation.baselines import defocus_psf, edf, identity, richardson_lucy, sharpest_slice
+from scripts.zsegan.focus import focus_measure
+from scripts.simulate.zstacks import defocus_otf, simulate_stack
 
 BASELINES = {
     "identity": identity,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import cli
-from scripts.cli import bundle_command_line, check_overrides, prepare, write_yaml_atomic
+from scripts.ops import cli
+from scripts.ops.cli import bundle_command_line, check_overrides, prepare, write_yaml_atomic
 from scripts.errors import InputError
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"

@@ -50,5 +50,5 @@ def test_network_def_builds_the_generator():
 def test_scripts_package_imports_its_modules_on_first_use():
     import scripts
 
-    assert scripts.focus.ALPHA_RANGE == (1.0, 1.67)  # what configs use as @scripts.focus.ALPHA_RANGE
+    assert scripts.zsegan.focus.ALPHA_RANGE == (1.0, 1.67)  # what configs use as @scripts.zsegan.focus.ALPHA_RANGE
     assert not hasattr(scripts, "no_such_module")

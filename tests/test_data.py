@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.data import datalist, train_val_split
+from scripts.data.datalist import datalist, train_val_split
 from scripts.errors import InputError
 
 

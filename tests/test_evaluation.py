@@ -1,4 +1,4 @@
-"""scripts.evaluation and scripts.report: measures per stack, aggregation, the report's files, MLflow."""
+"""scripts.evaluation.evaluate and scripts.evaluation.report: measures per stack, aggregation, the report's files, MLflow."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from scripts import baselines
+from scripts.evaluation import baselines
 from scripts.errors import InputError
-from scripts.evaluation import (
+from scripts.evaluation.evaluate import (
     INPUT,
     Evaluation,
     RichardsonLucy,
@@ -27,8 +27,8 @@ from scripts.evaluation import (
     vertical_positions,
     vertical_sections,
 )
-from scripts.networks import Generator3D
-from scripts.simulate import simulate_dataset
+from scripts.nets.networks import Generator3D
+from scripts.simulate.zstacks import simulate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_vertical_sections_are_interior_xz_then_yz_with_depth_along_rows():
 
 
 def test_measure_stack_of_the_input_itself_is_perfectly_consistent(dataset):
-    from scripts.io import read_stack
+    from scripts.data.io import read_stack
 
     x = read_stack(dataset / "stacks" / "sim_00000.tif")[0].astype(np.float32)
     truth = read_stack(dataset / "truth" / "sim_00000.tif")[0].astype(np.float32)
@@ -75,7 +75,7 @@ def test_measure_stack_of_the_input_itself_is_perfectly_consistent(dataset):
 
 
 def test_measure_stack_without_truth_has_no_truth_rows_and_sharpest_copy_is_sharper_in_xy(dataset):
-    from scripts.io import read_stack
+    from scripts.data.io import read_stack
 
     x = read_stack(dataset / "stacks" / "sim_00001.tif")[0].astype(np.float32)
     rows, _ = measure_stack("s", x, {"sharpest": baselines.sharpest_slice(x)}, None, Settings(n_vertical=2))

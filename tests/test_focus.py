@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.layers import GaussianFilter
 
-from scripts.focus import (
+from scripts.zsegan.focus import (
     ALPHA_RANGE,
     CYCLE_WEIGHT_RANGE,
     focus_measure,

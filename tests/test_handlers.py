@@ -11,10 +11,10 @@ from ignite.engine import Engine, Events
 from monai.utils import set_determinism
 from torch.utils.data import DataLoader
 
-from scripts import handlers
-from scripts.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
-from scripts.networks import Generator3D, PatchDiscriminator2D
-from scripts.trainer import ZSEGANTrainer
+from scripts.ops import handlers
+from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D
+from scripts.zsegan.trainer import ZSEGANTrainer
 
 
 def _files(folder: Path) -> list[str]:
@@ -253,7 +253,7 @@ def test_resumed_mlflow_run_keeps_first_params_and_accepts_changed_ones(tmp_path
     import mlflow
     from ignite.engine import Engine
 
-    from scripts.handlers import ResumableMLFlowHandler
+    from scripts.ops.handlers import ResumableMLFlowHandler
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="e", experiment_param={"max_epochs": 2, "p": 2.0})
@@ -270,7 +270,7 @@ def test_validation_artifacts_write_views_and_per_slice_sharpness(tmp_path):
     from ignite.engine import Engine
     from PIL import Image
 
-    from scripts.handlers import ValidationArtifacts
+    from scripts.ops.handlers import ValidationArtifacts
 
     g = torch.Generator().manual_seed(0)
     stacks = [torch.rand(1, 9, 24, 24, generator=g) * 2 - 1 for _ in range(3)]

@@ -13,10 +13,10 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
 from scripts.errors import InputError
-from scripts.inference import Accelerated, SaveStackd, enhance, inference_datalist, load_weights, output_path
-from scripts.io import ZStackReader, read_stack, write_stack
-from scripts.networks import Generator3D
-from scripts.transforms import RobustNormalised
+from scripts.inference.sliding_window import Accelerated, SaveStackd, enhance, inference_datalist, load_weights, output_path
+from scripts.data.io import ZStackReader, read_stack, write_stack
+from scripts.nets.networks import Generator3D
+from scripts.data.transforms import RobustNormalised
 
 SPACING = (2.0, 0.25, 0.5)  # z, y, x in um
 

@@ -1,4 +1,4 @@
-"""Tests of scripts.io: round trips per format, input validation, the MONAI reader, atomic writes."""
+"""Tests of scripts.data.io: round trips per format, input validation, the MONAI reader, atomic writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from monai.transforms.io.array import SUPPORTED_READERS
 from PIL import Image
 
-from scripts import io as zio
+from scripts.data import io as zio
 from scripts.errors import InputError, find_input_error
 
 SPACING = (2.0, 0.5, 0.5)  # z, y, x in um
@@ -386,7 +386,7 @@ def _pipeline(reader):
 
 @pytest.mark.parametrize(
     "reader",
-    ["scripts.io.ZStackReader", "zstackreader", zio.ZStackReader(ndim=3, min_planes=4), None],
+    ["scripts.data.io.ZStackReader", "zstackreader", zio.ZStackReader(ndim=3, min_planes=4), None],
     ids=["dotted", "registered", "instance", "auto"],
 )
 def test_load_image_pipeline(tmp_path, reader):
@@ -422,7 +422,7 @@ def test_reader_errors_are_not_swallowed(tmp_path):
     """LoadImage tries its other readers when ``read`` fails: PIL would load this RGB TIFF."""
     path = tmp_path / "rgb.tif"
     tifffile.imwrite(path, _stack("uint8", (8, 6, 3)), photometric="rgb")
-    for reader in ["scripts.io.ZStackReader", None]:
+    for reader in ["scripts.data.io.ZStackReader", None]:
         with pytest.raises(Exception) as info:
             _pipeline(reader)({"image": path})
         assert "RGB/multichannel" in str(find_input_error(info.value))

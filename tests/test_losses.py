@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from scripts.losses import (
+from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
     weighted_cycle_loss,

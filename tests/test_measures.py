@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from scripts.measures import (
+from scripts.evaluation.measures import (
     GRADIENT_EDGES,
     fm,
     gradient_histogram,

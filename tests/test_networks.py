@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from scripts.networks import Generator3D, PatchDiscriminator2D, init_weights
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights
 
 
 def tiny_generator(**kwargs) -> Generator3D:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scripts.pool import ImagePool
+from scripts.zsegan.pool import ImagePool
 
 
 def test_size_zero_passes_through():

@@ -22,12 +22,12 @@ import pytest
 import torch
 from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundle_run, train_args
 
-from scripts.cli import prepare
+from scripts.ops.cli import prepare
 from scripts.errors import InputError
-from scripts.handlers import save_state_dict_atomic
-from scripts.io import read_stack, write_stack
-from scripts.networks import Generator3D
-from scripts.registry import (
+from scripts.ops.handlers import save_state_dict_atomic
+from scripts.data.io import read_stack, write_stack
+from scripts.nets.networks import Generator3D
+from scripts.ops.registry import (
     SETTINGS,
     WEIGHTS,
     ZStackEnhancer,
@@ -36,7 +36,7 @@ from scripts.registry import (
     log_generator,
     register_generator,
 )
-from scripts.simulate import simulate_dataset
+from scripts.simulate.zstacks import simulate_dataset
 
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
 SHORT = ["--max_epochs", "1", "--epoch_length", "2", "--val_interval", "1", "--checkpoint_interval", "2"]
@@ -326,7 +326,7 @@ def test_offline_fallback_and_a_failed_registration_lose_no_weights(dataset, tmp
 
 
 def test_evaluation_loads_registered_models_and_files_side_by_side(local_registry, no_tracking_env):
-    from scripts.evaluation import load_models
+    from scripts.evaluation.evaluate import load_models
 
     r = local_registry
     register_generator(r.info.model_uri, "evaluated", r.uri, "val_sharpness", 0.5, "champion")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
+from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 
 def test_sample_depths_distinct_in_range_and_reproducible():

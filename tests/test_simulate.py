@@ -1,4 +1,4 @@
-"""The simulator of brightfield z-scans (scripts/simulate.py): optics, determinism, focus, look, datasets."""
+"""The simulator of brightfield z-scans (scripts/simulate/zstacks.py): optics, determinism, focus, look, datasets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from scripts.simulate import defocus_otf, ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
+from scripts.simulate.zstacks import defocus_otf, ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
 
 ZSEGAN = "zsegan"
 
@@ -236,7 +236,7 @@ def test_ensure_dataset_leaves_user_data_alone(tmp_path, capsys):
 
 
 def test_interrupted_generation_leaves_no_stacks(tmp_path, monkeypatch):
-    import scripts.simulate as simulate
+    import scripts.simulate.zstacks as simulate
 
     real = simulate.simulate_dataset
 

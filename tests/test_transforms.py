@@ -9,9 +9,9 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
 from scripts.errors import InputError, find_input_error
-from scripts.focus import reference_alpha, reference_cycle_weights
-from scripts.io import ZStackReader, write_stack
-from scripts.transforms import CheckSized, FocusWeightsd, RobustNormalised
+from scripts.zsegan.focus import reference_alpha, reference_cycle_weights
+from scripts.data.io import ZStackReader, write_stack
+from scripts.data.transforms import CheckSized, FocusWeightsd, RobustNormalised
 
 
 def _random_stack(shape=(6, 16, 16), seed=0) -> torch.Tensor:

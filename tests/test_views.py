@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.views import comparison_png, orthogonal_views
+from scripts.evaluation.views import comparison_png, orthogonal_views
 
 
 def _stack(shape, seed=0) -> np.ndarray:

@@ -16,13 +16,13 @@ import zarr
 from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
 
-from scripts import wholeslide
+from scripts.inference import wholeslide
 from scripts.errors import InputError
-from scripts.inference import enhance
-from scripts.io import cast_to, read_stack, write_stack
-from scripts.networks import Generator3D
-from scripts.transforms import RobustNormalised
-from scripts.wholeslide import (
+from scripts.inference.sliding_window import enhance
+from scripts.data.io import cast_to, read_stack, write_stack
+from scripts.nets.networks import Generator3D
+from scripts.data.transforms import RobustNormalised
+from scripts.inference.wholeslide import (
     aligned_tiling,
     enhance_lazily,
     enhance_slide,
@@ -72,7 +72,7 @@ def inferer(overlap: float = 0.25) -> SlidingWindowInferer:
 
 
 def in_memory(network, stack, overlap=0.25) -> np.ndarray:
-    """The in-memory sliding window over the whole stack (scripts.inference.enhance), in the input dtype."""
+    """The in-memory sliding window over the whole stack (scripts.inference.sliding_window.enhance), in the input dtype."""
     return cast_to(enhance(network, stack, inferer(overlap), RobustNormalised("image")), str(stack.dtype))
 
 
@@ -269,7 +269,7 @@ def test_whole_slide_output_is_ome_zarr_with_metadata_and_seamless(network, stac
 
 
 def test_a_compiled_network_is_compiled_once_before_the_tiles(network, stack, tmp_path, monkeypatch):
-    from scripts.inference import Accelerated
+    from scripts.inference.sliding_window import Accelerated
 
     events = []
     fast = Accelerated(network)  # uncompiled: the test only watches the order of events

@@ -15,9 +15,9 @@ import pytest
 import tifffile
 import torch
 
-from scripts.io import read_stack, write_stack
-from scripts.networks import Generator3D
-from scripts.simulate import simulate_dataset
+from scripts.data.io import read_stack, write_stack
+from scripts.nets.networks import Generator3D
+from scripts.simulate.zstacks import simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"

@@ -2,7 +2,7 @@
 
 From the bundle folder::
 
-    python -m scripts.pack --output_dir dist      # -> dist/zsegan_v<version>.zip
+    python -m scripts.ops.pack --output_dir dist      # -> dist/zsegan_v<version>.zip
 
 Only ``configs/``, ``scripts/``, ``models/``, ``docs/`` and ``LICENSE`` go in: never ``data/``, ``runs/``,
 Python caches or hidden files. The version is the one in ``configs/metadata.json``. Entries are sorted and
@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from scripts.errors import InputError
-from scripts.io import atomic
+from scripts.data.io import atomic
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle
@@ -26,7 +26,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 def bundle_root() -> Path:
     """The folder holding this ``scripts`` package."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def bundle_files(root: str | Path) -> list[Path]:
@@ -62,7 +62,7 @@ def pack(root: str | Path | None = None, output_dir: str | Path = ".", name: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scripts.pack [--output_dir DIR] [--name zsegan]`` (from the bundle folder)."""
+    """``python -m scripts.ops.pack [--output_dir DIR] [--name zsegan]`` (from the bundle folder)."""
     import argparse
 
     from scripts.errors import install_excepthook

@@ -1,6 +1,6 @@
 """The evaluation report: CSV and JSON tables, plots in the style of the paper's Figs 5–7, MLflow.
 
-Input is ``scripts.evaluation``'s aggregates (one dict per method × view × index × measure with
+Input is ``scripts.evaluation.evaluate``'s aggregates (one dict per method × view × index × measure with
 ``mean``, ``std``, ``n``), its gradient histograms and the stacks kept for pictures. Every file is
 written beside and renamed into place, so a report is either complete or absent.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.io import atomic
-from scripts.views import comparison_png
+from scripts.data.io import atomic
+from scripts.evaluation.views import comparison_png
 
 LABELS = {
     "ssim_input": "SSIM(x∥k, y∥k)",
@@ -164,7 +164,7 @@ def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edg
 def plots(out, aggregates, histograms, edges, views: Mapping[str, Mapping[str, np.ndarray]]) -> list[Path]:
     """All the report's pictures: per-slice SSIM, FM and PIQE (with vertical sections), gradient
     histograms, truth scores when there is a truth, and orthogonal views of the kept stacks."""
-    from scripts.evaluation import INPUT, sharpest_index
+    from scripts.evaluation.evaluate import INPUT, sharpest_index
 
     out = Path(out)
     files = [

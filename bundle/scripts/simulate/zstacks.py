@@ -667,7 +667,7 @@ def simulate_dataset(
     ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
     0-based) and ``seconds``.
     """
-    from scripts.io import write_image, write_stack
+    from scripts.data.io import write_image, write_stack
 
     out = Path(out_dir)
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from scripts.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files
+from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files
 
 
 def datalist(dataset_dir: str | Path, kind: str = "stacks") -> list[dict[str, str]]:

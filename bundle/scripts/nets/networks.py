@@ -327,7 +327,7 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
     (batch norm, affine instance norm) get weights ~ N(1, gain) and biases 0. Layers marked
     ``keep_init`` (a residual generator's zero last convolution, the ICNR-initialised sub-pixel
     convolutions) are left as they are. Returns ``module``, so that a
-    config can write ``$@scripts.networks.init_weights(@network_def, 0.02)``.
+    config can write ``$@scripts.nets.networks.init_weights(@network_def, 0.02)``.
     """
     for m in module.modules():
         if getattr(m, "keep_init", False):

@@ -20,14 +20,14 @@ from monai.data import MetaTensor
 from monai.engines import Trainer
 from torch.utils.data.distributed import DistributedSampler
 
-from scripts.losses import (
+from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
-from scripts.pool import ImagePool
-from scripts.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
+from scripts.zsegan.pool import ImagePool
+from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 
 def linear_decay(total_iterations: int, start_fraction: float = 0.5):
@@ -65,7 +65,7 @@ class ZSEGANTrainer(Trainer):
         device: where the networks run.
         max_epochs: epochs to train.
         train_data_loader: stacks, batches of ``{"image": BCZYX in [-1, 1], "alpha": BZ, "cycle_weight": BZ,
-            "sharpness": BZ}`` (see ``scripts.transforms.FocusWeightsd``); crops must be square in xy.
+            "sharpness": BZ}`` (see ``scripts.data.transforms.FocusWeightsd``); crops must be square in xy.
         infocus_loader: in-focus images y*, batches of ``{"image": NCHW in [-1, 1]}``; cycled endlessly.
         g_s, g_b: the 3D generators (sharpen, blur back).
         d_s, d_b: the 2D discriminators (sharp domain, stack domain).

@@ -5,12 +5,12 @@ bright background and dark stained cells) and returns a float32 ZYX array of the
 same units (nothing is normalised; the evaluation maps intensities itself):
 
 - :func:`identity`: the input itself;
-- :func:`sharpest_slice`: the plane with the highest :func:`scripts.focus.focus_measure`, at every
+- :func:`sharpest_slice`: the plane with the highest :func:`scripts.zsegan.focus.focus_measure`, at every
   depth;
 - :func:`edf`: an extended-depth-of-field composite (per pixel, the plane of highest local focus),
   at every depth;
 - :func:`richardson_lucy`: 3D Richardson-Lucy deconvolution of the stack's absorbance with the
-  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.defocus_otf`).
+  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.zstacks.defocus_otf`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from scipy import fft as sfft
 from scipy import ndimage
 
-from scripts.focus import focus_measure
-from scripts.simulate import DEFAULTS, defocus_otf
+from scripts.zsegan.focus import focus_measure
+from scripts.simulate.zstacks import DEFAULTS, defocus_otf
 
 __all__ = ["defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
 
@@ -43,7 +43,7 @@ def identity(stack) -> np.ndarray:
 
 
 def sharpest_slice(stack) -> np.ndarray:
-    """The plane with the highest :func:`scripts.focus.focus_measure`, copied to every depth (ZYX float32)."""
+    """The plane with the highest :func:`scripts.zsegan.focus.focus_measure`, copied to every depth (ZYX float32)."""
     stack = _as_stack(stack)
     best = int(focus_measure(torch.tensor(stack)).argmax())
     return np.repeat(stack[best : best + 1], len(stack), axis=0)
@@ -106,7 +106,7 @@ def defocus_psf(
     """The 3D brightfield PSF of a stack of ``depth`` planes: float32 ZYX, ``(2 depth - 1,) + shape_yx``.
 
     Plane ``k`` (0-based) is the 2D PSF of a layer ``(k - depth + 1) * plane_um`` um from focus, from
-    :func:`scripts.simulate.defocus_otf` (the simulator's optics; for real data pass the microscope's
+    :func:`scripts.simulate.zstacks.defocus_otf` (the simulator's optics; for real data pass the microscope's
     NA, immersion index, pixel size and plane spacing): the inverse FFT of its OTF on a grid wide
     enough for the largest defocus disc, centred, cropped to ``shape_yx`` (odd sizes; the centre pixel
     is the optical axis) and tiny negative ringing clipped. ``2 depth - 1`` planes hold every defocus

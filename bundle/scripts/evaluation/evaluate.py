@@ -2,7 +2,7 @@
 
 Every method maps an input stack x (ZYX, the file's own intensity units) to a stack y of the same
 shape: the model G_S (or other checkpoints, or a registered MLflow model) and the non-learned
-baselines of ``scripts.baselines``. The input itself is always evaluated too, as the method
+baselines of ``scripts.evaluation.baselines``. The input itself is always evaluated too, as the method
 ``input``. All measures are computed in one fixed intensity domain: x's 0.5/99.5 percentiles (the
 training normalisation's) mapped to 0 and 1 and clipped, applied to x, to every y and to the truth,
 so that every method is measured on the same scale.
@@ -40,12 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts import baselines, measures
+from scripts.evaluation import baselines
+from scripts.evaluation import measures
 from scripts.errors import InputError
-from scripts.focus import focus_measure
-from scripts.inference import enhance
-from scripts.io import read_stack
-from scripts.transforms import RobustNormalised
+from scripts.zsegan.focus import focus_measure
+from scripts.inference.sliding_window import enhance
+from scripts.data.io import read_stack
+from scripts.data.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 
@@ -306,7 +307,7 @@ def evaluation_datalist(
     ``seed``: stacks the model has not been trained on) or ``all``. Each stack gets the same-named
     file of ``truth/`` when there is one.
     """
-    from scripts.data import datalist, train_val_split
+    from scripts.data.datalist import datalist, train_val_split
 
     dataset_dir = Path(dataset_dir)
     if subset not in ("held_out", "all"):
@@ -425,7 +426,7 @@ class Evaluation:
             views[Path(path).name] = kept
 
     def _write(self, rows, aggregates, histograms, views) -> list[Path]:
-        from scripts import report
+        from scripts.evaluation import report
 
         out = self.output_dir
         files = [
@@ -470,7 +471,7 @@ def load_models(
     network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
 ) -> dict:
     """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
-    from scripts.registry import load_generator
+    from scripts.ops.registry import load_generator
 
     models = {}
     for name, source in (sources or {}).items():

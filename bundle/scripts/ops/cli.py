@@ -16,7 +16,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from scripts.errors import InputError, install_excepthook
-from scripts.io import atomic
+from scripts.data.io import atomic
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {

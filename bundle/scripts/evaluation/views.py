@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from scripts.io import write_image
+from scripts.data.io import write_image
 
 
 def _to_uint8(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -84,16 +84,16 @@ def sharpness_plot(path, input_ratio: np.ndarray, output_ratio: np.ndarray, titl
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scripts.views OUT.png NAME=STACK [NAME=STACK ...] [--depths 0 14 28]`` (from bundle/)."""
+    """``python -m scripts.evaluation.views OUT.png NAME=STACK [NAME=STACK ...] [--depths 0 14 28]`` (from bundle/)."""
     import argparse
 
     from scripts.errors import install_excepthook
-    from scripts.io import read_stack
+    from scripts.data.io import read_stack
 
     install_excepthook()
     parser = argparse.ArgumentParser(description="Orthogonal views of stacks, one labelled row per stack.")
     parser.add_argument("out", help="PNG to write")
-    parser.add_argument("stacks", nargs="+", help="NAME=PATH of each stack (any format scripts.io reads)")
+    parser.add_argument("stacks", nargs="+", help="NAME=PATH of each stack (any format scripts.data.io reads)")
     parser.add_argument("--depths", type=int, nargs="*", help="xy sections to show (default: top, middle, bottom)")
     args = parser.parse_args(argv)
     stacks = {}

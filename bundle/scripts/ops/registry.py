@@ -41,9 +41,9 @@ from mlflow.types import Schema, TensorSpec
 from monai.inferers import SlidingWindowInferer
 
 from scripts.errors import InputError
-from scripts.inference import enhance, load_weights
-from scripts.networks import Generator3D, unwrap
-from scripts.transforms import RobustNormalised
+from scripts.inference.sliding_window import enhance, load_weights
+from scripts.nets.networks import Generator3D, unwrap
+from scripts.data.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 
@@ -54,7 +54,7 @@ SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
     outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
 )
-# what importing scripts.registry needs (the logged model's environment)
+# what importing scripts.ops.registry needs (the logged model's environment)
 REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "nibabel", "tifffile", "pillow")
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
@@ -192,9 +192,10 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
     """
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "scripts"
-        code.mkdir()
-        for source in Path(__file__).parent.glob("*.py"):
-            shutil.copy2(source, code / source.name)
+        package = Path(__file__).resolve().parents[1]
+        for source in package.rglob("*.py"):
+            (code / source.relative_to(package)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, code / source.relative_to(package))
         (Path(tmp) / SETTINGS).write_text(json.dumps(dict(settings), indent=2))
         shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
         with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
@@ -354,7 +355,7 @@ class RegisterGenerator:
             raise ValueError("train#register#network_args do not describe network_def: keep them equal")
 
     def _fail(self, run_id: str, uri: str, error: Exception) -> NoReturn:
-        from scripts.handlers import latest_checkpoint  # here only: the logged model must not need plotting
+        from scripts.ops.handlers import latest_checkpoint  # here only: the logged model must not need plotting
 
         checkpoint = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         safe = f"{self.model_path}" + (f" and the final checkpoint {checkpoint}" if checkpoint else "")

@@ -12,10 +12,10 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
-from scripts.io import atomic
-from scripts.metrics import sharpness_ratios
-from scripts.networks import unwrap
-from scripts.views import comparison_png, sharpness_plot
+from scripts.data.io import atomic
+from scripts.ops.metrics import sharpness_ratios
+from scripts.nets.networks import unwrap
+from scripts.evaluation.views import comparison_png, sharpness_plot
 
 logger = logging.getLogger("zsegan")
 

@@ -13,8 +13,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from scripts.errors import InputError
-from scripts.io import STACK_SUFFIXES, list_files, read_stack, write_stack
-from scripts.transforms import RobustNormalised
+from scripts.data.io import STACK_SUFFIXES, list_files, read_stack, write_stack
+from scripts.data.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from ignite.metrics import Metric
 
-from scripts.focus import focus_measure
+from scripts.zsegan.focus import focus_measure
 
 
 def sharpness_ratios(stack: torch.Tensor, reference: torch.Tensor, sections: str = "horizontal") -> torch.Tensor:

@@ -12,7 +12,7 @@ from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
 
 from scripts.errors import InputError
-from scripts.focus import (
+from scripts.zsegan.focus import (
     ALPHA_RANGE,
     CYCLE_WEIGHT_RANGE,
     focus_weights,

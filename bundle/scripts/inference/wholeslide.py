@@ -3,11 +3,11 @@
 Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``,
 the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr
 store). Each xy tile (full depth in z) is one Dask task: it reads its region and the overhang of the
-windows that start in it, runs them by the same in-memory sliding window as ``scripts.inference.enhance``,
+windows that start in it, runs them by the same in-memory sliding window as ``scripts.inference.sliding_window.enhance``,
 and a second task adds in the windows of the tiles before it that overhang it; then the tile is written
 to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles in flight
 (and of the thin overhang sums waiting for the next row), whatever the slide's size. A network that
-compiles (``scripts.inference.Accelerated``, as inference_wholeslide.yaml sets it) is compiled once
+compiles (``scripts.inference.sliding_window.Accelerated``, as inference_wholeslide.yaml sets it) is compiled once
 before the first tile is read.
 
 Seamless by construction, and each window computed once: the intensity mapping uses the percentiles of
@@ -63,9 +63,9 @@ from numcodecs import Blosc
 from tqdm import tqdm
 
 from scripts.errors import InputError
-from scripts.inference import enhance
-from scripts.io import READ_ERRORS, atomic, cast_to, tiff_spacing, um_per_unit
-from scripts.transforms import RobustNormalised, percentile_range
+from scripts.inference.sliding_window import enhance
+from scripts.data.io import READ_ERRORS, atomic, cast_to, tiff_spacing, um_per_unit
+from scripts.data.transforms import RobustNormalised, percentile_range
 
 logger = logging.getLogger("zsegan")
 
@@ -136,7 +136,7 @@ class _LazyTiff:
 
 
 def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, dict]:
-    """A large z-stack as a lazy ZYX dask array (nothing read yet) and meta as ``scripts.io.read_stack``'s
+    """A large z-stack as a lazy ZYX dask array (nothing read yet) and meta as ``scripts.data.io.read_stack``'s
     (``format`` "zarr" or "tiff", ``axes`` the file's own, ``dtype``, ``spacing`` (z, y, x) um, ``unit``)."""
     p = Path(path)
     if not p.exists():
@@ -345,7 +345,7 @@ def slide_output_path(input_path: str | os.PathLike, output_dir: str | os.PathLi
 
 
 def _write_block(block: np.ndarray, array_path: str, region: tuple[slice, ...], dtype: str, marker: str) -> int:
-    """Write one enhanced chunk, cast like ``scripts.io.write_stack``, then its done-marker; returns voxels."""
+    """Write one enhanced chunk, cast like ``scripts.data.io.write_stack``, then its done-marker; returns voxels."""
     zarr.open_array(array_path, mode="r+")[region] = cast_to(block, dtype)
     Path(marker).touch()
     return block.size
@@ -367,12 +367,12 @@ def _ship_scripts(client) -> None:
     """Make the ``scripts`` package importable on every worker of ``client`` (zip upload, no shared disk needed)."""
     from distributed.diagnostics.plugin import UploadFile
 
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "zsegan_scripts.zip"
         with zipfile.ZipFile(archive, "w") as z:
-            for f in sorted(package.glob("*.py")):
-                z.write(f, f"scripts/{f.name}")
+            for f in sorted(package.rglob("*.py")):
+                z.write(f, f"scripts/{f.relative_to(package).as_posix()}")
         # workers only (a worker plugin, so later workers get it too): `client.upload_file` would also
         # import it into the scheduler, which for a LocalCluster is this process, replacing our `scripts`
         client.register_plugin(UploadFile(str(archive)), name="zsegan-scripts")
@@ -418,7 +418,7 @@ def enhance_slide(
         "shape": list(stack.shape),
         "dtype": meta["dtype"],
         "weights_sha256": _weights_digest(network),
-        "precision": getattr(network, "precision", "float32"),  # scripts.inference.Accelerated's
+        "precision": getattr(network, "precision", "float32"),  # scripts.inference.sliding_window.Accelerated's
         "roi_size": [int(r) for r in inferer.roi_size],
         "overlap": overlap,
         "mode": str(inferer.mode),
@@ -482,7 +482,7 @@ def enhance_slide(
                 for future in as_completed(client.compute(tasks)):
                     bar.update(future.result())
         else:
-            if hasattr(network, "warm_up") and tasks:  # scripts.inference.Accelerated: compile before the tiles
+            if hasattr(network, "warm_up") and tasks:  # scripts.inference.sliding_window.Accelerated: compile before the tiles
                 roi = [n if r is None or r <= 0 else r for r, n in zip(inferer.roi_size, stack.shape, strict=True)]
                 network.to(device).warm_up((inferer.sw_batch_size, 1, *roi), device)
             with _Progress(bar, voxels):
