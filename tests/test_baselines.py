@@ -8,7 +8,8 @@ from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
 from scripts.evaluation.baselines import defocus_psf, edf, identity, richardson_lucy, sharpest_slice
 from scripts.zsegan.focus import focus_measure
-from scripts.simulate.zstacks import defocus_otf, simulate_stack
+from scripts.simulate.optics import defocus_otf
+from scripts.simulate.zstacks import simulate_stack
 
 BASELINES = {
     "identity": identity,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from scripts.ops import cli
-from scripts.ops.cli import bundle_command_line, check_overrides, prepare, write_yaml_atomic
+from scripts.ops.cli import bundle_command_line, check_overrides, prepare
 from scripts.errors import InputError
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
@@ -148,20 +148,6 @@ def test_prepare_rejects_unknown_key_before_writing(tmp_path, keep_excepthook):
 def test_prepare_from_python_does_nothing(tmp_path, keep_excepthook):
     assert prepare(tmp_path / "run", ["-c"]) == {}
     assert not (tmp_path / "run").exists()
-
-
-def test_write_yaml_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = write_yaml_atomic(tmp_path / "config.yaml", {"a": 1})
-    assert yaml.safe_load(path.read_text()) == {"a": 1}
-
-    def broken_dump(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(cli.yaml, "safe_dump", broken_dump)
-    with pytest.raises(RuntimeError, match="disk full"):
-        write_yaml_atomic(path, {"a": 2})
-    assert yaml.safe_load(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 # ----------------------------------------------------------------------------- clear errors

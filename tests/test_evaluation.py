@@ -25,7 +25,7 @@ from scripts.evaluation.evaluate import (
     summary_table,
     unit_domain,
     vertical_positions,
-    vertical_sections,
+    evenly_spaced_vertical_sections,
 )
 from scripts.nets.networks import Generator3D
 from scripts.simulate.zstacks import simulate_dataset
@@ -49,7 +49,7 @@ def test_unit_domain_maps_the_input_percentiles_to_0_and_1_and_clips():
 def test_vertical_sections_are_interior_xz_then_yz_with_depth_along_rows():
     stack = np.zeros((7, 20, 30), np.float32)
     assert vertical_positions(20, 2) == [6, 13]
-    sections = vertical_sections(stack, 4)
+    sections = evenly_spaced_vertical_sections(stack, 4)
     assert [(v, p) for v, p, _ in sections] == [("xz", 6), ("xz", 13), ("yz", 10), ("yz", 19)]
     assert [s.shape for _, _, s in sections] == [(7, 30), (7, 30), (7, 20), (7, 20)]
 

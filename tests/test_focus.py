@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
@@ -97,3 +98,14 @@ def test_ranges_come_from_the_tables():
 def test_reference_tables_only_for_29_planes(table):
     with pytest.raises(ValueError, match="29"):
         table(30)
+
+
+def test_sharpest_index_is_the_focus_measure_argmax_for_arrays_and_tensors():
+    from scripts.evaluation.baselines import sharpest_slice
+    from scripts.zsegan.focus import sharpest_index
+
+    stack = np.random.default_rng(0).random((7, 16, 16)).astype(np.float32) * 0.01
+    stack[4] = np.random.default_rng(1).random((16, 16))  # the only textured plane
+    assert sharpest_index(stack) == sharpest_index(torch.from_numpy(stack)) == 4
+    assert sharpest_index((stack * 1000).astype(np.uint16)) == 4
+    assert np.array_equal(sharpest_slice(stack), np.repeat(stack[4:5], 7, axis=0))

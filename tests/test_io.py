@@ -15,6 +15,7 @@ from monai.transforms.io.array import SUPPORTED_READERS
 from PIL import Image
 
 from scripts.data import io as zio
+from scripts.data.atomic import write_text_atomic
 from scripts.errors import InputError, find_input_error
 
 SPACING = (2.0, 0.5, 0.5)  # z, y, x in um
@@ -512,3 +513,20 @@ def test_write_replaces_existing_file(tmp_path):
     path.write_bytes(b"old contents")
     zio.write_stack(path, _stack(), {"dtype": "uint16"})
     assert np.array_equal(zio.read_stack(path)[0], _stack()) and _leftovers(tmp_path) == []
+
+
+def test_write_text_atomic_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+    assert path.read_text() == "a: 1\n"
+    original = Path.write_text
+
+    def broken(self, text, *args, **kwargs):
+        original(self, text[:2])
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_text_atomic(path, "a: 2\n")
+    monkeypatch.undo()
+    assert path.read_text() == "a: 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]

@@ -87,3 +87,20 @@ def test_random_crops_come_from_the_images():
         assert found
     with pytest.raises(ValueError):
         random_crops(images, (17, 4), 1)
+
+
+def test_vertical_split_is_one_convention_for_training_and_evaluation():
+    """xz sections (fixed y) first, then yz (fixed x); an odd one is an xz section, in training and evaluation."""
+    from scripts.evaluation.evaluate import evenly_spaced_vertical_sections
+    from scripts.zsegan.sections import vertical_split
+
+    assert [vertical_split(n) for n in (0, 1, 4, 5)] == [(0, 0), (1, 0), (2, 2), (3, 2)]
+    volume = torch.arange(6 * 9 * 9, dtype=torch.float32).reshape(1, 1, 6, 9, 9)
+    sections = vertical_sections(volume, 5, generator=torch.Generator().manual_seed(0))
+    xz_planes = [volume[0, :, :, y, :] for y in range(9)]
+    yz_planes = [volume[0, :, :, :, x] for x in range(9)]
+    for i, section in enumerate(sections):
+        planes = xz_planes if i < 3 else yz_planes
+        assert any(torch.equal(section, p) for p in planes)
+    views = [view for view, _, _ in evenly_spaced_vertical_sections(volume[0, 0].numpy(), 5)]
+    assert views == ["xz", "xz", "xz", "yz", "yz"]

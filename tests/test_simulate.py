@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from scripts.simulate.zstacks import defocus_otf, ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
+from scripts.simulate.optics import defocus_otf
+from scripts.simulate.zstacks import ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
 
 ZSEGAN = "zsegan"
 

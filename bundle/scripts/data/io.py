@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import struct
 import xml.etree.ElementTree as ET
 import zipfile
@@ -53,6 +52,7 @@ from monai.data.image_reader import ImageReader
 from monai.utils import ensure_tuple
 from PIL import Image
 
+from scripts.data.atomic import atomic
 from scripts.errors import InputError
 
 __all__ = [
@@ -422,24 +422,6 @@ def cast_to(array: np.ndarray, dtype: str | None) -> np.ndarray:
             array = np.rint(np.nan_to_num(array, nan=0.0, posinf=info.max, neginf=info.min))
         array = np.clip(array, info.min, info.max)
     return array.astype(target)
-
-
-@contextmanager
-def atomic(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix, so the libraries pick the same format);
-    on success it replaces ``path``, on failure it is removed and ``path`` is left as it was. Every
-    write of the bundle that must not be lost or left half-done goes through here.
-    """
-    target = Path(path)
-    suffix = target.suffix if suffix is None else suffix
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stem = target.name[: len(target.name) - len(suffix)]
-    tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _finite(values: Sequence[float] | None) -> list[float | None]:

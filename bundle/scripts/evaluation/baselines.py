@@ -10,7 +10,7 @@ same units (nothing is normalised; the evaluation maps intensities itself):
 - :func:`edf`: an extended-depth-of-field composite (per pixel, the plane of highest local focus),
   at every depth;
 - :func:`richardson_lucy`: 3D Richardson-Lucy deconvolution of the stack's absorbance with the
-  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.zstacks.defocus_otf`).
+  defocus PSF of :func:`defocus_psf` (the simulator's optics, :func:`scripts.simulate.optics.defocus_otf`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from scipy import fft as sfft
 from scipy import ndimage
 
-from scripts.zsegan.focus import focus_measure
-from scripts.simulate.zstacks import DEFAULTS, defocus_otf
+from scripts.zsegan.focus import sharpest_index
+from scripts.simulate.optics import OPTICS, defocus_otf
 
 __all__ = ["defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
 
@@ -45,7 +45,7 @@ def identity(stack) -> np.ndarray:
 def sharpest_slice(stack) -> np.ndarray:
     """The plane with the highest :func:`scripts.zsegan.focus.focus_measure`, copied to every depth (ZYX float32)."""
     stack = _as_stack(stack)
-    best = int(focus_measure(torch.tensor(stack)).argmax())
+    best = sharpest_index(stack)
     return np.repeat(stack[best : best + 1], len(stack), axis=0)
 
 
@@ -96,17 +96,17 @@ def edf(
 def defocus_psf(
     depth: int,
     shape_yx: tuple[int, int],
-    plane_um: float = DEFAULTS["plane_um"],
-    pixel_um: float = DEFAULTS["pixel_um"],
-    na: float = DEFAULTS["na"],
-    n_medium: float = DEFAULTS["n_medium"],
-    wavelength_um: float = DEFAULTS["wavelength_um"],
-    core_sigma_um: float = DEFAULTS["core_sigma_um"],
+    plane_um: float = OPTICS["plane_um"],
+    pixel_um: float = OPTICS["pixel_um"],
+    na: float = OPTICS["na"],
+    n_medium: float = OPTICS["n_medium"],
+    wavelength_um: float = OPTICS["wavelength_um"],
+    core_sigma_um: float = OPTICS["core_sigma_um"],
 ) -> np.ndarray:
     """The 3D brightfield PSF of a stack of ``depth`` planes: float32 ZYX, ``(2 depth - 1,) + shape_yx``.
 
     Plane ``k`` (0-based) is the 2D PSF of a layer ``(k - depth + 1) * plane_um`` um from focus, from
-    :func:`scripts.simulate.zstacks.defocus_otf` (the simulator's optics; for real data pass the microscope's
+    :func:`scripts.simulate.optics.defocus_otf` (the simulator's optics; for real data pass the microscope's
     NA, immersion index, pixel size and plane spacing): the inverse FFT of its OTF on a grid wide
     enough for the largest defocus disc, centred, cropped to ``shape_yx`` (odd sizes; the centre pixel
     is the optical axis) and tiny negative ringing clipped. ``2 depth - 1`` planes hold every defocus

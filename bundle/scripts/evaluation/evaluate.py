@@ -40,17 +40,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts.evaluation import baselines
-from scripts.evaluation import measures
+from scripts.evaluation import baselines, measures, report
+from scripts.evaluation.report import INPUT
 from scripts.errors import InputError
-from scripts.zsegan.focus import focus_measure
+from scripts.zsegan.focus import sharpest_index
+from scripts.zsegan.sections import vertical_split
 from scripts.inference.sliding_window import enhance
 from scripts.data.io import read_stack
-from scripts.data.transforms import RobustNormalised
+from scripts.data.transforms import RobustNormalised, percentile_range
 
 logger = logging.getLogger("zsegan")
 
-INPUT = "input"
 VERTICAL = ("xz", "yz")
 
 
@@ -92,9 +92,10 @@ def _psf(depth: int, shape_yx: tuple[int, int], optics: tuple) -> np.ndarray:
 
 
 def unit_domain(x: np.ndarray, lower: float, upper: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The measures' intensity domain: x's ``lower``/``upper`` percentiles to 0/1, clipped (float64)."""
-    lo, hi = np.percentile(x, [lower, upper])
-    scale = 1.0 / max(hi - lo, 1e-12)
+    """The measures' intensity domain: x's ``lower``/``upper`` percentiles (the same as inference's,
+    :func:`scripts.data.transforms.percentile_range`) to 0/1, clipped (float64)."""
+    lo, hi = percentile_range(x, lower, upper)
+    scale = 1.0 / (hi - lo)
     return lambda a: np.clip((np.asarray(a, np.float64) - lo) * scale, 0.0, 1.0)
 
 
@@ -103,17 +104,14 @@ def vertical_positions(size: int, n: int) -> list[int]:
     return sorted({int(round(p)) for p in np.linspace(0, size - 1, n + 2)[1:-1]})
 
 
-def vertical_sections(stack: np.ndarray, n: int) -> list[tuple[str, int, np.ndarray]]:
-    """``(view, position, section)``: n // 2 xz sections at evenly spaced y, then n - n // 2 yz at x (Z rows)."""
+def evenly_spaced_vertical_sections(stack: np.ndarray, n: int) -> list[tuple[str, int, np.ndarray]]:
+    """``(view, position, section)``: xz sections at evenly spaced y, then yz at x (Z rows), split as in
+    training (:func:`scripts.zsegan.sections.vertical_split`: the odd one is an xz section)."""
     _, height, width = stack.shape
-    xz = [("xz", y, stack[:, y, :]) for y in vertical_positions(height, n // 2)]
-    yz = [("yz", x, stack[:, :, x]) for x in vertical_positions(width, n - n // 2)]
+    n_xz, n_yz = vertical_split(n)
+    xz = [("xz", y, stack[:, y, :]) for y in vertical_positions(height, n_xz)]
+    yz = [("yz", x, stack[:, :, x]) for x in vertical_positions(width, n_yz)]
     return xz + yz
-
-
-def sharpest_index(x: np.ndarray) -> int:
-    """The input's sharpest slice (the training's focus measure)."""
-    return int(torch.argmax(focus_measure(torch.as_tensor(np.asarray(x, np.float32)))))
 
 
 def measure_stack(
@@ -155,7 +153,7 @@ def measure_stack(
                 add(method, "xy", k, "ssim_truth", measures.ssim(tu[k], yu[k]))
         hist_vertical = np.zeros_like(hist_xy)
         for view in VERTICAL:
-            sections = [(p, s) for v, p, s in vertical_sections(yu, settings.n_vertical) if v == view]
+            sections = [(p, s) for v, p, s in evenly_spaced_vertical_sections(yu, settings.n_vertical) if v == view]
             if not sections:
                 continue
             piqe_sections = measures.piqe_many(np.stack([s for _, s in sections]))
@@ -426,7 +424,6 @@ class Evaluation:
             views[Path(path).name] = kept
 
     def _write(self, rows, aggregates, histograms, views) -> list[Path]:
-        from scripts.evaluation import report
 
         out = self.output_dir
         files = [

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.data.io import atomic
+from scripts.data.atomic import atomic, write_text_atomic
 from scripts.evaluation.views import comparison_png
+from scripts.zsegan.focus import sharpest_index
+
+INPUT = "input"  # the method name of the unprocessed input in every table and picture
 
 LABELS = {
     "ssim_input": "SSIM(x∥k, y∥k)",
@@ -32,18 +35,12 @@ LABELS = {
 }
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    with atomic(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
 def write_csv(path, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return _write_atomic(Path(path), buffer.getvalue())
+    return write_text_atomic(Path(path), buffer.getvalue())
 
 
 def write_histograms_csv(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edges: np.ndarray) -> Path:
@@ -73,7 +70,7 @@ def _finite(value):
 
 
 def write_json(path, content: Mapping) -> Path:
-    return _write_atomic(Path(path), json.dumps(_finite(dict(content)), indent=1))
+    return write_text_atomic(Path(path), json.dumps(_finite(dict(content)), indent=1))
 
 
 # ----------------------------------------------------------------------------- plots
@@ -164,8 +161,6 @@ def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edg
 def plots(out, aggregates, histograms, edges, views: Mapping[str, Mapping[str, np.ndarray]]) -> list[Path]:
     """All the report's pictures: per-slice SSIM, FM and PIQE (with vertical sections), gradient
     histograms, truth scores when there is a truth, and orthogonal views of the kept stacks."""
-    from scripts.evaluation.evaluate import INPUT, sharpest_index
-
     out = Path(out)
     files = [
         per_slice_plot(out / "ssim_per_slice.png", aggregates, ["ssim_input", "ssim_focus"]),

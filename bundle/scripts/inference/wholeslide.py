@@ -64,7 +64,8 @@ from tqdm import tqdm
 
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance
-from scripts.data.io import READ_ERRORS, atomic, cast_to, tiff_spacing, um_per_unit
+from scripts.data.atomic import atomic
+from scripts.data.io import READ_ERRORS, cast_to, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
 
 logger = logging.getLogger("zsegan")

@@ -161,28 +161,16 @@ class Generator3D(nn.Module):
     @staticmethod
     def _upsample(in_ch: int, out_ch: int, norm: str | None, padding_mode: str, upsampling: str) -> nn.Module:
         """One x2 upsampling block -> norm -> ReLU."""
-        if upsampling == "transpose":
+        if upsampling in ("transpose", "transpose4"):  # kernel 3 or 4, output padding 1 (MONAI's default)
+            kernel = 3 if upsampling == "transpose" else 4
             return Convolution(
                 spatial_dims=3,
                 in_channels=in_ch,
                 out_channels=out_ch,
                 strides=2,
-                kernel_size=3,
+                kernel_size=kernel,
                 padding=1,
                 output_padding=1,
-                is_transposed=True,
-                norm=norm,
-                act="relu",
-                bias=norm is None,
-            )
-        if upsampling == "transpose4":
-            return Convolution(
-                spatial_dims=3,
-                in_channels=in_ch,
-                out_channels=out_ch,
-                strides=2,
-                kernel_size=4,
-                padding=1,
                 is_transposed=True,
                 norm=norm,
                 act="relu",

@@ -16,7 +16,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from scripts.errors import InputError, install_excepthook
-from scripts.data.io import atomic
+from scripts.data.atomic import write_text_atomic
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {
@@ -94,13 +94,6 @@ def check_tracking_option(config: dict, tracking) -> None:
         )
 
 
-def write_yaml_atomic(path: str | Path, content: dict) -> Path:
-    """Write ``content`` as YAML beside ``path`` and rename it into place."""
-    with atomic(path) as tmp:
-        tmp.write_text(yaml.safe_dump(content, sort_keys=False))
-    return Path(path)
-
-
 def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None) -> dict:
     """Start of every workflow: clear errors for bad input, reject unknown keys, save the executed config.
 
@@ -119,5 +112,5 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     parser.update(overrides)
     config = parser.get()
     if output_dir is not None:
-        write_yaml_atomic(Path(output_dir) / "config.yaml", config)
+        write_text_atomic(Path(output_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}

@@ -12,10 +12,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
-from scripts.data.io import atomic
+from scripts.data.atomic import atomic
 from scripts.ops.metrics import sharpness_ratios
 from scripts.nets.networks import unwrap
 from scripts.evaluation.views import comparison_png, sharpness_plot
+from scripts.zsegan.focus import sharpest_index
 
 logger = logging.getLogger("zsegan")
 
@@ -147,7 +148,7 @@ class ValidationArtifacts:
             return
         name = f"epoch_{engine.state.epoch:04d}"
         stack = self._first["image"]
-        sharpest = int(np.argmax(self._ratios[0][0]))  # the first stack's own ratios peak at its sharpest slice
+        sharpest = sharpest_index(stack)
         views = self.output_dir / "views" / f"{name}.png"
         comparison_png(views, {"input x": stack, "G_S(x)": self._first["pred"]}, sorted({0, sharpest, len(stack) - 1}))
         depth = len(self._ratios[0][0])

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from scripts.errors import InputError
-from scripts.data.io import atomic
+from scripts.data.atomic import atomic
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle

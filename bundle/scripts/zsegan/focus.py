@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from monai.networks.layers import gaussian_1d, separable_filtering
 
@@ -24,6 +25,7 @@ __all__ = [
     "normalised_sharpness",
     "reference_alpha",
     "reference_cycle_weights",
+    "sharpest_index",
 ]
 
 SMOOTHING_SIGMA = 1.0
@@ -52,6 +54,13 @@ def focus_measure(slices: torch.Tensor) -> torch.Tensor:
     grad_x = separable_filtering(smooth, [average, difference], mode="replicate")
     energy = (grad_y**2 + grad_x**2).mean(dim=(1, 2, 3))
     return energy.reshape(lead)
+
+
+def sharpest_index(stack) -> int:
+    """The index of the sharpest slice of a ZYX stack (numpy array or tensor): the highest :func:`focus_measure`."""
+    if not isinstance(stack, torch.Tensor):
+        stack = torch.as_tensor(np.asarray(stack, dtype=np.float32))
+    return int(focus_measure(stack.float()).argmax())
 
 
 def normalised_sharpness(stack: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["horizontal_sections", "random_crops", "sample_depths", "vertical_sections"]
+__all__ = ["horizontal_sections", "random_crops", "sample_depths", "vertical_sections", "vertical_split"]
 
 
 def _draw_device(generator: torch.Generator | None) -> torch.device:
@@ -57,6 +57,12 @@ def horizontal_sections(volume: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return volume[b, :, z.reshape(-1)]
 
 
+def vertical_split(n: int) -> tuple[int, int]:
+    """How ``n`` vertical sections divide, everywhere in the bundle: (n_xz, n_yz) = (ceil(n/2), floor(n/2)),
+    xz sections (fixed y) first, then yz sections (fixed x)."""
+    return n - n // 2, n // 2
+
+
 def vertical_sections(volume: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n vertical sections per stack: volume B,C,Z,Y,X (Y == X) -> (B*n, C, Z, X).
 
@@ -71,7 +77,7 @@ def vertical_sections(volume: torch.Tensor, n: int, generator: torch.Generator |
             f"vertical sections need square planes (Y == X) so xz and yz sections share a shape; "
             f"got a volume of shape {tuple(volume.shape)} (B,C,Z,Y,X)"
         )
-    n_xz, n_yz = n - n // 2, n // 2
+    n_xz, n_yz = vertical_split(n)
     y = sample_depths(batch, size_y, n_xz, generator, volume.device)
     x = sample_depths(batch, size_x, n_yz, generator, volume.device)
     rows = torch.arange(batch, device=volume.device)
