@@ -326,7 +326,7 @@ def test_offline_fallback_and_a_failed_registration_lose_no_weights(dataset, tmp
 
 
 def test_evaluation_loads_registered_models_and_files_side_by_side(local_registry, no_tracking_env):
-    from scripts.evaluation.evaluate import load_models
+    from scripts.ops.registry import load_models
 
     r = local_registry
     register_generator(r.info.model_uri, "evaluated", r.uri, "val_sharpness", 0.5, "champion")

@@ -24,7 +24,6 @@ method over the xy slices and over the vertical sections.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -462,20 +461,6 @@ class _Done:
 
     def result(self):
         return self.value
-
-
-def load_models(
-    network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
-) -> dict:
-    """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
-    from scripts.ops.registry import load_generator
-
-    models = {}
-    for name, source in (sources or {}).items():
-        source = str(source)
-        uri, path = (source, None) if source.startswith("models:/") else (None, source)
-        models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device)
-    return models
 
 
 def default_workers() -> int:

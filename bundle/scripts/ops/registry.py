@@ -19,6 +19,7 @@ the precedence of MONAI's ``MLFlowHandler``, so that every MLflow user of a proc
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -440,3 +441,15 @@ def load_generator(
                 raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
     logger.info(f"G_S weights from {model_uri} (model '{found.name}' version {found.version}, {uri})")
     return network
+
+
+def load_models(
+    network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
+) -> dict:
+    """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
+    models = {}
+    for name, source in (sources or {}).items():
+        source = str(source)
+        uri, path = (source, None) if source.startswith("models:/") else (None, source)
+        models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device)
+    return models
