@@ -7,7 +7,8 @@ from monai.bundle import ConfigParser
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 SHARED = [
-    "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "network_def",
+    "architecture", "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode",
+    "g_upsampling", "g_residual", "generator_args", "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "bundle_root",
     "dataset_dir",
 ]  # fmt: skip
