@@ -1,6 +1,6 @@
 """Figures and numbers of docs/results.md from stacks enhanced by the inference workflow.
 
-    python docs/make_figures.py NAME INPUT_DIR OUTPUT_DIR [--truth TRUTH_DIR] [--depths 2 14 26]
+    python tools/make_figures.py NAME INPUT_DIR OUTPUT_DIR [--truth TRUTH_DIR] [--depths 2 14 26]
 
 Writes docs/figures/NAME_views.png (orthogonal views of the first stack: input, G_S(x), truth),
 docs/figures/NAME_sharpness.png (per-slice sharpness relative to each input's sharpest slice, mean
@@ -24,7 +24,7 @@ from scripts.data.io import STACK_SUFFIXES, list_files, read_stack  # noqa: E402
 from scripts.ops.metrics import sharpness_ratios  # noqa: E402
 from scripts.evaluation.views import comparison_png, sharpness_plot  # noqa: E402
 
-FIGURES = Path(__file__).resolve().parent / "figures"
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

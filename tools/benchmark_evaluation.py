@@ -1,6 +1,6 @@
 """Benchmark of the evaluation: N simulated stacks with every measure and the three non-learned baselines.
 
-    python docs/benchmark_evaluation.py [--stacks 100] [--size 128] [--depth 29] [--workers 2] [--data DIR]
+    python tools/benchmark_evaluation.py [--stacks 100] [--size 128] [--depth 29] [--workers 2] [--data DIR]
 
 Simulates the stacks (with their truth) into DIR (a temporary folder by default; not timed), then
 times ``scripts.evaluation.evaluate.Evaluation`` on them exactly as ``evaluate.yaml`` runs it, without a model:

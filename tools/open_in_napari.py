@@ -2,7 +2,7 @@
 napari takes our OME-Zarr (and OME-TIFF) with its voxel size, units and axis names.
 
     pip install napari napari-ome-zarr     # no Qt needed: napari's ViewerModel is the viewer without a window
-    python docs/open_in_napari.py enhanced/slide_enhanced.ome.zarr [enhanced/slide_enhanced.ome.tif]
+    python tools/open_in_napari.py enhanced/slide_enhanced.ome.zarr [enhanced/slide_enhanced.ome.tif]
 
 The first path must be an OME-Zarr: every layer's voxels are compared with its dataset "0".
 """

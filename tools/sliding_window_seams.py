@@ -1,6 +1,6 @@
 """Seams against speed: how the sliding window's size and overlap change the shipped G_S's output.
 
-    python docs/sliding_window_seams.py [--stacks 2] [--size 512]
+    python tools/sliding_window_seams.py [--stacks 2] [--size 512]
 
 G_S's instance norms make each window's output depend on the whole window, so neighbouring windows
 disagree where they meet and the blend shows there. For simulated stacks (with their sharp truth) and

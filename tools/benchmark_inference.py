@@ -1,7 +1,7 @@
 """Inference speed benchmark (issue 5): G_S's forward rate against the machine's matmul peak, and the
 in-memory sliding window end to end, measured in one run so that the ratios hold on a noisy machine.
 
-    python docs/benchmark_inference.py [--size 2048] [--depth 29] [--threads N] [--device cpu|cuda] [--repeats 5]
+    python tools/benchmark_inference.py [--size 2048] [--depth 29] [--threads N] [--device cpu|cuda] [--repeats 5]
         [--slide_sizes 4096 8192] [--tile_size N]
 
 (a) bare G_S forward on one window (1 x 1 x depth x 128 x 128, the default sliding window): voxels/s,
@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
-from benchmark_evaluation import cpu_name  # noqa: E402  (docs/, this script's folder)
+from benchmark_evaluation import cpu_name  # noqa: E402  (tools/, this script's folder)
 from monai.bundle import ConfigParser  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
