@@ -92,7 +92,8 @@ def weighted_cycle_loss(x: torch.Tensor, x_rec: torch.Tensor, weight: torch.Tens
 
     x, x_rec: B,C,Z,Y,X; weight: (B, Z) (or anything broadcasting to it, e.g. (Z,)). Not divided by
     the sum of the weights: with all weights 1 this is the plain L1 loss, and larger weights make
-    the cycle term larger (the reference code's cycle_loss_weighted, sum_z s_z L1_z / Z).
+    the cycle term larger. This is the mean over slices, sum_z s_z L1_z / Z; the reference notebook
+    trains with the max over slices instead (docs/design.md, the notebook's settings beside ours).
     """
     # eq (8): L_CON = E[||x - G_B(G_S(x))||_1], here weighted per slice
     return _weighted_slice_l1(x, x_rec, weight)

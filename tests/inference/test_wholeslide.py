@@ -31,7 +31,7 @@ from scripts.inference.wholeslide import (
     stack_range,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACING = (2.0, 0.5, 0.25)  # z, y, x in um
 
 

@@ -14,7 +14,7 @@ from scripts.ops import cli
 from scripts.ops.cli import bundle_command_line, check_overrides, prepare
 from scripts.errors import InputError
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
 
 CONFIG = {

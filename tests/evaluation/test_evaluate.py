@@ -173,7 +173,7 @@ def _evaluate_cli(*args: str):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = root / "bundle" / "configs" / "evaluate.yaml"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(config), *args]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser
 from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, generator_args
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 WORKFLOWS = ("train.yaml", "inference.yaml", "evaluate.yaml")
 
 
