@@ -95,3 +95,16 @@ def test_packages_import_only_earlier_layers():
     )
     assert wrong == []
     assert {p.name for p in SCRIPTS.iterdir() if p.is_dir() and p.name != "__pycache__"} <= set(LAYERS)
+
+
+def test_tests_mirror_the_packages():
+    tests = Path(__file__).resolve().parent
+    for package in (p for p in SCRIPTS.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        assert list((tests / package.name).glob("test_*.py")), f"tests/{package.name}/ has no tests"
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "test file names must be unique (pytest's default import mode)"
+
+
+def test_every_module_starts_with_its_docstring():
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no module docstring"

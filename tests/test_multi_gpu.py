@@ -17,6 +17,8 @@ from scripts.nets.networks import Generator3D
 from scripts.simulate.zstacks import simulate_dataset
 from scripts.zsegan.trainer import _cycle
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 TINY_TRAIN = [

@@ -19,6 +19,8 @@ from scripts.data.io import read_stack, write_stack
 from scripts.nets.networks import Generator3D
 from scripts.simulate.zstacks import simulate_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 # tiny networks and crops: the workflows are the same, only smaller

@@ -33,6 +33,8 @@ from scripts.nets.networks import Generator3D
 from scripts.ops.pack import CONTENT, pack
 from scripts.simulate.zstacks import simulate_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
 META = BUNDLE / "configs" / "metadata.json"

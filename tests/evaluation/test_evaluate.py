@@ -117,6 +117,7 @@ def test_evaluation_datalist_pairs_truth_and_holds_out_the_validation_split(data
         evaluation_datalist(tmp_path, "all")
 
 
+@pytest.mark.slow
 def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
     torch.manual_seed(0)
     model = Generator3D(channels=4, n_residual_blocks=1).eval()
@@ -179,6 +180,7 @@ def _evaluate_cli(*args: str):
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_path):
     torch.manual_seed(0)
     torch.save(Generator3D(channels=4, n_residual_blocks=1).state_dict(), tmp_path / "tiny.pt")
@@ -201,6 +203,7 @@ def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_
     assert len(runs) == 1 and "G_S.vertical.piqe" in runs[0].data.metrics
 
 
+@pytest.mark.slow
 def test_evaluate_config_bad_stack_fails_clearly_and_writes_no_report(dataset, tmp_path):
     import shutil
 

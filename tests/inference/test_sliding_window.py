@@ -293,6 +293,7 @@ def test_accelerated_compiles_once_and_falls_back_without_a_compiler(monkeypatch
     assert "torch.compile failed, G_S runs uncompiled (RuntimeError: InvalidCxxCompiler" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile needs a C++ compiler")
 def test_accelerated_really_compiles():
     torch.manual_seed(0)

@@ -322,6 +322,7 @@ def test_an_interrupted_run_resumes_with_the_chunks_not_yet_written(network, sta
 # ----------------------------------------------------------------------------- Dask cluster and CLI
 
 
+@pytest.mark.slow
 def test_a_local_dask_cluster_gives_the_local_result(network, stack, tmp_path):
     distributed = pytest.importorskip("distributed")
     source = tmp_path / "slide.ome.tif"  # a TIFF: read on the workers by path, no open file sent
@@ -343,6 +344,7 @@ def test_a_local_dask_cluster_gives_the_local_result(network, stack, tmp_path):
     assert json.loads((remote / ".zsegan" / "run.json").read_text())["tiles"] == [[48, 52], [48, 52]]
 
 
+@pytest.mark.slow
 def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
     torch.save(network.state_dict(), tmp_path / "model.pt")
     source = write_ome_zarr(tmp_path / "in" / "slide.ome.zarr", stack)

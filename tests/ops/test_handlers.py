@@ -249,6 +249,7 @@ def test_save_state_dict_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch)
     assert path.read_bytes() == original
 
 
+@pytest.mark.slow
 def test_resumed_mlflow_run_keeps_first_params_and_accepts_changed_ones(tmp_path):
     import mlflow
     from ignite.engine import Engine

@@ -38,6 +38,8 @@ from scripts.ops.registry import (
 )
 from scripts.simulate.zstacks import simulate_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
+
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
 SHORT = ["--max_epochs", "1", "--epoch_length", "2", "--val_interval", "1", "--checkpoint_interval", "2"]
 SETTINGS_TINY = {
