@@ -11,7 +11,9 @@ pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("tool", ["benchmark_evaluation", "benchmark_inference", "make_figures", "sliding_window_seams"])
+@pytest.mark.parametrize(
+    "tool", ["benchmark_evaluation", "benchmark_inference", "make_figures", "sliding_window_seams"]
+)
 def test_tool_starts(tool):
     run = subprocess.run([sys.executable, f"tools/{tool}.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]

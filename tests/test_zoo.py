@@ -27,8 +27,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from scripts.errors import InputError
 from scripts.data.io import read_stack
+from scripts.errors import InputError
 from scripts.nets.networks import Generator3D
 from scripts.ops.pack import CONTENT, pack
 from scripts.simulate.zstacks import simulate_dataset

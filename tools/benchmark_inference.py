@@ -44,10 +44,10 @@ from benchmark_evaluation import cpu_name  # noqa: E402  (tools/, this script's 
 from monai.bundle import ConfigParser  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from scripts.inference.sliding_window import Accelerated, enhance  # noqa: E402
 from scripts.data.io import read_stack, write_stack  # noqa: E402
-from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.data.transforms import RobustNormalised  # noqa: E402
+from scripts.inference.sliding_window import Accelerated, enhance  # noqa: E402
+from scripts.nets.networks import Generator3D  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

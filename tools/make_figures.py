@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.inference.sliding_window import output_path  # noqa: E402
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack  # noqa: E402
-from scripts.ops.metrics import sharpness_ratios  # noqa: E402
 from scripts.evaluation.views import comparison_png, sharpness_plot  # noqa: E402
+from scripts.inference.sliding_window import output_path  # noqa: E402
+from scripts.ops.metrics import sharpness_ratios  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 

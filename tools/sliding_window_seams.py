@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from monai.inferers import SlidingWindowInferer  # noqa: E402
 
+from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.evaluation.evaluate import unit_domain  # noqa: E402
-from scripts.inference.sliding_window import enhance, load_weights  # noqa: E402
 from scripts.evaluation.measures import psnr as psnr_db  # noqa: E402
+from scripts.inference.sliding_window import enhance, load_weights  # noqa: E402
 from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.simulate.zstacks import simulate_stack  # noqa: E402
-from scripts.data.transforms import RobustNormalised  # noqa: E402
 
 SETTINGS = [(128, 0.25), (128, 0.125), (256, 0.25), (256, 0.125), (None, 0.0)]  # None: one window, the whole field
 

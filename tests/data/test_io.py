@@ -86,8 +86,7 @@ def test_tiff_pages_read_as_planes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("unit", "factor"),
-    [("micron", 1.0), ("\\u00B5m", 1.0), ("microns", 1.0), ("um", 1.0), ("nm", 1e-3), ("mm", 1e3)],
+    ("unit", "factor"), [("micron", 1.0), ("\\u00B5m", 1.0), ("microns", 1.0), ("um", 1.0), ("nm", 1e-3), ("mm", 1e3)]
 )
 def test_imagej_units(tmp_path, unit, factor):
     path = tmp_path / "ij.tif"
@@ -261,11 +260,7 @@ STACK_CASES = {
     "suffix": ("stack.jpg", lambda p: p.write_bytes(b"x"), "unsupported file type"),
     "not tiff": ("stack.tif", lambda p: p.write_bytes(b"hello world"), "cannot read"),
     "truncated": ("stack.tif", _truncated, "file truncated"),
-    "truncated imagej": (
-        "stack.tif",
-        lambda p: _truncated(p, imagej=True, metadata={"axes": "ZYX"}),
-        "file truncated",
-    ),
+    "truncated imagej": ("stack.tif", lambda p: _truncated(p, imagej=True, metadata={"axes": "ZYX"}), "file truncated"),
     "truncated ome": ("s.ome.tif", lambda p: _truncated(p, ome=True), "file truncated"),
     "truncated npz": (
         "stack.npz",
@@ -302,11 +297,7 @@ STACK_CASES = {
     "bool": ("stack.npz", lambda p: _npz(p, _stack("bool")), "dtype bool is not supported"),
     "nan": ("stack.tif", lambda p: _tiff(p, _with_nan()), "contains 2 NaN / 1 Inf values"),
     "nan nifti": ("stack.nii", lambda p: _nifti(p, _with_nan("float64")), "contains 2 NaN / 1 Inf values"),
-    "npz keys": (
-        "stack.npz",
-        lambda p: np.savez(p, a=_stack(), b=_stack()),
-        "expected key 'arr_0' or a single array",
-    ),
+    "npz keys": ("stack.npz", lambda p: np.savez(p, a=_stack(), b=_stack()), "expected key 'arr_0' or a single array"),
 }
 
 
@@ -339,11 +330,7 @@ IMAGE_CASES = {
     "gray+alpha png": ("image.png", lambda p: _png(p, "LA"), "RGB/multichannel"),
     "palette png": ("image.png", lambda p: _png(p, "P"), "palette"),
     "1-bit png": ("image.png", lambda p: _png(p, "1"), "dtype bool is not supported"),
-    "rgb tiff": (
-        "image.tif",
-        lambda p: _tiff(p, _stack("uint8", (8, 6, 3)), photometric="rgb"),
-        "RGB/multichannel",
-    ),
+    "rgb tiff": ("image.tif", lambda p: _tiff(p, _stack("uint8", (8, 6, 3)), photometric="rgb"), "RGB/multichannel"),
     "stack": ("image.tif", lambda p: _tiff(p, _stack()), "has 5 planes"),
     "nan": ("image.tif", lambda p: _tiff(p, _with_nan()[0]), "contains 2 NaN / 0 Inf values"),
     "complex": ("image.tif", lambda p: _tiff(p, _stack("complex64")[0]), "dtype complex64 is not supported"),

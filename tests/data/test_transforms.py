@@ -8,10 +8,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
-from scripts.errors import InputError, find_input_error
-from scripts.zsegan.focus import reference_alpha, reference_cycle_weights
 from scripts.data.io import ZStackReader, write_stack
 from scripts.data.transforms import CheckSized, FocusWeightsd, RobustNormalised
+from scripts.errors import InputError, find_input_error
+from scripts.zsegan.focus import reference_alpha, reference_cycle_weights
 
 
 def _random_stack(shape=(6, 16, 16), seed=0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""scripts.evaluation.evaluate and scripts.evaluation.report: measures per stack, aggregation, the report's files, MLflow."""
+"""scripts.evaluation.evaluate and .report: measures per stack, aggregation, the report's files, MLflow."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from scripts.evaluation import baselines
 from scripts.errors import InputError
+from scripts.evaluation import baselines
 from scripts.evaluation.evaluate import (
     INPUT,
     Evaluation,
@@ -21,11 +21,11 @@ from scripts.evaluation.evaluate import (
     Settings,
     aggregate,
     evaluation_datalist,
+    evenly_spaced_vertical_sections,
     measure_stack,
     summary_table,
     unit_domain,
     vertical_positions,
-    evenly_spaced_vertical_sections,
 )
 from scripts.nets.networks import Generator3D
 from scripts.simulate.zstacks import simulate_dataset

@@ -229,7 +229,7 @@ def test_piqe_agrees_with_pypiqe(name):
     score, *masks = piqe_maps(img)
     expected, *expected_masks = _pypiqe(img)
     assert score == pytest.approx(expected, abs=1e-9)
-    for mask, expected_mask in zip(masks, expected_masks):
+    for mask, expected_mask in zip(masks, expected_masks, strict=False):
         assert np.array_equal(mask, expected_mask)
     assert any(mask.any() for mask in masks)  # some block is active, so the comparison means something
 
@@ -244,6 +244,6 @@ def test_piqe_pads_like_matlab(shape):
     score, *masks = piqe_maps(img)
     expected, *expected_masks = _pypiqe(padded)
     assert score == pytest.approx(expected, abs=1e-9)
-    for mask, expected_mask in zip(masks, expected_masks):
+    for mask, expected_mask in zip(masks, expected_masks, strict=False):
         assert np.array_equal(mask, expected_mask[: shape[0], : shape[1]])
     assert abs(score - _pypiqe(img)[0]) > 0.1

@@ -12,11 +12,18 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
-from scripts.errors import InputError
-from scripts.inference.sliding_window import Accelerated, SaveStackd, enhance, inference_datalist, load_weights, output_path
 from scripts.data.io import ZStackReader, read_stack, write_stack
-from scripts.nets.networks import Generator3D
 from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError
+from scripts.inference.sliding_window import (
+    Accelerated,
+    SaveStackd,
+    enhance,
+    inference_datalist,
+    load_weights,
+    output_path,
+)
+from scripts.nets.networks import Generator3D
 
 SPACING = (2.0, 0.25, 0.5)  # z, y, x in um
 

@@ -16,12 +16,11 @@ import zarr
 from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
 
-from scripts.inference import wholeslide
-from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance
 from scripts.data.io import cast_to, read_stack, write_stack
-from scripts.nets.networks import Generator3D
 from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError
+from scripts.inference import wholeslide
+from scripts.inference.sliding_window import enhance
 from scripts.inference.wholeslide import (
     aligned_tiling,
     enhance_lazily,
@@ -30,6 +29,7 @@ from scripts.inference.wholeslide import (
     open_stack,
     stack_range,
 )
+from scripts.nets.networks import Generator3D
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACING = (2.0, 0.5, 0.25)  # z, y, x in um
@@ -72,7 +72,7 @@ def inferer(overlap: float = 0.25) -> SlidingWindowInferer:
 
 
 def in_memory(network, stack, overlap=0.25) -> np.ndarray:
-    """The in-memory sliding window over the whole stack (scripts.inference.sliding_window.enhance), in the input dtype."""
+    """The in-memory sliding window over the whole stack (``sliding_window.enhance``), in the input dtype."""
     return cast_to(enhance(network, stack, inferer(overlap), RobustNormalised("image")), str(stack.dtype))
 
 
@@ -167,8 +167,8 @@ def test_window_weights_are_what_monais_sliding_window_divides_by():
         expected = np.zeros(padded, np.float32)
         for window in windows:
             expected[tuple(window[2:])] += importance
-        start = [(m - n) // 2 for m, n in zip(padded, shape)]
-        expected = expected[tuple(slice(a, a + n) for a, n in zip(start, shape))]
+        start = [(m - n) // 2 for m, n in zip(padded, shape, strict=False)]
+        expected = expected[tuple(slice(a, a + n) for a, n in zip(start, shape, strict=False))]
         assert len(windows) > 1 and expected.min() < expected.max()
         region = ((0, 9), (3, 3 + shape[1]), (5, 5 + shape[2]))  # the region's place in a stack
         box = ((0, 9), (10, 3 + shape[1]), (5, 41))  # a part of it

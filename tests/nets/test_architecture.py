@@ -44,7 +44,10 @@ def test_configs_pass_the_keys_in_the_helpers_order():
         text = (CONFIGS / name).read_text()
         assert call in text, name
         assert not re.search(r"^g_\w+: *\d", text, re.M), f"{name} writes an architecture default again"
-    assert "discriminator_args(" + ", ".join("@" + k for k in DISCRIMINATOR_KEYS) + ")" in (CONFIGS / "train.yaml").read_text()
+    assert (
+        "discriminator_args(" + ", ".join("@" + k for k in DISCRIMINATOR_KEYS) + ")"
+        in (CONFIGS / "train.yaml").read_text()
+    )
 
 
 @pytest.mark.parametrize(

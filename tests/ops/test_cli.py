@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.ops import cli
-from scripts.ops.cli import bundle_command_line, check_overrides, prepare
 from scripts.errors import InputError
+from scripts.ops.cli import bundle_command_line, check_overrides, prepare
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
@@ -161,28 +160,24 @@ def _run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_excepthook_prints_one_line_for_wrapped_input_error():
-    result = _run_python(
-        """
+    result = _run_python("""
         from scripts.errors import InputError, install_excepthook
         install_excepthook()
         try:
             raise InputError("/data/stack.tif", "has 3 planes; the network needs at least 16")
         except InputError as e:
             raise RuntimeError("parsing config item 'dataset'") from e
-        """
-    )
+        """)
     assert result.returncode == 2
     assert result.stderr == "error: /data/stack.tif: has 3 planes; the network needs at least 16\n"
 
 
 def test_excepthook_keeps_tracebacks_for_bugs():
-    result = _run_python(
-        """
+    result = _run_python("""
         from scripts.errors import install_excepthook
         install_excepthook()
         raise KeyError("a bug")
-        """
-    )
+        """)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
     assert "error:" not in result.stderr.splitlines()[0]

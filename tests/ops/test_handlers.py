@@ -11,9 +11,9 @@ from ignite.engine import Engine, Events
 from monai.utils import set_determinism
 from torch.utils.data import DataLoader
 
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops import handlers
 from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
-from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.zsegan.trainer import ZSEGANTrainer
 
 
@@ -207,7 +207,7 @@ def test_zsegan_trainer_resumes_networks_optimisers_and_pools(tmp_path):
         for key, value in getattr(first, name).state_dict().items():
             assert torch.equal(at_start[name][key], value), f"{name}.{key}"
     assert float(at_start["g_step"]) == 2
-    assert at_start["pools"] == {name: 3 for name in first.pools}
+    assert at_start["pools"] == dict.fromkeys(first.pools, 3)
     assert second.state.iteration == 4
     assert _files(tmp_path) == ["state_checkpoint_3.pt", "state_checkpoint_4.pt"]
 
@@ -276,7 +276,7 @@ def test_validation_artifacts_write_views_and_per_slice_sharpness(tmp_path):
     g = torch.Generator().manual_seed(0)
     stacks = [torch.rand(1, 9, 24, 24, generator=g) * 2 - 1 for _ in range(3)]
     blurred = [torch.nn.functional.avg_pool3d(s[None], 3, 1, 1)[0] for s in stacks]  # a blurrier "output"
-    outputs = iter([[{"image": s, "pred": b}] for s, b in zip(stacks, blurred)])
+    outputs = iter([[{"image": s, "pred": b}] for s, b in zip(stacks, blurred, strict=False)])
     engine = Engine(lambda e, batch: next(outputs))
     ValidationArtifacts(str(tmp_path)).attach(engine)
     engine.run(range(3), max_epochs=1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from monai.networks.layers import GaussianFilter
 
-from scripts.zsegan.focus import focus_measure
 from scripts.ops.metrics import SharpnessRatio, sharpness_ratios
+from scripts.zsegan.focus import focus_measure
 
 
 def _stack(depth=7, size=24, sharpest=3, seed=0) -> torch.Tensor:

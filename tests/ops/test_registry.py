@@ -22,11 +22,11 @@ import pytest
 import torch
 from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundle_run, train_args
 
-from scripts.ops.cli import prepare
-from scripts.errors import InputError
-from scripts.ops.handlers import save_state_dict_atomic
 from scripts.data.io import read_stack, write_stack
+from scripts.errors import InputError
 from scripts.nets.networks import Generator3D
+from scripts.ops.cli import prepare
+from scripts.ops.handlers import save_state_dict_atomic
 from scripts.ops.registry import (
     SETTINGS,
     WEIGHTS,
@@ -194,8 +194,7 @@ def test_load_generator_by_alias_or_version_and_clear_errors(local_registry, no_
 
 # ----------------------------------------------------------------------------- end to end
 
-FRESH_PROCESS = textwrap.dedent(
-    """
+FRESH_PROCESS = textwrap.dedent("""
     import sys, numpy as np, mlflow.pyfunc
     model = mlflow.pyfunc.load_model(sys.argv[1])
     import scripts
@@ -203,8 +202,7 @@ FRESH_PROCESS = textwrap.dedent(
     print(scripts.__file__, spec.type, spec.shape)
     for name in sys.argv[2:]:
         np.save(name + ".out.npy", model.predict(np.load(name)))
-    """
-)
+    """)
 
 
 def predict_in_a_fresh_process(model_uri: str, tracking_uri: str, *stacks: np.ndarray, cwd: Path) -> tuple[str, list]:

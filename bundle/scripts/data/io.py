@@ -37,13 +37,13 @@ import logging
 import math
 import os
 import struct
-import xml.etree.ElementTree as ET
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import nibabel as nib
 import numpy as np
@@ -165,8 +165,8 @@ def _ome_spacing(tif: tifffile.TiffFile) -> tuple[tuple[float, float, float], st
     if not tif.is_ome or not tif.ome_metadata:
         return None
     try:
-        root = ET.fromstring(tif.ome_metadata)
-    except ET.ParseError:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except ElementTree.ParseError:
         return None  # unreadable OME-XML: fall back to the ImageJ/TIFF tags
     pixels = next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
     if pixels is None:
@@ -550,6 +550,8 @@ class _Failed:
     """A read error kept for ``get_data``: LoadImage swallows errors in ``read`` and tries its
     other readers (PIL would then load an RGB TIFF our reader refused), but not in ``get_data``.
     """
+
+    __slots__ = ("error",)
 
     def __init__(self, error: InputError):
         self.error = error

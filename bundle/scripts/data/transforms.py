@@ -137,7 +137,7 @@ class CheckSized(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             size = tuple(d[key].shape[-len(self.min_size) :])
-            if any(s < m for s, m in zip(size, self.min_size)):
+            if any(s < m for s, m in zip(size, self.min_size, strict=False)):
                 raise InputError(
                     _filename(d[key]),
                     f"{self.what} of size {'x'.join(map(str, size))} is smaller than the "

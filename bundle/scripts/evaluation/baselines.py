@@ -16,12 +16,11 @@ same units (nothing is normalised; the evaluation maps intensities itself):
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import fft as sfft
 from scipy import ndimage
 
-from scripts.zsegan.focus import sharpest_index
 from scripts.simulate.optics import OPTICS, defocus_otf
+from scripts.zsegan.focus import sharpest_index
 
 __all__ = ["defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
 
@@ -50,11 +49,7 @@ def sharpest_slice(stack) -> np.ndarray:
 
 
 def edf(
-    stack,
-    laplace_sigma: float = 1.0,
-    energy_sigma: float = 3.0,
-    median_size: int = 9,
-    depth_sigma: float = 2.0,
+    stack, laplace_sigma: float = 1.0, energy_sigma: float = 3.0, median_size: int = 9, depth_sigma: float = 2.0
 ) -> np.ndarray:
     """Extended depth of field: per pixel, the plane of highest local focus, copied to every depth.
 

@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts.evaluation import baselines, measures, report
-from scripts.evaluation.report import INPUT
-from scripts.errors import InputError
-from scripts.zsegan.focus import sharpest_index
-from scripts.zsegan.sections import vertical_split
-from scripts.inference.sliding_window import enhance
 from scripts.data.io import read_stack
 from scripts.data.transforms import RobustNormalised, percentile_range
+from scripts.errors import InputError
+from scripts.evaluation import baselines, measures, report
+from scripts.evaluation.report import INPUT
+from scripts.inference.sliding_window import enhance
+from scripts.zsegan.focus import sharpest_index
+from scripts.zsegan.sections import vertical_split
 
 logger = logging.getLogger("zsegan")
 
@@ -156,7 +156,7 @@ def measure_stack(
             if not sections:
                 continue
             piqe_sections = measures.piqe_many(np.stack([s for _, s in sections]))
-            for (position, section), piqe_value in zip(sections, piqe_sections):
+            for (position, section), piqe_value in zip(sections, piqe_sections, strict=False):
                 add(method, view, position, "gradient", measures.mean_abs_gradient(section))
                 add(method, view, position, "fm", measures.fm(section, settings.fm_threshold))
                 add(method, view, position, "piqe", float(piqe_value))
@@ -287,7 +287,7 @@ def summary_table(aggregates: Sequence[Mapping]) -> str:
             line.append("" if a is None else f"{a['mean']:.3f}±{a['std']:.3f}")
         lines.append(line)
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in lines]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
 
@@ -357,7 +357,7 @@ class Evaluation:
     ):
         names = [INPUT, *models, *baselines]
         if len(set(names)) != len(names):
-            raise ValueError(f"method names must be unique and not '{INPUT}': {names}")
+            raise ValueError(f"method names must be unique and not {INPUT!r}: {names}")
         self.datalist, self.output_dir = list(datalist), Path(output_dir)
         self.models, self.baselines, self.inferer = dict(models), dict(baselines), inferer
         self.settings = settings or Settings()

@@ -84,7 +84,7 @@ def _series(aggregates, method: str, view: str, measure: str) -> tuple[np.ndarra
     )
     if not points:
         return np.empty(0), np.empty(0), np.empty(0)
-    k, mean, std = (np.array(v, dtype=float) for v in zip(*points))
+    k, mean, std = (np.array(v, dtype=float) for v in zip(*points, strict=False))
     return k, mean, std
 
 
@@ -119,7 +119,7 @@ def per_slice_plot(path, aggregates, measures: Sequence[str], vertical: bool = F
     with ``vertical`` the mean over vertical sections (xz, yz) is drawn as a dashed line of the same colour."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(measures), figsize=(5.5 * len(measures) + 2.5, 3.8), dpi=100, squeeze=False)
-    for ax, measure in zip(axes[0], measures):
+    for ax, measure in zip(axes[0], measures, strict=False):
         for i, method in enumerate(_methods(aggregates)):
             k, mean, std = _series(aggregates, method, "xy", measure)
             if not len(k):
@@ -144,7 +144,7 @@ def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edg
     plt = _pyplot()
     centres = (edges[:-1] + edges[1:]) / 2
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), dpi=100, sharey=True)
-    for ax, view, title in zip(axes, ("xy", "vertical"), ("xy slices", "vertical sections (xz, yz)")):
+    for ax, view, title in zip(axes, ("xy", "vertical"), ("xy slices", "vertical sections (xz, yz)"), strict=False):
         for i, (method, h) in enumerate(histograms.items()):
             counts = h[view]
             ax.plot(centres, counts / max(int(counts.sum()), 1), color=f"C{i}", label=method)

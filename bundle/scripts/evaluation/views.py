@@ -55,7 +55,7 @@ def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None
         draw.text((x + 2, 1), title, fill=0)
         x += tile_width + gap
     y = header
-    for name, row in zip(stacks, rows):
+    for name, row in zip(stacks, rows, strict=False):
         canvas.paste(Image.fromarray(row), (label_width, y))
         draw.text((4, y + row.shape[0] // 2), name, fill=0)
         y += row.shape[0] + gap
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m scripts.evaluation.views OUT.png NAME=STACK [NAME=STACK ...] [--depths 0 14 28]`` (from bundle/)."""
     import argparse
 
-    from scripts.errors import install_excepthook
     from scripts.data.io import read_stack
+    from scripts.errors import install_excepthook
 
     install_excepthook()
     parser = argparse.ArgumentParser(description="Orthogonal views of stacks, one labelled row per stack.")

@@ -12,9 +12,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from scripts.errors import InputError
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack, write_stack
 from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError
 
 logger = logging.getLogger("zsegan")
 

@@ -1,13 +1,13 @@
 """Whole-slide enhancement: G_S's sliding window over a stack larger than memory, tile by tile with Dask.
 
-Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``,
-the first dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr
-store). Each xy tile (full depth in z) is one Dask task: it reads its region and the overhang of the
-windows that start in it, runs them by the same in-memory sliding window as ``scripts.inference.sliding_window.enhance``,
-and a second task adds in the windows of the tiles before it that overhang it; then the tile is written
-to an OME-Zarr on its own. Tiles share no input in Dask's graph, so memory is that of the tiles in flight
-(and of the thin overhang sums waiting for the next row), whatever the slide's size. A network that
-compiles (``scripts.inference.sliding_window.Accelerated``, as inference_wholeslide.yaml sets it) is compiled once
+Inputs are read lazily as ZYX dask arrays: OME-Zarr (NGFF: axes and voxel size from ``multiscales``, the first
+dataset), a plain zarr array (taken as ZYX), or a large TIFF/OME-TIFF (tifffile's zarr store). Each xy tile
+(full depth in z) is one Dask task: it reads its region and the overhang of the windows that start in it, runs
+them by the same in-memory sliding window as ``scripts.inference.sliding_window.enhance``, and a second task
+adds in the windows of the tiles before it that overhang it; then the tile is written to an OME-Zarr on its
+own. Tiles share no input in Dask's graph, so memory is that of the tiles in flight (and of the thin overhang
+sums waiting for the next row), whatever the slide's size. A network that compiles
+(``scripts.inference.sliding_window.Accelerated``, as inference_wholeslide.yaml sets it) is compiled once
 before the first tile is read.
 
 Seamless by construction, and each window computed once: the intensity mapping uses the percentiles of
@@ -62,11 +62,11 @@ from monai.utils import ensure_tuple_rep, fall_back_tuple
 from numcodecs import Blosc
 from tqdm import tqdm
 
-from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance
 from scripts.data.atomic import atomic
 from scripts.data.io import READ_ERRORS, cast_to, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
+from scripts.errors import InputError
+from scripts.inference.sliding_window import enhance
 
 logger = logging.getLogger("zsegan")
 
@@ -483,7 +483,9 @@ def enhance_slide(
                 for future in as_completed(client.compute(tasks)):
                     bar.update(future.result())
         else:
-            if hasattr(network, "warm_up") and tasks:  # scripts.inference.sliding_window.Accelerated: compile before the tiles
+            if (
+                hasattr(network, "warm_up") and tasks
+            ):  # scripts.inference.sliding_window.Accelerated: compile before the tiles
                 roi = [n if r is None or r <= 0 else r for r, n in zip(inferer.roi_size, stack.shape, strict=True)]
                 network.to(device).warm_up((inferer.sw_batch_size, 1, *roi), device)
             with _Progress(bar, voxels):

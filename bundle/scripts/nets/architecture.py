@@ -60,7 +60,7 @@ DEFAULTS = {**_defaults(Generator3D, GENERATOR_KEYS), **_defaults(PatchDiscrimin
 def _arguments(keys: dict[str, str], values: tuple) -> dict:
     if len(values) != len(keys):
         raise TypeError(f"expected the {len(keys)} keys {list(keys)} in this order, got {len(values)} values")
-    return {argument: value for argument, value in zip(keys.values(), values, strict=True)}
+    return dict(zip(keys.values(), values, strict=True))
 
 
 def generator_args(*values) -> dict:

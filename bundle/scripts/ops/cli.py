@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.errors import InputError, install_excepthook
 from scripts.data.atomic import write_text_atomic
+from scripts.errors import InputError, install_excepthook
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {

@@ -13,9 +13,9 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.data.atomic import atomic
-from scripts.ops.metrics import sharpness_ratios
-from scripts.nets.networks import unwrap
 from scripts.evaluation.views import comparison_png, sharpness_plot
+from scripts.nets.networks import unwrap
+from scripts.ops.metrics import sharpness_ratios
 from scripts.zsegan.focus import sharpest_index
 
 logger = logging.getLogger("zsegan")

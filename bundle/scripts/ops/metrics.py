@@ -40,7 +40,7 @@ class SharpnessRatio(Metric):
 
     def update(self, output) -> None:
         outputs, inputs = output
-        for out, inp in zip(outputs, inputs):
+        for out, inp in zip(outputs, inputs, strict=False):
             ratios = sharpness_ratios(out.detach().cpu(), inp.detach().cpu(), self.sections)
             self._sum += float(ratios.sum())
             self._count += ratios.numel()

@@ -16,8 +16,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from scripts.errors import InputError
 from scripts.data.atomic import atomic
+from scripts.errors import InputError
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle

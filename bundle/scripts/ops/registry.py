@@ -41,10 +41,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from monai.inferers import SlidingWindowInferer
 
+from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, load_weights
 from scripts.nets.networks import Generator3D, unwrap
-from scripts.data.transforms import RobustNormalised
 
 logger = logging.getLogger("zsegan")
 
@@ -89,13 +89,13 @@ def _tracking(uri: str, timeout: int | None = None) -> Iterator[mlflow.MlflowCli
     if timeout is not None:
         os.environ.update({**QUICK_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))})
     fluent = mlflow.get_tracking_uri(), mlflow.get_registry_uri()  # differ from uri if set by mlflow.set_*_uri
-    for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent):
+    for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent, strict=False):
         if previous != uri:
             setter(uri)
     try:
         yield mlflow.MlflowClient(uri, uri)
     finally:
-        for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent):
+        for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent, strict=False):
             if previous != uri:
                 setter(previous)
         for name, value in saved.items():
@@ -235,13 +235,13 @@ def register_generator(
     with _tracking(tracking_uri) as client:
         new = mlflow.register_model(model_uri, name, tags=tags)
         scored = f"{score_name} {score:.6g}" if score is not None else f"no {score_name}"
-        logger.info(f"registered G_S as model '{name}' version {new.version} ({scored}) in {tracking_uri}")
+        logger.info(f"registered G_S as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
         if not alias:
             return new
         holder = _alias_holder(client, name, alias)
         held = None if holder is None else holder.tags.get(score_name)
         if holder is None:
-            move, why = True, f"alias '{alias}' had no holder"
+            move, why = True, f"alias {alias!r} had no holder"
         elif score is None:
             move, why = False, f"version {new.version} has no {score_name} to compare"
         elif held is None:
@@ -252,9 +252,9 @@ def register_generator(
             why = f"{score_name} {score:.6g} {relation} version {holder.version}'s {float(held):.6g}"
         if move:
             client.set_registered_model_alias(name, alias, new.version)
-            logger.info(f"alias '{alias}' of model '{name}' moved to version {new.version}: {why}")
+            logger.info(f"alias {alias!r} of model {name!r} moved to version {new.version}: {why}")
         else:
-            logger.info(f"alias '{alias}' of model '{name}' stays on version {holder.version}: {why}")
+            logger.info(f"alias {alias!r} of model {name!r} stays on version {holder.version}: {why}")
         return new
 
 
@@ -365,7 +365,7 @@ class RegisterGenerator:
                 client.set_terminated(run_id, "FAILED")
         except Exception:  # noqa: BLE001 - the store may be the problem; the message below matters more
             pass
-        registered = f" and registered as '{self.registered_model_name}'" if self.registered_model_name else ""
+        registered = f" and registered as {self.registered_model_name!r}" if self.registered_model_name else ""
         cause = _first_line(error).rstrip(".")
         raise InputError(
             None,
@@ -389,16 +389,17 @@ def _model_version(client: mlflow.MlflowClient, model_uri: str, tracking_uri: st
     except MlflowException as e:
         known = sorted(m.name for m in client.search_registered_models(max_results=20))
         raise InputError(
-            model_uri, f"no registered model '{name}' in {tracking_uri} (registered: {', '.join(known) or 'none'})"
+            model_uri, f"no registered model {name!r} in {tracking_uri} (registered: {', '.join(known) or 'none'})"
         ) from e
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as e:
         aliases = client.get_registered_model(name).aliases
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        what = f"no alias '{alias}'" if alias else f"no version {number}"
+        query = f"name='{name}'"  # noqa: B907 (an MLflow filter string)
+        versions = sorted(int(v.version) for v in client.search_model_versions(query))
+        what = f"no alias {alias!r}" if alias else f"no version {number}"
         aliases_text = ", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"
-        raise InputError(model_uri, f"model '{name}' has {what} (versions: {versions}; aliases: {aliases_text})") from e
+        raise InputError(model_uri, f"model {name!r} has {what} (versions: {versions}; aliases: {aliases_text})") from e
 
 
 def load_generator(
@@ -439,7 +440,7 @@ def load_generator(
                 network = load_weights(network_def, weights, device)
             except InputError as e:
                 raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
-    logger.info(f"G_S weights from {model_uri} (model '{found.name}' version {found.version}, {uri})")
+    logger.info(f"G_S weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
     return network
 
 

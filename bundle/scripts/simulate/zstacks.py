@@ -76,13 +76,7 @@ from scipy import ndimage, signal
 
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
-__all__ = [
-    "DEFAULTS",
-    "ensure_dataset",
-    "simulate_dataset",
-    "simulate_infocus",
-    "simulate_stack",
-]
+__all__ = ["DEFAULTS", "ensure_dataset", "simulate_dataset", "simulate_infocus", "simulate_stack"]
 
 logger = logging.getLogger("zsegan")
 
@@ -389,7 +383,7 @@ class _Specimen:
                 nuc = np.clip((rn - np.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)) * 2.0 + 0.5, 0.0, 1.0)
                 dnl = np.sqrt((v[0] - o[0]) ** 2 + (v[1] - o[1]) ** 2 + (v[2] - o[2]) ** 2)
                 nucleolus = np.clip((rnl - dnl) * 2.5 + 0.5, 0.0, 1.0)
-                local = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(sub, box))
+                local = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(sub, box, strict=False))
                 value[local] = value[local] * (1.0 - pale * nuc) + (p["nucleolus_absorbance"] * h) * nucleolus
         block = self.vol[box]
         block *= 1.0 - mask

@@ -109,9 +109,11 @@ def _reference_cycle_values() -> list[float]:
     """s[z] = g(0.46, 0.05 z) up to the centre, round(g(0.45, 0.05 (28 - z)) - 0.01 (z - 14), 2) after."""
     last, centre = _REFERENCE_DEPTH - 1, (_REFERENCE_DEPTH - 1) // 2
     return [
-        _gaussian_table_value(0.46, 0.05 * z)
-        if z <= centre
-        else round(_gaussian_table_value(0.45, 0.05 * (last - z)) - 0.01 * (z - centre), 2)
+        (
+            _gaussian_table_value(0.46, 0.05 * z)
+            if z <= centre
+            else round(_gaussian_table_value(0.45, 0.05 * (last - z)) - 0.01 * (z - centre), 2)
+        )
         for z in range(_REFERENCE_DEPTH)
     ]
 
@@ -137,10 +139,7 @@ def reference_cycle_weights(depth: int = _REFERENCE_DEPTH) -> torch.Tensor:
     return torch.tensor(_reference_cycle_values(), dtype=torch.float32)
 
 
-ALPHA_RANGE: tuple[float, float] = (
-    round(min(_reference_alpha_values()), 2),
-    round(max(_reference_alpha_values()), 2),
-)
+ALPHA_RANGE: tuple[float, float] = (round(min(_reference_alpha_values()), 2), round(max(_reference_alpha_values()), 2))
 """(at_focus, at_blur) for the dynamic alpha: the reference alpha table's min and max (1.0, 1.67)."""
 
 CYCLE_WEIGHT_RANGE: tuple[float, float] = (

@@ -14,12 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "AdversarialCriterion",
-    "anisotropic_adversarial_loss",
-    "weighted_cycle_loss",
-    "weighted_identity_loss",
-]
+__all__ = ["AdversarialCriterion", "anisotropic_adversarial_loss", "weighted_cycle_loss", "weighted_identity_loss"]
 
 _MODES = ("lsgan", "bce")
 

@@ -29,11 +29,7 @@ def _check_volume(volume: torch.Tensor) -> None:
 
 
 def sample_depths(
-    batch: int,
-    depth: int,
-    n: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
+    batch: int, depth: int, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """(batch, n) long tensor: for each stack, n distinct indices in [0, depth), in random order."""
     if not 0 <= n <= depth:
