@@ -1,4 +1,7 @@
-"""Shared test set-up: the bundle's ``scripts`` package is imported from ``bundle/``."""
+"""Shared test set-up: the bundle's ``scripts`` package is imported from ``bundle/``.
+
+The tests mirror ``bundle/scripts`` (tests/data, tests/zsegan, ...; every file name unique); end-to-end runs
+of each config and other slow tests are marked ``slow`` (``pytest -m "not slow"`` is the quick lane)."""
 
 import sys
 from pathlib import Path
@@ -7,9 +10,11 @@ import pytest
 import torch
 from monai.utils import set_determinism
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-if str(BUNDLE) not in sys.path:
-    sys.path.insert(0, str(BUNDLE))
+TESTS = Path(__file__).resolve().parent
+BUNDLE = TESTS.parent / "bundle"
+for folder in (TESTS, BUNDLE):  # tests/: shared helpers (test_workflows) for the tests in sub-folders
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.simulate import simulate_dataset
+from scripts.simulate.zstacks import simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "--g_channels 4 --g_residual_blocks 1 --d_channels 8 --n_horizontal 2 --n_vertical 2 --log_interval 1"

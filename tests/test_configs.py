@@ -7,7 +7,8 @@ from monai.bundle import ConfigParser
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 SHARED = [
-    "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "network_def",
+    "architecture", "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode",
+    "g_upsampling", "g_residual", "generator_args", "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "bundle_root",
     "dataset_dir",
 ]  # fmt: skip
@@ -50,5 +51,5 @@ def test_network_def_builds_the_generator():
 def test_scripts_package_imports_its_modules_on_first_use():
     import scripts
 
-    assert scripts.focus.ALPHA_RANGE == (1.0, 1.67)  # what configs use as @scripts.focus.ALPHA_RANGE
+    assert scripts.zsegan.focus.ALPHA_RANGE == (1.0, 1.67)  # what configs use as @scripts.zsegan.focus.ALPHA_RANGE
     assert not hasattr(scripts, "no_such_module")

@@ -13,9 +13,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from scripts.networks import Generator3D
-from scripts.simulate import simulate_dataset
-from scripts.trainer import _cycle
+from scripts.nets.networks import Generator3D
+from scripts.simulate.zstacks import simulate_dataset
+from scripts.zsegan.trainer import _cycle
+
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
@@ -28,7 +30,7 @@ TINY_TRAIN = [
 PROBE = """\
 networks: {g_s: "@network", g_b: "@g_b", d_s: "@d_s", d_b: "@d_b"}
 finalize:
-  - "$torch.save({k: @scripts.networks.unwrap(v).state_dict() for k, v in @networks.items()},
+  - "$torch.save({k: @scripts.nets.networks.unwrap(v).state_dict() for k, v in @networks.items()},
     @output_dir + '/networks_rank' + str(dist.get_rank()) + '.pt')"
   - "$dist.is_initialized() and dist.destroy_process_group()"
 """

@@ -15,9 +15,11 @@ import pytest
 import tifffile
 import torch
 
-from scripts.io import read_stack, write_stack
-from scripts.networks import Generator3D
-from scripts.simulate import simulate_dataset
+from scripts.data.io import read_stack, write_stack
+from scripts.nets.networks import Generator3D
+from scripts.simulate.zstacks import simulate_dataset
+
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
@@ -95,7 +97,19 @@ def test_training_is_tracked_in_mlflow(trained):
     experiment = client.get_experiment_by_name("zsegan")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
-    for key in ("loss_G", "loss_D_S", "loss_D_B", "loss_cycle", "lr_G", "val_sharpness", "val_sharpness_vertical", "val_score", "val_ssim_coarse_worst", "val_ssim_focus", "val_cycle_probe"):
+    for key in (
+        "loss_G",
+        "loss_D_S",
+        "loss_D_B",
+        "loss_cycle",
+        "lr_G",
+        "val_sharpness",
+        "val_sharpness_vertical",
+        "val_score",
+        "val_ssim_coarse_worst",
+        "val_ssim_focus",
+        "val_cycle_probe",
+    ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "loss_G")) == 4  # every iteration at log_interval 1
     assert run.data.params["crop_size"] == "32" and run.data.params["p"] == "2.0"

@@ -27,11 +27,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from scripts.data.io import read_stack
 from scripts.errors import InputError
-from scripts.io import read_stack
-from scripts.networks import Generator3D
-from scripts.pack import CONTENT, pack
-from scripts.simulate import simulate_dataset
+from scripts.nets.networks import Generator3D
+from scripts.ops.pack import CONTENT, pack
+from scripts.simulate.zstacks import simulate_dataset
+
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
@@ -202,7 +204,7 @@ def archive(tmp_path_factory) -> Path:
     """The archive made by the documented command, run in the bundle folder."""
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.pack", "--output_dir", str(out)], cwd=BUNDLE, capture_output=True, text=True
+        [sys.executable, "-m", "scripts.ops.pack", "--output_dir", str(out)], cwd=BUNDLE, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip())
@@ -226,7 +228,7 @@ def test_pack_writes_the_zoo_archive(archive, tmp_path):
     assert {n.split("/")[0] for n in names} == {"zsegan"}
     assert {n.split("/")[1] for n in names} == set(CONTENT)
     assert {"zsegan/configs/metadata.json", "zsegan/models/model.pt", "zsegan/LICENSE"} <= set(names)
-    assert "zsegan/scripts/pack.py" in names and "zsegan/docs/README.md" in names
+    assert "zsegan/scripts/ops/pack.py" in names and "zsegan/docs/README.md" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/." in n]
     # bundle/data (the simulated set) and bundle/runs may exist in the repository: never packed
     assert not any(n.startswith(("zsegan/data/", "zsegan/runs/")) for n in names)

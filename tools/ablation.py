@@ -36,12 +36,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", {}),
     "knobs": ("p 0.35, 3-layer discriminators, identity loss 10", {"p": 0.35, "d_layers": 3, "lambda_identity": 10}),
 }
-VARIANTS["knobs_optical"] = ("knobs + optical G_B (learnable defocus blur)", {**VARIANTS["knobs"][1], "g_b_kind": "optical"})
+VARIANTS["knobs_optical"] = (
+    "knobs + optical G_B (learnable defocus blur)",
+    {**VARIANTS["knobs"][1], "g_b_kind": "optical"},
+)
 VARIANTS["residual"] = (
     "knobs + residual G_S (identity at start, no tanh) + sub-pixel upsampling",
     {**VARIANTS["knobs"][1], "g_residual": True, "g_upsampling": "pixelshuffle"},
 )
-VARIANTS["optical"] = ("residual + optical G_B (learnable defocus blur)", {**VARIANTS["residual"][1], "g_b_kind": "optical"})
+VARIANTS["optical"] = (
+    "residual + optical G_B (learnable defocus blur)",
+    {**VARIANTS["residual"][1], "g_b_kind": "optical"},
+)
 VARIANTS["optical_lowpass"] = (
     "optical + low-pass fidelity loss 10 (sigma 3 px)",
     {**VARIANTS["optical"][1], "lambda_lowpass": 10},
@@ -111,18 +117,16 @@ def evaluate(name: str, args, window: int | None = None) -> None:
     settings = {"dataset_dir": args.data, "output_dir": out, "seed": args.seed, "n_views": 1, "num_workers": args.jobs}
     if name == REFERENCE:
         settings["models"] = "{}"
-        settings["baselines"] = (
-            "{'sharpest_slice': '$@scripts.baselines.sharpest_slice', "
-            "'unrelated': \"$@scripts.baselines.Unrelated(@scripts.data.datalist(@dataset, 'stacks'))\"}"
+        chance = "$@scripts.evaluation.baselines.Unrelated(@scripts.data.datalist.datalist(@dataset, 'stacks'))"
+        settings["baselines"] = repr(
+            {"sharpest_slice": "$@scripts.evaluation.baselines.sharpest_slice", "unrelated": chance}
         )
     else:
-        variant = VARIANTS[name][1]
-        settings["models"] = f"{{'{name}': '{args.out / name / 'model.pt'}'}}"
+        settings["models"] = repr({out.name: str(args.out / name / "model.pt")})
         settings["baselines"] = "{}"
-        settings.update({k: v for k, v in variant.items() if k in ARCHITECTURE})
+        settings.update({k: v for k, v in VARIANTS[name][1].items() if k in ARCHITECTURE})
     if window is not None:
         settings["sw_roi_size"] = [-1, window, window]
-        settings["models"] = settings["models"].replace(f"'{name}'", f"'{name}-w{window}'", 1)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{out.name}: evaluating", flush=True)
     _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
@@ -163,8 +167,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
     parser.add_argument("--threads", type=int, default=1, help="threads per training")
-    parser.add_argument("--window_variants", nargs="*", default=[], choices=list(VARIANTS), metavar="VARIANT",
-                        help="variants also evaluated with --window-sized sliding windows (e.g. the training crops)")
+    parser.add_argument(
+        "--window_variants",
+        nargs="*",
+        default=[],
+        choices=list(VARIANTS),
+        metavar="VARIANT",
+        help="variants also evaluated with --window-sized sliding windows (e.g. the training crops)",
+    )
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--view_stack", help="the stack drawn for every variant (default: the first held-out)")
     parser.add_argument("--depths", type=int, nargs="+", default=None, help="its xy sections shown")
@@ -189,7 +199,7 @@ def main(argv=None) -> None:
         write_table(args.out, [REFERENCE] + args.variants + windowed, VARIANTS, seconds_per_iteration)
         reference = json.loads((args.out / "eval" / REFERENCE / "metrics.json").read_text())
         stack = args.view_stack or reference["stacks"][0]
-        pairs = dict(zip(args.override_eval[::2], args.override_eval[1::2]))
+        pairs = dict(zip(args.override_eval[::2], args.override_eval[1::2], strict=True))
         extra = {k.lstrip("-"): _literal(v) for k, v in pairs.items() if k.lstrip("-") in ARCHITECTURE}
         print(write_views(args.out, args.variants, VARIANTS, ARCHITECTURE, stack, args.depths, extra))
 

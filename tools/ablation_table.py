@@ -80,7 +80,9 @@ def write_table(out: Path, names: list[str], variants: Mapping, seconds_per_iter
             base, _, window = name.partition("-w")  # "<variant>-w<window>": evaluated with other windows
             log = out / base / "train.log"
             row["seconds_per_iteration"] = seconds_per_iteration(log) if log.exists() else None
-            row["what"] = (variants[base][0] if base in variants else "") + (f" ({window} px windows)" if window else "")
+            row["what"] = (variants[base][0] if base in variants else "") + (
+                f" ({window} px windows)" if window else ""
+            )
             rows.append(row)
     (out / "table.json").write_text(json.dumps({"rows": rows, "targets": TARGETS}, indent=1))
     lines = [
@@ -139,12 +141,12 @@ def write_views(
     from monai.bundle import ConfigParser
     from monai.inferers import SlidingWindowInferer
 
-    from scripts.baselines import sharpest_slice
-    from scripts.inference import enhance
-    from scripts.io import read_stack
-    from scripts.registry import load_generator
-    from scripts.transforms import RobustNormalised
-    from scripts.views import comparison_png
+    from scripts.data.io import read_stack
+    from scripts.data.transforms import RobustNormalised
+    from scripts.evaluation.baselines import sharpest_slice
+    from scripts.evaluation.views import comparison_png
+    from scripts.inference.sliding_window import enhance
+    from scripts.ops.registry import load_generator
 
     x = read_stack(stack_path)[0].astype(np.float32)
     stacks = {"input": x, "sharpest slice": sharpest_slice(x)}

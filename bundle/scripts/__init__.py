@@ -11,13 +11,20 @@ discriminators, ``p`` weighs vertical sections, ``alpha`` is the per-slice focal
 """
 
 
-def __getattr__(name: str):
-    """``scripts.<module>`` imports the module on first use, so configs can say ``@scripts.data.datalist``."""
+def lazy_submodules(package: str):
+    """A module ``__getattr__`` for ``package`` that imports ``package.<name>`` on first use, so that configs
+    can say ``@scripts.zsegan.trainer.linear_decay`` without importing every module up front."""
     import importlib
 
-    try:
-        return importlib.import_module(f"scripts.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"scripts.{name}":
-            raise  # a module of ours that failed to import something else
-        raise AttributeError(f"module 'scripts' has no attribute or module {name!r}") from None
+    def __getattr__(name: str):
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.{name}":
+                raise  # a module of ours that failed to import something else
+            raise AttributeError(f"module {package!r} has no attribute or module {name!r}") from None
+
+    return __getattr__
+
+
+__getattr__ = lazy_submodules(__name__)

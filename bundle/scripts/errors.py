@@ -9,7 +9,7 @@ import sys
 class InputError(ValueError):
     """Bad input: names the file (or config key) and says what is wrong with it."""
 
-    def __init__(self, path: str | os.PathLike | None, problem: str):
+    def __init__(self, path: str | os.PathLike | None, problem: str):  # noqa: B042 (pickled by __reduce__)
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")

@@ -1,0 +1,73 @@
+"""The networks' architectures as config keys: one source for training, inference, evaluation and registration.
+
+Every constructor option of the generators (G_S, G_B: :class:`~scripts.nets.networks.Generator3D`) and of
+the discriminators (D_S, D_B: :class:`~scripts.nets.networks.PatchDiscriminator2D`) is a config key, and
+its default is the constructor's own default (:data:`DEFAULTS`, read from the signatures, so nothing
+is written twice). Each workflow config (train, inference, evaluate) declares the keys from
+:data:`DEFAULTS`, so ``--g_channels 8`` overrides them on the command line, and builds its networks
+from :func:`generator_args` / :func:`discriminator_args`; train.yaml's ``train#register#network_args``
+(what the registered MLflow model rebuilds G_S from) is the same ``generator_args``.
+
+========================  ======================  =====================================================
+key                       constructor argument    meaning
+========================  ======================  =====================================================
+``g_channels``            ``channels``            channels after the first convolution
+``g_downsamplings``       ``n_downsampling``      stride-2 downsamplings (each doubles the channels)
+``g_residual_blocks``     ``n_residual_blocks``   residual blocks at the lowest resolution
+``g_first_kernel``        ``first_kernel_size``   kernel of the first and the last convolution
+``g_norm``                ``norm``                "instance", "batch" or "none"
+``g_padding_mode``        ``padding_mode``        "replicate" or "zeros"
+``g_upsampling``          ``upsampling``          "transpose", "transpose4", "resize" or "pixelshuffle"
+``g_residual``            ``residual``            output = input + correction (no tanh)
+``d_channels``            ``channels``            channels of the discriminator's first layer
+``d_layers``              ``n_layers``            stride-2 layers (inputs need sides >= 2**d_layers)
+``d_norm``                ``norm``                "instance", "batch" or "none"
+========================  ======================  =====================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D
+
+__all__ = ["DEFAULTS", "DISCRIMINATOR_KEYS", "GENERATOR_KEYS", "discriminator_args", "generator_args"]
+
+#: config key -> Generator3D argument, in the order :func:`generator_args` takes them
+GENERATOR_KEYS = {
+    "g_channels": "channels",
+    "g_downsamplings": "n_downsampling",
+    "g_residual_blocks": "n_residual_blocks",
+    "g_first_kernel": "first_kernel_size",
+    "g_norm": "norm",
+    "g_padding_mode": "padding_mode",
+    "g_upsampling": "upsampling",
+    "g_residual": "residual",
+}
+#: config key -> PatchDiscriminator2D argument, in the order :func:`discriminator_args` takes them
+DISCRIMINATOR_KEYS = {"d_channels": "channels", "d_layers": "n_layers", "d_norm": "norm"}
+
+
+def _defaults(cls: type, keys: dict[str, str]) -> dict:
+    parameters = inspect.signature(cls).parameters
+    return {key: parameters[argument].default for key, argument in keys.items()}
+
+
+#: every architecture key with its default (the constructors' defaults)
+DEFAULTS = {**_defaults(Generator3D, GENERATOR_KEYS), **_defaults(PatchDiscriminator2D, DISCRIMINATOR_KEYS)}
+
+
+def _arguments(keys: dict[str, str], values: tuple) -> dict:
+    if len(values) != len(keys):
+        raise TypeError(f"expected the {len(keys)} keys {list(keys)} in this order, got {len(values)} values")
+    return dict(zip(keys.values(), values, strict=True))
+
+
+def generator_args(*values) -> dict:
+    """Generator3D's keyword arguments from the values of :data:`GENERATOR_KEYS`, in that order."""
+    return _arguments(GENERATOR_KEYS, values)
+
+
+def discriminator_args(*values) -> dict:
+    """PatchDiscriminator2D's keyword arguments from the values of :data:`DISCRIMINATOR_KEYS`, in that order."""
+    return _arguments(DISCRIMINATOR_KEYS, values)

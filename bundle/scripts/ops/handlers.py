@@ -1,0 +1,166 @@
+"""Ignite handlers MONAI lacks: atomic resumable checkpoints, G_S export, validation pictures to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.handlers import CheckpointLoader, MLFlowHandler
+
+from scripts.data.atomic import atomic
+from scripts.evaluation.views import comparison_png, sharpness_plot
+from scripts.nets.networks import unwrap
+from scripts.ops.metrics import sharpness_ratios
+from scripts.zsegan.focus import sharpest_index
+
+logger = logging.getLogger("zsegan")
+
+
+def latest_checkpoint(save_dir: str | Path, prefix: str = "state") -> Path | None:
+    """The checkpoint of the highest iteration in ``save_dir``, or None."""
+    found = []
+    for path in Path(save_dir).glob(f"{prefix}_*.pt"):
+        match = re.search(r"_(\d+)\.pt$", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class ResumableCheckpoint:
+    """Full-state checkpoints every ``interval`` iterations and at the end; resumes from the latest.
+
+    ``save_dict`` names everything to save (networks, optimisers, schedulers, the trainer, whose state
+    includes the image pools). Files are written atomically (temporary file, then rename), so an
+    interruption never leaves a truncated checkpoint. When ``save_dir`` already holds checkpoints at
+    start, training resumes from the latest one.
+    Under DDP (several processes), only rank 0 writes (ignite's ``DiskSaver``), networks without their
+    DDP wrapper; every process resumes from the same file.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, interval: int = 100, n_saved: int = 2, resume: bool = True):
+        self.save_dir, self.save_dict, self.interval = str(save_dir), dict(save_dict), interval
+        self.n_saved, self.resume = n_saved, resume
+        self.checkpoint: Checkpoint | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Save ``save_dict`` plus the engine itself; load the latest checkpoint when the engine starts."""
+        to_save = {**self.save_dict, "trainer": engine}
+        self.checkpoint = Checkpoint(
+            to_save,
+            DiskSaver(self.save_dir, atomic=True, require_empty=False),
+            filename_prefix="state",
+            n_saved=self.n_saved,
+            global_step_transform=lambda engine, _: engine.state.iteration,
+            include_self=True,
+        )
+        latest = latest_checkpoint(self.save_dir) if self.resume else None
+        if latest is not None:
+            logger.info(f"resuming from {latest}")
+            load_dict = {**to_save, "checkpointer": self.checkpoint}
+            device = getattr(engine.state, "device", None) or "cpu"  # MONAI workflows set it; plain engines may not
+            CheckpointLoader(str(latest), load_dict, map_location=str(device)).attach(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval) | Events.COMPLETED, self._save)
+
+    def _save(self, engine: Engine) -> None:
+        if self.checkpoint.last_checkpoint is None or not str(self.checkpoint.last_checkpoint).endswith(
+            f"_{engine.state.iteration}.pt"
+        ):
+            self.checkpoint(engine)
+
+
+class ResumableMLFlowHandler(MLFlowHandler):
+    """MONAI's MLFlowHandler, for runs that may be resumed with changed settings.
+
+    A resumed training continues its MLflow run, where a parameter cannot change value (MLflow
+    refuses). Parameters already logged are kept as first logged; the executed config logged as an
+    artifact at the end (``config.yaml``) records the settings of the latest start.
+    """
+
+    def _log_params(self, params: dict) -> None:
+        params = dict(params)
+        self._delete_exist_param_in_dict(params)
+        if params:
+            super()._log_params(params)
+
+
+def save_state_dict_atomic(module: torch.nn.Module, path: str | Path) -> Path:
+    """``torch.save`` a module's plain state_dict (on CPU; out of any DDP wrapper, so without a ``module.``
+    prefix) beside ``path``, then rename into place."""
+    with atomic(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}, tmp)
+    return Path(path)
+
+
+class ExportGenerator:
+    """At the end of training, write G_S's plain state_dict to ``path`` (the bundle's models/model.pt)."""
+
+    def __init__(self, network: torch.nn.Module, path: str):
+        self.network, self.path = network, path
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        logger.info(f"G_S weights written to {save_state_dict_atomic(self.network, self.path)}")
+
+
+class ValidationArtifacts:
+    """After each validation: pictures of what G_S does, written and logged to MLflow.
+
+    - ``views/epoch_NNNN.png``: orthogonal views of the first validation stack, input beside G_S(x)
+      (xy at the top, the sharpest and the bottom slice; central xz and yz);
+    - ``sharpness/epoch_NNNN.csv`` and ``.png``: the per-slice sharpness of the input and of G_S(x),
+      relative to the input's sharpest slice (``metrics.sharpness_ratios``), averaged over the
+      validation stacks (stacks of another depth than the first are left out).
+
+    Files go under ``output_dir``; when ``mlflow_handler`` (MONAI's MLFlowHandler of the run) is
+    given, they are logged to its MLflow run too.
+    """
+
+    def __init__(self, output_dir: str, mlflow_handler=None):
+        self.output_dir, self.mlflow_handler = Path(output_dir), mlflow_handler
+        self._first: dict | None = None
+        self._ratios: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._keep)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self._first, self._ratios = None, []
+
+    def _keep(self, engine: Engine) -> None:
+        output = engine.state.output
+        for item in output if isinstance(output, list) else [output]:
+            image, pred = (torch.as_tensor(item[k]).detach().cpu().float() for k in ("image", "pred"))
+            if self._first is None:
+                self._first = {"image": image[0].numpy(), "pred": pred[0].numpy()}
+            self._ratios.append((sharpness_ratios(image, image).numpy(), sharpness_ratios(pred, image).numpy()))
+
+    def _write(self, engine: Engine) -> None:
+        if self._first is None:
+            return
+        name = f"epoch_{engine.state.epoch:04d}"
+        stack = self._first["image"]
+        sharpest = sharpest_index(stack)
+        views = self.output_dir / "views" / f"{name}.png"
+        comparison_png(views, {"input x": stack, "G_S(x)": self._first["pred"]}, sorted({0, sharpest, len(stack) - 1}))
+        depth = len(self._ratios[0][0])
+        same = [r for r in self._ratios if len(r[0]) == depth]
+        x_ratio, y_ratio = (np.mean([r[i] for r in same], axis=0) for i in (0, 1))
+        table = self.output_dir / "sharpness" / f"{name}.csv"
+        table.parent.mkdir(parents=True, exist_ok=True)
+        rows = np.column_stack([np.arange(depth), x_ratio, y_ratio])
+        np.savetxt(table, rows, delimiter=",", fmt=["%d", "%.5f", "%.5f"], header="z,input_x,G_S_x", comments="")
+        plot = table.with_suffix(".png")
+        sharpness_plot(plot, x_ratio, y_ratio, f"per-slice sharpness, mean of {len(same)} validation stack(s), {name}")
+        handler = self.mlflow_handler
+        if handler is not None and handler.cur_run is not None:
+            for path, folder in ((views, "views"), (table, "sharpness"), (plot, "sharpness")):
+                handler.client.log_artifact(handler.cur_run.info.run_id, str(path), folder)

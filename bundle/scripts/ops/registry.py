@@ -1,0 +1,456 @@
+"""G_S in MLflow: the tracking-store check, G_S as an MLflow model, the model registry, loading back.
+
+- ``check_tracking``: before training starts, the tracking store must answer (one short request, no
+  retries), or training falls back to the local store when ``tracking_fallback`` is ``local``.
+- ``ZStackEnhancer``: G_S as an MLflow ``pyfunc`` model of the whole enhancement: a ZYX float32 stack
+  in its own intensity units in, the enhanced stack (same shape, same units) out. It normalises the
+  stack (``transforms.RobustNormalised``), runs G_S by MONAI's sliding window and maps the result back.
+  Its artifacts are G_S's state_dict and its settings (JSON); its code is the bundle's ``scripts``
+  package, so it loads anywhere MLflow, torch and MONAI are installed, without the bundle.
+- ``RegisterGenerator``: after training, logs that model in the training's MLflow run, registers it as
+  a new version of ``registered_model_name`` (tagged with its validation score) and moves
+  ``model_alias`` to the new version only if its score beats the holder's.
+- ``load_generator``: G_S from a weights file or from a registered model, ``models:/<name>@<alias>``
+  or ``models:/<name>/<version>``, for inference and evaluation.
+
+The tracking store is ``MLFLOW_TRACKING_URI`` when that is set, else the config's ``tracking_uri``:
+the precedence of MONAI's ``MLFlowHandler``, so that every MLflow user of a process agrees.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import NoReturn
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from monai.inferers import SlidingWindowInferer
+
+from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError
+from scripts.inference.sliding_window import enhance, load_weights
+from scripts.nets.networks import Generator3D, unwrap
+
+logger = logging.getLogger("zsegan")
+
+WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
+MODEL_NAME = "model"  # the logged model's name in its run
+# any Z, Y, X: the spatial sizes are dynamic
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
+    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
+)
+# what importing scripts.ops.registry needs (the logged model's environment)
+REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "nibabel", "tifffile", "pillow")
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+# ----------------------------------------------------------------------------- the tracking store
+
+
+def tracking_uri_in_use(tracking_uri: str | None) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else ``tracking_uri`` (the precedence of MONAI's MLFlowHandler)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
+    if not uri:
+        raise InputError(None, "no MLflow tracking store: set --tracking_uri or MLFLOW_TRACKING_URI")
+    return str(uri)
+
+
+@contextmanager
+def _tracking(uri: str, timeout: int | None = None) -> Iterator[mlflow.MlflowClient]:
+    """A client of ``uri``, with MLflow's fluent API on ``uri`` too, for the block (restored after).
+
+    With ``timeout`` (seconds), HTTP requests in the block are tried once and wait at most that long.
+    """
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HTTP_REQUEST_TIMEOUT", *QUICK_HTTP)
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
+    if timeout is not None:
+        os.environ.update({**QUICK_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))})
+    fluent = mlflow.get_tracking_uri(), mlflow.get_registry_uri()  # differ from uri if set by mlflow.set_*_uri
+    for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent, strict=False):
+        if previous != uri:
+            setter(uri)
+    try:
+        yield mlflow.MlflowClient(uri, uri)
+    finally:
+        for setter, previous in zip((mlflow.set_tracking_uri, mlflow.set_registry_uri), fluent, strict=False):
+            if previous != uri:
+                setter(previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def unreachable(uri: str, timeout: int = 5) -> str | None:
+    """None when the tracking server at ``uri`` answers, else why not. Local stores (SQLite) always answer."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with _tracking(uri, timeout) as client:
+            client.search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure means the store cannot be used
+        text = str(e)
+        if "timed out" in text.lower():
+            return f"no answer within {timeout} s"
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # e.g. "[Errno 111] Connection refused"
+        return errno[0] if errno else _first_line(e)
+    return None
+
+
+def check_tracking(tracking_uri: str | None, fallback: str = "fail", local_uri: str | None = None) -> str:
+    """The tracking store training will use, checked before training starts; returns its URI.
+
+    When the server cannot be reached, raise InputError naming it (``fallback="fail"``), or with
+    ``fallback="local"`` say so and track in ``local_uri`` instead: ``MLFLOW_TRACKING_URI`` is set to
+    it for this process, which every MLflow handler (MONAI's too) follows.
+    """
+    if fallback not in ("fail", "local"):
+        raise InputError(None, f"--tracking_fallback must be 'fail' or 'local', got {fallback!r}")
+    uri = tracking_uri_in_use(tracking_uri)
+    problem = unreachable(uri)
+    if problem is None:
+        logger.info(f"MLflow tracking store: {uri}")
+        return uri
+    if fallback == "fail" or not local_uri:
+        raise InputError(
+            uri,
+            f"the MLflow tracking server cannot be reached ({problem}). Start it or correct --tracking_uri "
+            "(or MLFLOW_TRACKING_URI); or pass --tracking_fallback local to track in the local store instead",
+        )
+    logger.warning(
+        f"the MLflow tracking server {uri} cannot be reached ({problem}): tracking in the local store "
+        f"{local_uri} instead (tracking_fallback: local)"
+    )
+    os.environ["MLFLOW_TRACKING_URI"] = local_uri
+    return local_uri
+
+
+# ----------------------------------------------------------------------------- the logged model
+
+
+class ZStackEnhancer(mlflow.pyfunc.PythonModel):
+    """G_S as an MLflow pyfunc model: ``predict(stack)`` enhances a z-stack, any size, in its own units.
+
+    Artifacts: ``generator.pt`` (G_S's plain state_dict) and ``settings.json``: ``network_args``
+    (``networks.Generator3D``'s arguments), ``intensity_lower``/``intensity_upper`` (percentiles
+    mapped to -1/1 per stack) and the sliding window's ``sw_roi_size``, ``sw_batch_size``,
+    ``sw_overlap``, ``sw_mode`` (as in inference.yaml). Runs on CUDA when available.
+    """
+
+    def load_context(self, context) -> None:
+        settings = json.loads(Path(context.artifacts[SETTINGS]).read_text())
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.network = load_weights(Generator3D(**settings["network_args"]), context.artifacts[WEIGHTS], self.device)
+        self.normalise = RobustNormalised("image", settings["intensity_lower"], settings["intensity_upper"])
+        self.inferer = SlidingWindowInferer(
+            settings["sw_roi_size"], settings["sw_batch_size"], settings["sw_overlap"], mode=settings["sw_mode"]
+        )
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units."""
+        return enhance(self.network, model_input, self.inferer, self.normalise, self.device)
+
+
+def requirements() -> list[str]:
+    """Pinned pip requirements of the logged model: the installed versions of ``REQUIREMENTS``."""
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracking_uri: str):
+    """Log ``model_path`` (G_S's state_dict) as a ``ZStackEnhancer`` model named "model" in run ``run_id``.
+
+    The model's code is a copy of the bundle's ``scripts`` package (its .py files). Returns MLflow's ModelInfo.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "scripts"
+        package = Path(__file__).resolve().parents[1]
+        for source in package.rglob("*.py"):
+            (code / source.relative_to(package)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, code / source.relative_to(package))
+        (Path(tmp) / SETTINGS).write_text(json.dumps(dict(settings), indent=2))
+        shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
+        with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
+            return mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=ZStackEnhancer(),
+                artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
+                code_paths=[str(code)],
+                signature=SIGNATURE,
+                pip_requirements=requirements(),
+            )
+
+
+def _alias_holder(client: mlflow.MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
+            return None
+        raise
+
+
+def register_generator(
+    model_uri: str,
+    name: str,
+    tracking_uri: str,
+    score_name: str,
+    score: float | None,
+    alias: str | None = None,
+    better=lambda current, best: current > best,
+    tags: Mapping[str, str] | None = None,
+):
+    """Register ``model_uri`` as a new version of ``name``, tagged ``{score_name: score}``; move ``alias`` to it
+    when there is no holder yet, or when ``better(score, holder's score)``. Returns the new ModelVersion."""
+    tags = {**(tags or {}), **({} if score is None else {score_name: f"{score:.6g}"})}
+    with _tracking(tracking_uri) as client:
+        new = mlflow.register_model(model_uri, name, tags=tags)
+        scored = f"{score_name} {score:.6g}" if score is not None else f"no {score_name}"
+        logger.info(f"registered G_S as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
+        if not alias:
+            return new
+        holder = _alias_holder(client, name, alias)
+        held = None if holder is None else holder.tags.get(score_name)
+        if holder is None:
+            move, why = True, f"alias {alias!r} had no holder"
+        elif score is None:
+            move, why = False, f"version {new.version} has no {score_name} to compare"
+        elif held is None:
+            move, why = True, f"the holder, version {holder.version}, has no {score_name}"
+        else:
+            move = bool(better(score, float(held)))
+            relation = "beats" if move else "does not beat"
+            why = f"{score_name} {score:.6g} {relation} version {holder.version}'s {float(held):.6g}"
+        if move:
+            client.set_registered_model_alias(name, alias, new.version)
+            logger.info(f"alias {alias!r} of model {name!r} moved to version {new.version}: {why}")
+        else:
+            logger.info(f"alias {alias!r} of model {name!r} stays on version {holder.version}: {why}")
+        return new
+
+
+class RegisterGenerator:
+    """The last step of training: G_S to MLflow as a model, registered, the alias moved if it is better.
+
+    Called with the trainer after ``trainer.run()``: by then ``model_path`` (``handlers.ExportGenerator``)
+    and the final checkpoint are written, so a failure here loses no weights. It
+
+    1. takes the validation score of the final weights: the validator's key metric (``val_sharpness``,
+       higher is better; compared with the validator's own ``metric_cmp_fn``) from the validation
+       after the last epoch, running that validation now if the last epoch was not validated;
+    2. logs ``model_path`` as a ``ZStackEnhancer`` model in the training's MLflow run (the run of
+       ``mlflow_handler``, whose handler must not close it on completion: this step closes it);
+    3. registers it as a new version of ``registered_model_name`` (None: log only) with the score as a
+       version tag, and moves ``model_alias`` (None: none) to it if the score beats the holder's.
+
+    If logging or registering fails, the run is marked FAILED and InputError says where the weights are
+    and how to finish: running the same training command again resumes from the final checkpoint,
+    trains no further, and does this step again.
+
+    Args:
+        network_args: ``networks.Generator3D``'s arguments for G_S (as in ``network_def``).
+        inference: the logged model's ``intensity_lower``, ``intensity_upper``, ``sw_roi_size``,
+            ``sw_batch_size``, ``sw_overlap``, ``sw_mode``.
+        model_path: G_S's weights file written by training (models/model.pt).
+        mlflow_handler: the trainer's MONAI MLFlowHandler (its run gets the model).
+        tracking_uri: the config's tracking store (``MLFLOW_TRACKING_URI`` wins when set).
+        validator: the validation evaluator, for the score; None: no score.
+        registered_model_name: the registered model's name; None: the model is logged, not registered.
+        model_alias: the alias that follows the best validated version; None: no alias.
+        checkpoint_dir: where the final checkpoint is (named in messages).
+    """
+
+    def __init__(
+        self,
+        network_args: Mapping,
+        inference: Mapping,
+        model_path: str,
+        mlflow_handler,
+        tracking_uri: str | None = None,
+        validator=None,
+        registered_model_name: str | None = "zsegan",
+        model_alias: str | None = "champion",
+        checkpoint_dir: str | None = None,
+    ):
+        self.settings = {"network_args": dict(network_args), **dict(inference)}
+        self.model_path, self.mlflow_handler, self.tracking_uri = Path(model_path), mlflow_handler, tracking_uri
+        self.validator, self.checkpoint_dir = validator, checkpoint_dir
+        self.registered_model_name, self.model_alias = registered_model_name, model_alias
+
+    def score(self, trainer) -> tuple[str, float | None]:
+        """(key metric name, its value for the final weights), validating now if needed."""
+        validator = self.validator
+        if validator is None:
+            return "val_sharpness", None
+        if validator.state.epoch != trainer.state.epoch:
+            logger.info(f"validating the final weights (epoch {trainer.state.epoch}) for the registry")
+            validator.run(trainer.state.epoch)
+        name = validator.state.key_metric_name
+        value = validator.state.metrics.get(name)
+        return name, None if value is None else float(value)
+
+    def __call__(self, trainer):
+        """Log, register, move the alias; close the MLflow run. Returns the new ModelVersion (or None)."""
+        run = self.mlflow_handler.cur_run
+        if run is None:
+            raise RuntimeError("the trainer's MLflow handler has no run: it must not close its run on completion")
+        run_id, uri = run.info.run_id, tracking_uri_in_use(self.tracking_uri)
+        score_name, score = self.score(trainer)
+        try:
+            self._check_settings(trainer)
+            info = log_generator(self.model_path, self.settings, run_id, uri)
+            logger.info(f"G_S logged as an MLflow model: {info.model_uri} (run {run_id})")
+            new = None
+            if self.registered_model_name:
+                better = getattr(self.validator, "metric_cmp_fn", lambda current, best: current > best)
+                tags = {"epoch": str(trainer.state.epoch)}
+                new = register_generator(
+                    info.model_uri, self.registered_model_name, uri, score_name, score, self.model_alias, better, tags
+                )
+        except Exception as e:
+            self._fail(run_id, uri, e)
+        self.mlflow_handler.close()
+        return new
+
+    def _check_settings(self, trainer) -> None:
+        """The logged model must compute what the trained G_S computes: same weights, same outputs."""
+        network = getattr(trainer, "g_s", None)
+        if network is None:
+            return
+        network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
+        device = next(network.parameters()).device
+        rebuilt = load_weights(Generator3D(**self.settings["network_args"]), self.model_path, device)
+        x = torch.rand(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+        with torch.no_grad():
+            same = torch.allclose(network.eval()(x), rebuilt(x), atol=1e-4)
+        if not same:
+            raise ValueError("train#register#network_args do not describe network_def: keep them equal")
+
+    def _fail(self, run_id: str, uri: str, error: Exception) -> NoReturn:
+        from scripts.ops.handlers import latest_checkpoint  # here only: the logged model must not need plotting
+
+        checkpoint = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        safe = f"{self.model_path}" + (f" and the final checkpoint {checkpoint}" if checkpoint else "")
+        try:
+            with _tracking(uri, timeout=5) as client:
+                client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the store may be the problem; the message below matters more
+            pass
+        registered = f" and registered as {self.registered_model_name!r}" if self.registered_model_name else ""
+        cause = _first_line(error).rstrip(".")
+        raise InputError(
+            None,
+            f"training finished but G_S was not logged to MLflow ({uri}){registered}: {cause}. "
+            f"Its weights are safe in {safe}. Fix the cause, then run the same training command again: "
+            "it resumes from the final checkpoint, trains no further, and logs and registers G_S",
+        ) from error
+
+
+# ----------------------------------------------------------------------------- loading back
+
+
+def _model_version(client: mlflow.MlflowClient, model_uri: str, tracking_uri: str):
+    """The ModelVersion that ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` names."""
+    match = MODEL_URI.fullmatch(model_uri.strip())
+    if match is None:
+        raise InputError(model_uri, "not a registered model: use models:/<name>@<alias> or models:/<name>/<version>")
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        known = sorted(m.name for m in client.search_registered_models(max_results=20))
+        raise InputError(
+            model_uri, f"no registered model {name!r} in {tracking_uri} (registered: {', '.join(known) or 'none'})"
+        ) from e
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException as e:
+        aliases = client.get_registered_model(name).aliases
+        query = f"name='{name}'"  # noqa: B907 (an MLflow filter string)
+        versions = sorted(int(v.version) for v in client.search_model_versions(query))
+        what = f"no alias {alias!r}" if alias else f"no version {number}"
+        aliases_text = ", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"
+        raise InputError(model_uri, f"model {name!r} has {what} (versions: {versions}; aliases: {aliases_text})") from e
+
+
+def load_generator(
+    network_def: torch.nn.Module,
+    model_path: str | Path | None = None,
+    model_uri: str | None = None,
+    tracking_uri: str | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """G_S with its weights, from ``model_uri`` when given, else from the file ``model_path``.
+
+    ``model_uri``: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``, looked up in the
+    tracking store (``MLFLOW_TRACKING_URI`` when set, else ``tracking_uri``). The version's weights are
+    loaded into ``network_def``, which must have its architecture (as for a weights file). A bad URI,
+    an unknown model, alias or version, or an unreachable server raise InputError naming the URI.
+    """
+    if not model_uri:
+        if model_path is None:
+            raise InputError(None, "no weights: set --model_path or --model_uri")
+        return load_weights(network_def, model_path, device)
+    uri = tracking_uri_in_use(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise InputError(
+            model_uri, f"no MLflow store at {uri}: train first, or set --tracking_uri to the model's store"
+        )
+    problem = unreachable(uri)
+    if problem is not None:
+        raise InputError(model_uri, f"the MLflow tracking server {uri} cannot be reached ({problem})")
+    with _tracking(uri) as client:
+        found = _model_version(client, model_uri, uri)
+        source = f"models:/{found.name}/{found.version}"
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                weights = mlflow.artifacts.download_artifacts(f"{source}/artifacts/{WEIGHTS}", dst_path=tmp)
+            except Exception as e:  # noqa: BLE001 - a version without G_S's weights is bad input
+                raise InputError(model_uri, f"version {found.version} holds no G_S weights ({_first_line(e)})") from e
+            try:
+                network = load_weights(network_def, weights, device)
+            except InputError as e:
+                raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
+    logger.info(f"G_S weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
+    return network
+
+
+def load_models(
+    network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
+) -> dict:
+    """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
+    models = {}
+    for name, source in (sources or {}).items():
+        source = str(source)
+        uri, path = (source, None) if source.startswith("models:/") else (None, source)
+        models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device)
+    return models

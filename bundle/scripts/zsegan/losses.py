@@ -1,0 +1,128 @@
+"""The paper's losses, eqs (1)-(10): adversarial terms on 2D sections and the weighted cycle loss.
+
+The paper writes the adversarial terms in log form (eqs 2, 3, 5, 6); :class:`AdversarialCriterion`
+computes them as binary cross-entropy on D's logits ("bce"), or, by default and as the reference
+code does, as least squares ("lsgan", Mao et al.). Both are minimised: D minimises the loss of its
+real/fake labels, a generator the loss of its fakes labelled real.
+
+Exponents in the paper become weights on log-likelihoods: log(D(y_par) * D(y_perp)^p) =
+log D(y_par) + p log D(y_perp) (eqs 2-3), and log(D(.)^alpha) = alpha log D(.) (eqs 5-6).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import gaussian_1d, separable_filtering
+
+__all__ = [
+    "AdversarialCriterion",
+    "anisotropic_adversarial_loss",
+    "lowpass",
+    "lowpass_fidelity_loss",
+    "weighted_cycle_loss",
+    "weighted_identity_loss",
+]
+
+_MODES = ("lsgan", "bce")
+
+
+class AdversarialCriterion:
+    """GAN loss on patch logits: "lsgan" (MSE to 1 / 0, default) or "bce" (the paper's log form).
+
+    Called with N,... logits: each sample's loss is the mean over its patch map; the result is
+    sum_i w_i * l_i / N with per-sample weights w (the plain mean when ``weight`` is None), so
+    weights scale the loss rather than re-normalise it (D_B's alpha, eqs 5-6).
+    """
+
+    def __init__(self, mode: str = "lsgan"):
+        if mode not in _MODES:
+            raise ValueError(f"adversarial mode must be one of {list(_MODES)}, got {mode!r}")
+        self.mode = mode
+
+    def __call__(self, logits: torch.Tensor, target_is_real: bool, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted mean over samples of the per-sample patch-mean loss against a real/fake target."""
+        target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
+        if self.mode == "lsgan":
+            per_patch = (logits - target) ** 2
+        else:
+            # -log D(.) for real targets, -log(1 - D(.)) for fake: the log terms of eqs (2)-(3), (5)-(6)
+            per_patch = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        per_sample = per_patch.reshape(logits.shape[0], -1).mean(dim=1)
+        if weight is None:
+            return per_sample.mean()
+        weight = weight.to(per_sample).reshape(-1)
+        if weight.shape != per_sample.shape:
+            raise ValueError(
+                f"weight must hold one value per sample ({per_sample.shape[0]}), got shape {tuple(weight.shape)}"
+            )
+        return (weight * per_sample).sum() / per_sample.shape[0]
+
+
+def anisotropic_adversarial_loss(
+    criterion: AdversarialCriterion,
+    d_parallel: torch.Tensor,
+    d_perpendicular: torch.Tensor,
+    target_is_real: bool,
+    p: float,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """D_S's anisotropic term: L(y_par) + p * L(y_perp) on D_S's logits for both kinds of section.
+
+    ``weight`` (optional, one per horizontal section) weighs the y_par term, e.g. by alpha as the
+    reference code does; the y_perp term is unweighted.
+    """
+    # eqs (1)-(3): log(D(y_par) * D(y_perp)^p) = log D(y_par) + p * log D(y_perp)
+    return criterion(d_parallel, target_is_real, weight) + p * criterion(d_perpendicular, target_is_real)
+
+
+def _weighted_slice_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """mean over (b, z) of weight[b, z] * mean |a - b| over (C, Y, X), for B,C,Z,Y,X tensors."""
+    if a.shape != b.shape or a.ndim != 5:
+        raise ValueError(f"expected two B,C,Z,Y,X tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    per_slice = (a - b).abs().mean(dim=(1, 3, 4))  # (B, Z)
+    try:
+        weight = torch.broadcast_to(weight.to(per_slice), per_slice.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"weight must be (B, Z) = {tuple(per_slice.shape)} or broadcast to it, got {tuple(weight.shape)}"
+        ) from err
+    return (weight * per_slice).mean()
+
+
+def weighted_cycle_loss(x: torch.Tensor, x_rec: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Eq (8) with per-slice weights s: mean over b, z of s[b, z] * mean |x - G_B(G_S(x))| over C, Y, X.
+
+    x, x_rec: B,C,Z,Y,X; weight: (B, Z) (or anything broadcasting to it, e.g. (Z,)). Not divided by
+    the sum of the weights: with all weights 1 this is the plain L1 loss, and larger weights make
+    the cycle term larger. This is the mean over slices, sum_z s_z L1_z / Z; the reference notebook
+    trains with the max over slices instead (docs/design.md, the notebook's settings beside ours).
+    """
+    # eq (8): L_CON = E[||x - G_B(G_S(x))||_1], here weighted per slice
+    return _weighted_slice_l1(x, x_rec, weight)
+
+
+def weighted_identity_loss(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Optional identity term |G_S(x) - x| (``y`` = G_S(x)), weighted per slice like the cycle loss.
+
+    Weight by normalised sharpness so that slices already in focus are kept as they are. Same
+    normalisation as :func:`weighted_cycle_loss`. Not in the paper (CycleGAN's identity loss).
+    """
+    return _weighted_slice_l1(x, y, weight)
+
+
+def lowpass(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each xy plane of a B,C,Z,Y,X volume blurred by a 2D Gaussian of ``sigma`` px (replicate borders)."""
+    gauss = gaussian_1d(torch.tensor(float(sigma)), truncated=3.0, normalize=True).to(volume)
+    planes = volume.reshape(-1, 1, *volume.shape[-2:])
+    return separable_filtering(planes, [gauss, gauss], mode="replicate").reshape(volume.shape)
+
+
+def lowpass_fidelity_loss(x: torch.Tensor, y: torch.Tensor, sigma: float, weight: torch.Tensor) -> torch.Tensor:
+    """|lowpass(G_S(x)) - lowpass(x)| per slice, weighted like the cycle loss (``y`` = G_S(x)).
+
+    Keeps the specimen where it is at the scale that defocus leaves it (a Gaussian of ``sigma`` px),
+    and leaves G_S free above that scale: the fine detail it adds to a blurred slice costs nothing
+    here. Not in the paper.
+    """
+    return _weighted_slice_l1(lowpass(x, sigma), lowpass(y, sigma), weight)

@@ -1,0 +1,77 @@
+"""The dataset convention (datalist) and the train/validation split."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.data.datalist import datalist, train_val_split
+from scripts.errors import InputError
+
+
+def _touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
+def test_datalist_stacks_and_infocus(tmp_path):
+    _touch(tmp_path / "stacks", "b.tif", "a.npz", "c.nii.gz", "notes.txt", ".hidden.tif", "d.png")
+    _touch(tmp_path / "infocus", "y2.png", "y1.tif", "y3.npz")
+    stacks = datalist(tmp_path, "stacks")
+    assert [item["image"] for item in stacks] == [str(tmp_path / "stacks" / n) for n in ("a.npz", "b.tif", "c.nii.gz")]
+    infocus = datalist(str(tmp_path), "infocus")
+    assert [item["image"] for item in infocus] == [str(tmp_path / "infocus" / n) for n in ("y1.tif", "y2.png")]
+    assert datalist(tmp_path) == stacks  # stacks by default
+
+
+def test_datalist_missing_or_empty_folder(tmp_path):
+    with pytest.raises(InputError) as info:
+        datalist(tmp_path, "stacks")
+    assert info.value.path == str(tmp_path / "stacks")
+    _touch(tmp_path / "infocus", "readme.txt")
+    with pytest.raises(InputError, match="empty"):
+        datalist(tmp_path, "infocus")
+
+
+def test_datalist_unknown_kind(tmp_path):
+    with pytest.raises(KeyError):
+        datalist(tmp_path, "masks")
+
+
+ITEMS = [{"image": f"s{i:02d}.tif"} for i in range(20)]
+
+
+@pytest.mark.parametrize("n, fraction", [(20, 0.1), (20, 0.25), (7, 0.5), (2, 0.1), (3, 0.01), (10, 0.95)])
+def test_split_disjoint_covering_with_validation(n, fraction):
+    items = ITEMS[:n]
+    train, val = train_val_split(items, fraction, seed=3)
+    names_train, names_val = {d["image"] for d in train}, {d["image"] for d in val}
+    assert names_train.isdisjoint(names_val)
+    assert names_train | names_val == {d["image"] for d in items}
+    assert len(train) + len(val) == n
+    assert len(val) >= 1 and len(train) >= 1
+    assert len(val) == min(max(1, round(n * fraction)), n - 1)
+
+
+def test_split_is_deterministic_and_seeded():
+    first = train_val_split(ITEMS, 0.25, seed=0)
+    assert train_val_split(list(ITEMS), 0.25, seed=0) == first
+    others = {str(train_val_split(ITEMS, 0.25, seed=s)[1]) for s in range(1, 6)}
+    assert any(o != str(first[1]) for o in others)  # another seed gives another split
+    assert first[0] == sorted(first[0], key=str)  # sorted output
+    assert ITEMS == [{"image": f"s{i:02d}.tif"} for i in range(20)]  # the input is not shuffled in place
+
+
+def test_split_zero_fraction_keeps_everything_for_training():
+    train, val = train_val_split(ITEMS, 0.0)
+    assert val == [] and len(train) == len(ITEMS)
+
+
+def test_split_single_item():
+    assert train_val_split(ITEMS[:1], 0.5) == (ITEMS[:1], [])
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5])
+def test_split_rejects_bad_fraction(fraction):
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_val_split(ITEMS, fraction)

@@ -1,0 +1,311 @@
+"""Inference helpers: output paths, input checks, weights loading, writing the enhanced stacks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
+
+from scripts.data.io import ZStackReader, read_stack, write_stack
+from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError
+from scripts.inference.sliding_window import (
+    Accelerated,
+    SaveStackd,
+    enhance,
+    inference_datalist,
+    load_weights,
+    output_path,
+)
+from scripts.nets.networks import Generator3D
+
+SPACING = (2.0, 0.25, 0.5)  # z, y, x in um
+
+
+def _generator(channels: int = 4) -> Generator3D:
+    return Generator3D(channels=channels, n_residual_blocks=1)
+
+
+def _write(path: Path, shape=(5, 12, 10), dtype="uint8", seed=0) -> np.ndarray:
+    array = np.random.default_rng(seed).integers(10, 200, size=shape).astype(dtype)
+    write_stack(path, array, {"dtype": dtype, "spacing": SPACING, "unit": "um"})
+    return array
+
+
+# ----------------------------------------------------------------------------- output_path
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("stack.tif", "stack_enhanced.tif"),
+        ("stack.tiff", "stack_enhanced.tiff"),
+        ("brain.nii.gz", "brain_enhanced.nii.gz"),
+        ("brain.nii", "brain_enhanced.nii"),
+        ("paper.v2.npz", "paper.v2_enhanced.npz"),
+    ],
+)
+def test_output_path_keeps_suffix(tmp_path, name, expected):
+    out = output_path(tmp_path / "in" / name, tmp_path / "out")
+    assert out == tmp_path / "out" / expected
+
+
+def test_output_path_custom_postfix(tmp_path):
+    assert output_path("data/s.npz", tmp_path, postfix="_gs").name == "s_gs.npz"
+
+
+def test_output_path_refuses_to_overwrite_input(tmp_path):
+    source = tmp_path / "stack.tif"
+    with pytest.raises(InputError, match="overwrite") as info:
+        output_path(source, tmp_path, postfix="")
+    assert info.value.path == str(source)
+    # a relative spelling of the same folder is caught too
+    with pytest.raises(InputError, match="overwrite"):
+        output_path(source, tmp_path / "sub" / "..", postfix="")
+
+
+# ----------------------------------------------------------------------------- inference_datalist
+
+
+def test_inference_datalist_file_and_folder(tmp_path):
+    _write(tmp_path / "b.tif")
+    _write(tmp_path / "a.tif", seed=1)
+    (tmp_path / "notes.txt").write_text("not a stack")
+    assert inference_datalist(tmp_path) == [{"image": str(tmp_path / n)} for n in ("a.tif", "b.tif")]
+    assert inference_datalist(tmp_path / "b.tif") == [{"image": str(tmp_path / "b.tif")}]
+
+
+def test_inference_datalist_names_the_bad_file(tmp_path):
+    _write(tmp_path / "a.tif")
+    (tmp_path / "b.tif").write_bytes(b"this is not a tiff file")
+    _write(tmp_path / "c.tif", seed=2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError) as info:
+        inference_datalist(tmp_path)
+    assert info.value.path == str(tmp_path / "b.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_inference_datalist_checks_min_planes(tmp_path):
+    _write(tmp_path / "thin.tif", shape=(3, 12, 10))
+    with pytest.raises(InputError, match="3 planes") as info:
+        inference_datalist(tmp_path, min_planes=4)
+    assert info.value.path == str(tmp_path / "thin.tif")
+    assert len(inference_datalist(tmp_path, min_planes=3)) == 1
+
+
+def test_inference_datalist_missing_path(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        inference_datalist(tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- load_weights
+
+
+def test_load_weights_plain_state_dict(tmp_path):
+    trained = _generator()
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    network = _generator().train()
+    loaded = load_weights(network, tmp_path / "model.pt")
+    assert loaded is network and not loaded.training
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_load_weights_from_training_checkpoint(tmp_path):
+    trained = _generator()
+    checkpoint = {"g_s": trained.state_dict(), "g_b": _generator().state_dict(), "trainer": {"iteration": 3}}
+    torch.save(checkpoint, tmp_path / "state_checkpoint_3.pt")
+    network = load_weights(_generator(), tmp_path / "state_checkpoint_3.pt")
+    x = torch.rand(1, 1, 5, 8, 8)
+    torch.testing.assert_close(network(x), trained.eval()(x))
+
+
+def test_load_weights_missing_file(tmp_path):
+    with pytest.raises(InputError, match="no such weights file") as info:
+        load_weights(_generator(), tmp_path / "model.pt")
+    assert info.value.path == str(tmp_path / "model.pt")
+
+
+def test_load_weights_garbage_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(InputError, match="cannot read weights") as info:
+        load_weights(_generator(), path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("content", [torch.zeros(3), [1, 2, 3]])
+def test_load_weights_file_without_state_dict(tmp_path, content):
+    path = tmp_path / "model.pt"
+    torch.save(content, path)
+    with pytest.raises(InputError, match="state_dict"):
+        load_weights(_generator(), path)
+
+
+def test_load_weights_wrong_architecture(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(_generator(channels=8).state_dict(), path)
+    with pytest.raises(InputError, match="do not fit") as info:
+        load_weights(_generator(channels=4), path)
+    assert info.value.path == str(path)
+    torch.save(Generator3D(channels=4, n_residual_blocks=2).state_dict(), path)  # extra keys
+    with pytest.raises(InputError, match="do not fit"):
+        load_weights(_generator(channels=4), path)
+
+
+# ----------------------------------------------------------------------------- SaveStackd
+
+
+def _loaded(path: Path):
+    load = Compose(
+        [
+            LoadImaged("image", reader=ZStackReader(ndim=3), image_only=True),
+            EnsureChannelFirstd("image", channel_dim="no_channel"),
+        ]
+    )
+    return load({"image": str(path)})["image"]
+
+
+def test_save_stack_writes_input_dtype_and_spacing(tmp_path):
+    source = tmp_path / "in" / "stack.tif"
+    original = _write(source)
+    image = _loaded(source)
+    pred = MetaTensor(image.as_tensor().float() + 0.4, meta=dict(image.meta))
+    pred[0, 0, 0, 0] = 300.0  # out of uint8 range: clipped
+    pred[0, 0, 0, 1] = -5.0
+    out_dir = tmp_path / "out"
+    result = SaveStackd(keys="pred", output_dir=str(out_dir))({"image": image, "pred": pred})
+    assert result["pred"] is pred
+    array, meta = read_stack(out_dir / "stack_enhanced.tif")
+    assert array.dtype == np.uint8 and meta["dtype"] == "uint8"
+    assert meta["spacing"] == pytest.approx(SPACING, rel=1e-5) and meta["unit"] == "um"
+    expected = original.copy()
+    expected[0, 0, 0], expected[0, 0, 1] = 255, 0
+    np.testing.assert_array_equal(array, expected)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["stack_enhanced.tif"]
+
+
+def test_save_stack_after_invertd_round_trip(tmp_path):
+    """The inference postprocessing: normalise, 'predict' the input, invert, write as the input."""
+    source = tmp_path / "stack.tif"
+    original = _write(source, dtype="uint16")
+    preprocessing = Compose(
+        [
+            LoadImaged("image", reader=ZStackReader(ndim=3), image_only=True),
+            EnsureChannelFirstd("image", channel_dim="no_channel"),
+            RobustNormalised("image"),
+        ]
+    )
+    data = preprocessing({"image": str(source)})
+    data["pred"] = data["image"].clone()
+    post = Compose(
+        [
+            Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+            SaveStackd(keys="pred", output_dir=str(tmp_path / "out")),
+        ]
+    )
+    post(data)
+    array, meta = read_stack(tmp_path / "out" / "stack_enhanced.tif")
+    assert array.dtype == np.uint16
+    np.testing.assert_array_equal(array, original)
+    assert meta["spacing"] == pytest.approx(SPACING, rel=1e-5)
+
+
+def test_save_stack_refuses_to_overwrite_input(tmp_path):
+    source = tmp_path / "stack.tif"
+    original = _write(source)
+    image = _loaded(source)
+    with pytest.raises(InputError, match="overwrite"):
+        SaveStackd(keys="pred", output_dir=str(tmp_path), postfix="")({"pred": image * 0})
+    np.testing.assert_array_equal(read_stack(source)[0], original)
+
+
+def test_enhance_brings_the_output_back_to_the_input_units():
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    x = np.random.default_rng(0).uniform(50, 200, (5, 16, 16)).astype(np.float32)
+    y = enhance(Identity(), x, SlidingWindowInferer(roi_size=(-1, 8, 8)), RobustNormalised("image"), "cpu")
+    assert y.dtype == np.float32 and np.allclose(y, x, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- Accelerated
+
+
+def test_accelerated_precisions_and_channels_last_keep_the_output():
+    torch.manual_seed(0)
+    network, x = _generator().eval(), torch.randn(2, 1, 6, 20, 16)
+    with torch.no_grad():
+        expected = network(x)
+        for precision, tolerance in (("float32", 1e-5), ("bfloat16", 0.1)):
+            for channels_last in (False, True):
+                fast = Accelerated(network, precision, channels_last)
+                y = fast(x)
+                assert y.dtype == torch.float32 and y.shape == x.shape
+                err = (y - expected).abs()
+                assert err.max() <= tolerance and (precision == "float32" or err.max() > 0)  # bf16 does differ
+    assert [k.split(".", 1)[1] for k in fast.state_dict()] == list(network.state_dict())  # only the weights
+    with pytest.raises(InputError, match="--precision must be one of float32, float16, bfloat16, not 'fp8'"):
+        Accelerated(network, "fp8")
+
+
+def test_accelerated_compiles_once_and_falls_back_without_a_compiler(monkeypatch, caplog):
+    import pickle
+
+    torch.manual_seed(0)
+    network, x = _generator().eval(), torch.randn(1, 1, 6, 20, 16)
+    calls, compiles = [], []
+
+    def compile_(module):
+        compiles.append(module)
+
+        def run(t):
+            calls.append(torch._inductor.config.freezing)
+            return module(t) * 1.0  # stands in for the compiled G_S
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    fast = Accelerated(network, compile=True)
+    Accelerated(network).warm_up(x.shape)  # nothing to compile
+    assert compiles == []
+    fast.warm_up(x.shape)
+    assert len(compiles) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), network(x))
+    assert compiles == [network] and calls == [True, True]  # compiled once; weights frozen while it runs
+    assert not torch._inductor.config.freezing
+    copy = pickle.loads(pickle.dumps(fast))  # as sent to Dask workers: without the compiled function
+    assert copy._compiled == {} and copy.compile and "network" in fast._compiled
+
+    def broken(module):
+        def run(t):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fast = Accelerated(network, compile=True)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="zsegan"):
+        torch.testing.assert_close(fast(x), network(x))
+    assert not fast.compile
+    assert "torch.compile failed, G_S runs uncompiled (RuntimeError: InvalidCxxCompiler" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile needs a C++ compiler")
+def test_accelerated_really_compiles():
+    torch.manual_seed(0)
+    network, x = Generator3D(channels=2, n_residual_blocks=1).eval(), torch.randn(1, 1, 4, 8, 8)
+    fast = Accelerated(network, compile=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), network(x), atol=1e-5, rtol=1e-4)
+    assert fast.compile and "network" in fast._compiled  # compiled, not fallen back

@@ -1,0 +1,85 @@
+"""One source for each network's architecture: train, inference, evaluate and registration build the same networks."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, generator_args
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D
+
+CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
+WORKFLOWS = ("train.yaml", "inference.yaml", "evaluate.yaml")
+
+
+def parser_for(name: str, overrides: dict) -> ConfigParser:
+    parser = ConfigParser(ConfigParser.load_config_file(CONFIGS / name))
+    parser.update(overrides)
+    return parser
+
+
+def layout(network) -> dict:
+    return {k: tuple(v.shape) for k, v in network.state_dict().items()}
+
+
+def test_every_constructor_option_is_a_key_with_the_constructors_default():
+    for cls, keys in ((Generator3D, GENERATOR_KEYS), (PatchDiscriminator2D, DISCRIMINATOR_KEYS)):
+        options = set(inspect.signature(cls).parameters) - {"in_channels", "out_channels"}
+        assert set(keys.values()) == options, cls.__name__
+    assert DEFAULTS == {
+        "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "instance",
+        "g_padding_mode": "replicate", "g_upsampling": "transpose", "g_residual": False,
+        "d_channels": 32, "d_layers": 4, "d_norm": "instance",
+    }  # fmt: skip
+
+
+def test_configs_pass_the_keys_in_the_helpers_order():
+    call = "generator_args(" + ", ".join("@" + k for k in GENERATOR_KEYS) + ")"
+    for name in WORKFLOWS:
+        text = (CONFIGS / name).read_text()
+        assert call in text, name
+        assert not re.search(r"^g_\w+: *\d", text, re.M), f"{name} writes an architecture default again"
+    assert (
+        "discriminator_args(" + ", ".join("@" + k for k in DISCRIMINATOR_KEYS) + ")"
+        in (CONFIGS / "train.yaml").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"g_channels": 4, "g_residual_blocks": 1, "g_downsamplings": 1, "g_first_kernel": 3, "g_norm": "batch",
+         "g_padding_mode": "zeros", "g_upsampling": "pixelshuffle", "g_residual": True,
+         "d_channels": 8, "d_layers": 3, "d_norm": "none"},
+    ],
+)  # fmt: skip
+def test_train_inference_evaluate_and_registration_build_the_same_networks(overrides):
+    train = parser_for("train.yaml", overrides)
+    others = [parser_for(name, {k: v for k, v in overrides.items() if k.startswith("g_")}) for name in WORKFLOWS[1:]]
+    expected = {GENERATOR_KEYS[k]: v for k, v in {**DEFAULTS, **overrides}.items() if k in GENERATOR_KEYS}
+    register_args = train.get_parsed_content("train#register#network_args")
+    assert json.loads(json.dumps(register_args)) == register_args == expected  # what the MLflow model stores
+    reference = layout(Generator3D(**expected))
+    built = [train.get_parsed_content(i) for i in ("network_def", "g_b_def")]
+    built += [p.get_parsed_content("network_def") for p in others]
+    built.append(Generator3D(**register_args))  # what ZStackEnhancer rebuilds
+    for network in built:
+        assert isinstance(network, Generator3D) and layout(network) == reference
+        assert network.residual == expected["residual"]
+    for p in others:
+        assert p.get_parsed_content("generator_args") == expected
+    d_expected = {DISCRIMINATOR_KEYS[k]: v for k, v in {**DEFAULTS, **overrides}.items() if k in DISCRIMINATOR_KEYS}
+    d_reference = layout(PatchDiscriminator2D(**d_expected))
+    for i in ("d_s_def", "d_b_def"):
+        assert layout(train.get_parsed_content(i)) == d_reference
+
+
+def test_generator_args_wants_every_key():
+    with pytest.raises(TypeError, match="g_channels"):
+        generator_args(16, 2)

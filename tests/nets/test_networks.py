@@ -1,0 +1,169 @@
+"""Generator3D, PatchDiscriminator2D and init_weights."""
+
+import pytest
+import torch
+from torch import nn
+
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights
+
+
+def tiny_generator(**kwargs) -> Generator3D:
+    return Generator3D(channels=4, n_residual_blocks=1, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(29, 16, 16), (17, 12, 20), (40, 8, 8), (29, 37, 53), (1, 1, 1), (3, 5, 2)])
+def test_generator_output_matches_input_shape_and_range(shape):
+    g = tiny_generator()
+    x = torch.randn(2, 1, *shape) * 3
+    y = g(x)
+    assert y.shape == x.shape
+    assert y.min() >= -1 and y.max() <= 1
+
+
+def test_generator_resize_upsampling_and_zero_padding_keep_shape():
+    g = tiny_generator(upsampling="resize", padding_mode="zeros", n_downsampling=3)
+    x = torch.randn(1, 1, 29, 37, 53)
+    assert g(x).shape == x.shape
+
+
+def test_generator_channels_in_and_out():
+    g = Generator3D(in_channels=2, out_channels=3, channels=4, n_residual_blocks=1)
+    assert g(torch.randn(1, 2, 9, 10, 11)).shape == (1, 3, 9, 10, 11)
+
+
+def test_generator_padding_rule():
+    g = tiny_generator()
+    assert g.padded_shape((29, 128, 128)) == (32, 128, 128)
+    assert g.padded_shape((29, 37, 53)) == (32, 40, 56)
+    # a single deepest voxel would break instance norm: Z is doubled
+    assert g.padded_shape((1, 1, 1)) == (8, 4, 4)
+
+
+def test_generator_gradients_flow_to_input_and_every_parameter():
+    g = tiny_generator()
+    x = torch.randn(1, 1, 17, 12, 12, requires_grad=True)
+    g(x).square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, p in g.named_parameters():
+        assert p.grad is not None, name
+
+
+def test_generator_default_size_matches_architecture():
+    g = Generator3D()
+    convs = [m for m in g.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    assert convs[0].out_channels == 16 and convs[0].kernel_size == (5, 5, 5)
+    assert max(c.out_channels for c in convs) == 64
+    assert convs[-1].out_channels == 1 and convs[-1].kernel_size == (5, 5, 5)
+    assert sum(isinstance(c, nn.ConvTranspose3d) for c in convs) == 2
+    assert not any(isinstance(m, nn.InstanceNorm3d) and m.affine for m in g.modules())
+    # hand count: normalised convs have no bias, the output conv has one
+    c, k3 = 16, 27
+    first = 1 * c * 125
+    downsamplings = c * 2 * c * k3 + 2 * c * 4 * c * k3
+    residual_blocks = 6 * 2 * (4 * c) ** 2 * k3
+    transposed = 4 * c * 2 * c * k3 + 2 * c * c * k3
+    output = c * 1 * 125 + 1
+    expected = first + downsamplings + residual_blocks + transposed + output
+    assert sum(p.numel() for p in g.parameters()) == expected == 1_469_345
+
+
+def test_generator_rejects_bad_options():
+    with pytest.raises(ValueError, match="padding_mode"):
+        Generator3D(padding_mode="reflect")
+    with pytest.raises(ValueError, match="norm"):
+        Generator3D(norm="layer")
+    with pytest.raises(ValueError, match="B,C,Z,Y,X"):
+        tiny_generator()(torch.randn(1, 8, 8, 8))
+
+
+@pytest.mark.parametrize("hw, out", [((128, 128), (8, 8)), ((29, 128), (1, 8)), ((16, 16), (1, 1)), ((29, 29), (1, 1))])
+def test_discriminator_patch_map_sizes(hw, out):
+    d = PatchDiscriminator2D()
+    logits = d(torch.randn(3, 1, *hw))
+    assert logits.shape == (3, 1, *out)
+    assert d.output_size(*hw) == out
+    assert torch.isfinite(logits).all()
+
+
+def test_discriminator_min_size_and_rejection():
+    d = PatchDiscriminator2D(channels=4)
+    assert d.min_size == 16
+    assert PatchDiscriminator2D(channels=4, n_layers=3).min_size == 8
+    with pytest.raises(ValueError, match="16"):
+        d(torch.randn(1, 1, 15, 64))
+
+
+def test_discriminator_single_pixel_map_is_not_zeroed():
+    """On a 16x16 input the deepest map is 1x1: the output must still depend on the input."""
+    torch.manual_seed(0)
+    d = PatchDiscriminator2D(channels=4)
+    init_weights(d)
+    a, b = d(torch.randn(1, 1, 16, 16)), d(torch.randn(1, 1, 16, 16))
+    assert not torch.allclose(a, b)
+
+
+def test_discriminator_layers_and_gradients():
+    d = PatchDiscriminator2D()
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 1]
+    assert convs[-1].kernel_size == (3, 3)
+    x = torch.randn(2, 1, 29, 64, requires_grad=True)
+    d(x).mean().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_init_weights():
+    torch.manual_seed(0)
+    g = Generator3D(channels=8, n_residual_blocks=2, norm="batch")
+    for m in g.modules():  # make biases non-zero first
+        if isinstance(m, nn.modules.conv._ConvNd) and m.bias is not None:
+            nn.init.ones_(m.bias)
+    init_weights(g, gain=0.02)
+    convs = [m for m in g.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    weights = torch.cat([c.weight.flatten() for c in convs])
+    assert abs(weights.mean().item()) < 1e-3 and weights.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all(torch.all(c.bias == 0) for c in convs if c.bias is not None)
+    bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm3d)]
+    assert bns and all(torch.all(b.bias == 0) and abs(b.weight.mean() - 1) < 0.05 for b in bns)
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "transpose4", "resize", "pixelshuffle"])
+def test_residual_generator_is_the_identity_at_init_for_every_upsampling(upsampling):
+    g = init_weights(Generator3D(channels=4, n_residual_blocks=1, upsampling=upsampling, residual=True))
+    x = torch.rand(1, 1, 9, 20, 12) * 3 - 1.5  # also beyond [-1, 1]: no tanh clips it
+    with torch.no_grad():
+        assert torch.equal(g(x), x)
+    y = g(x)
+    y.sum().backward()
+    last = [m for m in g.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    assert last.weight.grad.abs().sum() > 0  # it learns from there
+
+
+def test_non_residual_generator_ends_in_tanh_and_residual_needs_matching_channels():
+    assert isinstance(Generator3D(channels=4, n_residual_blocks=0).model[-1], torch.nn.Tanh)
+    with pytest.raises(ValueError, match="residual needs"):
+        Generator3D(in_channels=1, out_channels=2, residual=True)
+
+
+@pytest.mark.parametrize("upsampling", ["transpose4", "pixelshuffle"])
+def test_new_upsamplings_keep_shape(upsampling):
+    g = Generator3D(channels=4, n_residual_blocks=1, upsampling=upsampling)
+    assert g(torch.rand(1, 1, 7, 13, 18)).shape == (1, 1, 7, 13, 18)
+
+
+def test_pixelshuffle_starts_as_nearest_neighbour_upsampling_and_init_weights_keeps_it():
+    from monai.networks.blocks import SubpixelUpsample
+
+    g = init_weights(Generator3D(channels=4, n_residual_blocks=0, upsampling="pixelshuffle"), 0.02)
+    shuffle = next(m for m in g.modules() if isinstance(m, SubpixelUpsample))
+    conv = shuffle.conv_block.weight  # ICNR: the 8 sub-pixel kernels of each output channel are equal
+    per_output = conv.reshape(conv.shape[0] // 8, 8, *conv.shape[1:])
+    assert torch.allclose(per_output, per_output[:, :1].expand_as(per_output))
+    assert conv.std() > 0.05  # not overwritten by N(0, 0.02)
+
+
+def test_init_weights_without_gain_leaves_the_network_alone():
+    g = Generator3D(channels=4, n_residual_blocks=1)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    assert init_weights(g, None) is g
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())

@@ -1,0 +1,194 @@
+"""The command-line layer: argv parsing, override key checks, the executed config, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.errors import InputError
+from scripts.ops.cli import bundle_command_line, check_overrides, prepare
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
+MAIN = "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py"
+
+CONFIG = {
+    "max_epochs": 200,
+    "lr": 0.0002,
+    "dataset_dir": "/data",
+    "sw_roi_size": [-1, 128, 128],
+    "train": {"dataloader": {"batch_size": 1, "shuffle": True}, "handlers": [{"_target_": "StatsHandler"}]},
+}
+
+
+@pytest.fixture
+def keep_excepthook(monkeypatch):
+    """prepare() installs an excepthook: give the old one back after the test."""
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+
+
+# ----------------------------------------------------------------------------- argv
+
+
+def test_command_line_parses_both_forms_and_literals():
+    argv = [
+        MAIN, "run", "training",
+        "--config_file", "configs/train.yaml",
+        "--max_epochs", "5",
+        "--lr=1e-3",
+        "--dataset_dir", "/data/my stacks",
+        "--sw_roi_size", "[-1, 64, 64]",
+        "--amp", "False",
+        "--verbose",
+        "--offset", "-2",
+        "--run_id", "training",
+        "--meta_file=configs/metadata.json",
+    ]  # fmt: skip
+    files, overrides = bundle_command_line(argv)
+    assert files == ["configs/train.yaml"]
+    assert overrides == {
+        "max_epochs": 5,
+        "lr": 1e-3,
+        "dataset_dir": "/data/my stacks",
+        "sw_roi_size": [-1, 64, 64],
+        "amp": False,
+        "verbose": True,
+        "offset": -2,
+    }
+    assert isinstance(overrides["max_epochs"], int)
+
+
+def test_command_line_config_file_list():
+    files, overrides = bundle_command_line([MAIN, "run", "--config_file=['a.yaml', 'b.json']", "--seed", "1"])
+    assert files == ["a.yaml", "b.json"]
+    assert overrides == {"seed": 1}
+    assert bundle_command_line([MAIN, "run"]) == ([], {})
+
+
+@pytest.mark.parametrize("argv0", ["-c", "/usr/bin/pytest", "train.py", "/x/monai/bundle/scripts.py"])
+def test_command_line_none_outside_monai_bundle(argv0):
+    assert bundle_command_line([argv0, "--max_epochs", "5"]) is None
+    assert bundle_command_line([]) is None
+
+
+def test_command_line_defaults_to_sys_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [MAIN, "run", "--seed", "7"])
+    assert bundle_command_line() == ([], {"seed": 7})
+
+
+# ----------------------------------------------------------------------------- override keys
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["max_epochs", "train#dataloader#batch_size", "train::dataloader::batch_size", "sw_roi_size#1",
+     "train#handlers#0#_target_", "train"],
+)  # fmt: skip
+def test_check_overrides_accepts_existing_keys(key):
+    check_overrides(CONFIG, {key: 1})
+
+
+@pytest.mark.parametrize("key", ["sw_roi_size#3", "sw_roi_size#x", "train#dataloader#batchsize", "lr#0"])
+def test_check_overrides_rejects_missing_nested_keys(key):
+    with pytest.raises(InputError, match="unknown config key"):
+        check_overrides(CONFIG, {key: 1})
+
+
+def test_check_overrides_suggests_close_keys():
+    with pytest.raises(InputError) as info:
+        check_overrides(CONFIG, {"max_epochs": 2, "max_epoch": 5})
+    message = str(info.value)
+    assert "--max_epoch'" in message
+    assert "Did you mean --max_epochs?" in message
+    with pytest.raises(InputError) as info:
+        check_overrides(CONFIG, {"zzzzzz": 5})
+    assert "Did you mean" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _config_files(tmp_path: Path) -> list[str]:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(CONFIG))
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"seed": 3, "_private": 1}))
+    return [str(base), str(extra)]
+
+
+def test_prepare_writes_executed_config_with_overrides(tmp_path, keep_excepthook):
+    files = _config_files(tmp_path)
+    out = tmp_path / "run"
+    argv = [MAIN, "run", "training", "--config_file", str(files), "--max_epochs", "3",
+            "--train#dataloader#batch_size=4", "--sw_roi_size#1", "64"]  # fmt: skip
+    settings = prepare(out, argv)
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["max_epochs"] == 3
+    assert written["train"]["dataloader"] == {"batch_size": 4, "shuffle": True}
+    assert written["sw_roi_size"] == [-1, 64, 128]
+    assert written["seed"] == 3  # second config file merged
+    assert settings == {"max_epochs": 3, "lr": 0.0002, "dataset_dir": "/data", "seed": 3}
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]  # no temporary file left
+    assert sys.excepthook is not sys.__excepthook__
+
+
+def test_prepare_rejects_unknown_key_before_writing(tmp_path, keep_excepthook):
+    files = _config_files(tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="max_epochs"):
+        prepare(out, [MAIN, "run", "--config_file", str(files), "--max_epoch", "3"])
+    assert not (out / "config.yaml").exists()
+
+
+def test_prepare_from_python_does_nothing(tmp_path, keep_excepthook):
+    assert prepare(tmp_path / "run", ["-c"]) == {}
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- clear errors
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    prelude = f"import sys\nsys.path.insert(0, {str(BUNDLE)!r})\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_excepthook_prints_one_line_for_wrapped_input_error():
+    result = _run_python("""
+        from scripts.errors import InputError, install_excepthook
+        install_excepthook()
+        try:
+            raise InputError("/data/stack.tif", "has 3 planes; the network needs at least 16")
+        except InputError as e:
+            raise RuntimeError("parsing config item 'dataset'") from e
+        """)
+    assert result.returncode == 2
+    assert result.stderr == "error: /data/stack.tif: has 3 planes; the network needs at least 16\n"
+
+
+def test_excepthook_keeps_tracebacks_for_bugs():
+    result = _run_python("""
+        from scripts.errors import install_excepthook
+        install_excepthook()
+        raise KeyError("a bug")
+        """)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
+    assert "error:" not in result.stderr.splitlines()[0]
+
+
+def test_input_error_survives_pickling_as_from_a_worker_process():
+    import pickle
+
+    from scripts.errors import InputError
+
+    error = pickle.loads(pickle.dumps(InputError("a/b.tif", "is not a TIFF")))
+    assert isinstance(error, InputError) and (error.path, error.problem) == ("a/b.tif", "is not a TIFF")
+    assert str(error) == "a/b.tif: is not a TIFF"
+    assert str(pickle.loads(pickle.dumps(InputError(None, "no stacks")))) == "no stacks"

@@ -1,0 +1,253 @@
+"""The simulator of brightfield z-scans (scripts/simulate/zstacks.py): optics, determinism, focus, look, datasets."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from scripts.simulate.optics import defocus_otf
+from scripts.simulate.zstacks import ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
+
+ZSEGAN = "zsegan"
+
+
+def gradient_energy(image: np.ndarray) -> float:
+    """Mean squared gradient (forward differences): a simple focus measure."""
+    a = image.astype(np.float64)
+    return float((np.diff(a, axis=0)[:, :-1] ** 2 + np.diff(a, axis=1)[:-1] ** 2).mean())
+
+
+def focus_curve(stack: np.ndarray) -> np.ndarray:
+    return np.array([gradient_energy(p) for p in stack])
+
+
+def sharpest(stack: np.ndarray) -> int:
+    """The middle of the sharp plateau: the gradient-energy-weighted mean plane among those within 80%
+    of the peak. A section ~12 um thick is sharp over several planes, and a plain argmax wanders over
+    that plateau with the content (above or below the middle)."""
+    g = focus_curve(stack)
+    top = np.flatnonzero(g >= 0.8 * g.max())
+    return int(round(float((top * g[top]).sum() / g[top].sum())))
+
+
+@pytest.fixture(scope="module")
+def stacks():
+    """A few full-size stacks (128 x 128 x 29), each ``(stack, truth, focus)``."""
+    return [simulate_stack(np.random.default_rng(seed)) for seed in range(5)]
+
+
+# ----------------------------------------------------------------------------- optics
+
+
+def test_otf_is_one_at_zero_frequency_real_and_even():
+    otf = defocus_otf((64, 48), np.array([0.0, 1.0, 3.0, 10.0]))
+    assert otf.shape == (4, 64, 48)
+    assert np.isrealobj(otf)
+    np.testing.assert_allclose(otf[:, 0, 0], 1.0)
+    assert np.all(np.abs(otf) <= 1.0 + 1e-9)
+    # the defocus sign does not matter, and the PSF is symmetric (OTF(f) == OTF(-f))
+    np.testing.assert_array_equal(defocus_otf((32, 32), -4.0), defocus_otf((32, 32), 4.0))
+    o = defocus_otf((32, 32), 4.0)
+    np.testing.assert_allclose(o[1:, 1:], o[1:, 1:][::-1, ::-1])
+
+
+def test_otf_at_mid_frequency_falls_with_defocus():
+    dz = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 6.0])
+    otf = defocus_otf((64, 64), dz)
+    mid = np.abs(otf[:, 0, 8])  # 0.125 cycles/um, before the first zero of the defocus jinc
+    assert np.all(np.diff(mid) < 0), mid
+    assert mid[0] > 0.8 and mid[-1] < 0.5 * mid[0]
+
+
+def test_psf_is_the_geometric_defocus_disc():
+    """Far from focus the PSF is the uniform disc of radius R = |dz| tan(asin(NA/n)) (0.577 |dz| at
+    NA 0.5 in air): nearly all its energy lies within R, a quarter within R/2; a higher NA blurs more."""
+    n, dz = 128, 16.0
+    yy, xx = np.mgrid[0:n, 0:n] - n // 2
+    r = np.hypot(xx, yy)
+    radius = dz * np.tan(np.arcsin(0.5))
+
+    def encircled(psf, within):
+        return float(psf[r <= within].sum() / psf.sum())
+
+    psf = np.fft.fftshift(np.fft.ifft2(defocus_otf((n, n), dz)).real)
+    assert encircled(psf, radius) > 0.9
+    assert 0.18 < encircled(psf, radius / 2) < 0.35
+    wider = np.fft.fftshift(np.fft.ifft2(defocus_otf((n, n), dz, na=0.7)).real)
+    assert encircled(wider, radius) < 0.75
+
+
+def test_otf_rejects_impossible_aperture():
+    with pytest.raises(ValueError, match="na"):
+        defocus_otf((16, 16), 1.0, na=1.2, n_medium=1.0)
+
+
+# ----------------------------------------------------------------------------- stacks
+
+
+def test_stack_shapes_dtypes_and_determinism():
+    a = simulate_stack(np.random.default_rng(7), size=48)
+    b = simulate_stack(np.random.default_rng(7), size=48)
+    c = simulate_stack(np.random.default_rng(8), size=48)
+    stack, truth, focus = a
+    assert stack.shape == truth.shape == (29, 48, 48)
+    assert stack.dtype == truth.dtype == np.uint8
+    assert isinstance(focus, int) and 10 <= focus <= 18
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_other_depths_sizes_and_parameters():
+    stack, truth, focus = simulate_stack(np.random.default_rng(3), size=40, depth=17)
+    assert stack.shape == truth.shape == (17, 40, 40)
+    assert 5 <= focus <= 11
+    _, _, focus = simulate_stack(np.random.default_rng(3), size=32, focal_range=(6, 6))
+    assert focus == 6
+    with pytest.raises(TypeError, match="unknown simulation parameter"):
+        simulate_stack(np.random.default_rng(0), size=32, not_a_parameter=1)
+    with pytest.raises(ValueError, match="focal_range"):
+        simulate_stack(np.random.default_rng(0), size=32, depth=17, focal_range=(11, 19))
+
+
+def test_sharpest_plane_is_the_returned_focus(stacks):
+    for stack, _, focus in stacks:
+        measured = sharpest(stack)
+        assert 10 <= focus <= 18
+        assert abs(measured - focus) <= 2, (measured, focus)
+    # the focus varies between stacks
+    assert len({focus for _, _, focus in stacks}) >= 3
+
+
+def test_blur_grows_away_from_focus(stacks):
+    for stack, _, focus in stacks:
+        g = focus_curve(stack)
+        peak = g[focus]
+        assert g[focus - 8] < 0.75 * peak and g[focus + 8] < 0.75 * peak
+        assert g[0] < 0.35 * peak and g[-1] < 0.35 * peak
+        # farther from the sharpest plane is blurrier (monotonic, up to a 5% wobble)
+        best = sharpest(stack)
+        assert np.all(np.diff(g[best + 1 :]) < 0.05 * peak)
+        assert np.all(np.diff(g[: best + 1]) > -0.05 * peak)
+
+
+def test_truth_is_sharp_and_blank_outside_the_section(stacks):
+    for stack, truth, focus in stacks:
+        sharp = gradient_energy(truth[focus])
+        assert sharp > gradient_energy(stack[focus])
+        assert sharp > 5 * max(gradient_energy(stack[0]), gradient_energy(stack[-1]))
+        # the outermost planes lie outside the section: the truth shows only the (vignetted) light
+        assert truth[0].std() < 6 and truth[-1].std() < 6
+        assert truth[0].mean() > 180
+        # same intensity scale as the stack (the same I0 and stain, no noise)
+        assert abs(float(truth[focus].mean()) - float(stack[focus].mean())) < 35
+
+
+def test_intensities_look_like_brightfield(stacks):
+    means = [float(stack.mean()) for stack, _, _ in stacks]
+    assert all(100 < m < 200 for m in means), means
+    for stack, _, focus in stacks:
+        assert (stack[focus] < 90).mean() > 0.005  # dark cells
+        assert np.percentile(stack[focus], 90) > 150  # bright background
+        assert stack.max() < 255  # not saturated
+
+
+def test_infocus_images():
+    a = simulate_infocus(np.random.default_rng(11), size=64)
+    b = simulate_infocus(np.random.default_rng(11), size=64)
+    c = simulate_infocus(np.random.default_rng(12), size=64)
+    assert a.shape == (64, 64) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    big = simulate_infocus(np.random.default_rng(1))
+    assert big.shape == (128, 128)
+    assert 100 < big.mean() < 210 and (big < 90).mean() > 0.005
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_dataset_layout_and_determinism(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    summary = simulate_dataset(tmp_path / "a", n_stacks=3, n_infocus=2, size=40, depth=17, seed=5, progress=False)
+    names = ["sim_00000.tif", "sim_00001.tif", "sim_00002.tif"]
+    assert sorted(p.name for p in (tmp_path / "a" / "stacks").iterdir()) == names
+    assert sorted(p.name for p in (tmp_path / "a" / "truth").iterdir()) == names
+    assert sorted(p.name for p in (tmp_path / "a" / "infocus").iterdir()) == names[:2]
+    assert summary["n_stacks"] == 3 and summary["n_infocus"] == 2
+    assert len(summary["focal_planes"]) == 3 and all(5 <= f <= 11 for f in summary["focal_planes"])
+    stack = tifffile.imread(tmp_path / "a" / "stacks" / names[0])
+    assert stack.shape == (17, 40, 40) and stack.dtype == np.uint8
+    assert tifffile.imread(tmp_path / "a" / "truth" / names[0]).shape == (17, 40, 40)
+    assert tifffile.imread(tmp_path / "a" / "infocus" / names[0]).shape == (40, 40)
+    # same seed: byte-identical files; file i does not depend on how many are made
+    simulate_dataset(tmp_path / "b", n_stacks=2, n_infocus=1, size=40, depth=17, seed=5, progress=False)
+    for kind, name in [("stacks", names[0]), ("stacks", names[1]), ("truth", names[1]), ("infocus", names[0])]:
+        assert (tmp_path / "a" / kind / name).read_bytes() == (tmp_path / "b" / kind / name).read_bytes()
+    simulate_dataset(tmp_path / "c", n_stacks=1, n_infocus=0, size=40, depth=17, seed=6, progress=False)
+    assert (tmp_path / "a" / "stacks" / names[0]).read_bytes() != (tmp_path / "c" / "stacks" / names[0]).read_bytes()
+
+
+def test_dataset_progress_is_logged(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger=ZSEGAN):
+        simulate_dataset(tmp_path, n_stacks=2, n_infocus=1, size=32, depth=17, seed=0, progress=True)
+    assert any("2/2 stacks" in r.getMessage() for r in caplog.records)
+
+
+def test_ensure_dataset_generates_once(tmp_path, capsys, caplog):
+    target = tmp_path / "data"
+    kwargs = {"n_stacks": 2, "n_infocus": 2, "size": 32, "depth": 17, "progress": False}
+    with caplog.at_level(logging.INFO, logger=ZSEGAN):  # logging shows it: said once, in the log
+        assert ensure_dataset(target, **kwargs) == target
+    assert any(str(target) in r.getMessage() and "simulat" in r.getMessage() for r in caplog.records)
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    assert len(files) == 6
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    # a second call leaves it untouched and says nothing
+    assert ensure_dataset(target, **kwargs) == target
+    assert capsys.readouterr().out == ""
+    assert {p: p.stat().st_mtime_ns for p in target.rglob("*") if p.is_file()} == stamps
+
+
+def test_ensure_dataset_prints_where_logging_is_silent(tmp_path, capsys):
+    logging.getLogger(ZSEGAN).setLevel(logging.WARNING)
+    try:
+        ensure_dataset(tmp_path / "data", n_stacks=1, n_infocus=1, size=32, depth=17, progress=False)
+    finally:
+        logging.getLogger(ZSEGAN).setLevel(logging.NOTSET)
+    out = capsys.readouterr().out
+    assert str(tmp_path / "data") in out and "simulat" in out
+
+
+def test_ensure_dataset_leaves_user_data_alone(tmp_path, capsys):
+    own = tmp_path / "own"
+    (own / "stacks").mkdir(parents=True)
+    (own / "stacks" / "mine.npz").write_bytes(b"not touched")
+    ensure_dataset(own, n_stacks=1, n_infocus=1, size=32, depth=17, progress=False)
+    assert sorted(p.name for p in own.rglob("*")) == ["mine.npz", "stacks"]
+    assert capsys.readouterr().out == ""
+    # an empty stacks/ folder counts as no data
+    empty = tmp_path / "empty"
+    (empty / "stacks").mkdir(parents=True)
+    ensure_dataset(empty, n_stacks=1, n_infocus=1, size=32, depth=17, progress=False)
+    assert [p.name for p in (empty / "stacks").iterdir()] == ["sim_00000.tif"]
+
+
+def test_interrupted_generation_leaves_no_stacks(tmp_path, monkeypatch):
+    import scripts.simulate.zstacks as simulate
+
+    real = simulate.simulate_dataset
+
+    def interrupted(out_dir, **kwargs):
+        real(out_dir, **{**kwargs, "n_stacks": 1, "n_infocus": 0})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulate, "simulate_dataset", interrupted)
+    target = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        ensure_dataset(target, n_stacks=2, n_infocus=1, size=32, depth=17, progress=False)
+    assert not any(target.rglob("*.tif"))
+    assert not any(p.name.startswith(".simulating") for p in target.iterdir())

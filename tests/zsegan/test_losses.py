@@ -1,0 +1,112 @@
+"""Adversarial criterion, anisotropic loss (eqs 1-3) and weighted cycle / identity losses (eq 8)."""
+
+import math
+
+import pytest
+import torch
+
+from scripts.zsegan.losses import (
+    AdversarialCriterion,
+    anisotropic_adversarial_loss,
+    weighted_cycle_loss,
+    weighted_identity_loss,
+)
+
+
+def test_lsgan_known_values():
+    c = AdversarialCriterion()
+    assert c.mode == "lsgan"
+    ones = torch.ones(2, 1, 3, 3)
+    assert c(ones, True).item() == 0.0
+    assert c(ones, False).item() == 1.0
+    assert c(torch.full((2, 1, 3, 3), 0.5), True).item() == pytest.approx(0.25)
+
+
+def test_bce_known_values():
+    c = AdversarialCriterion("bce")
+    zeros = torch.zeros(2, 1, 4, 4)
+    assert c(zeros, True).item() == pytest.approx(math.log(2))
+    assert c(zeros, False).item() == pytest.approx(math.log(2))
+    logits = torch.full((1, 1, 2, 2), 2.0)
+    assert c(logits, True).item() == pytest.approx(-math.log(1 / (1 + math.exp(-2))))
+    assert c(logits, False).item() == pytest.approx(-math.log(1 - 1 / (1 + math.exp(-2))))
+
+
+def test_weights_scale_per_sample_means_without_renormalising():
+    c = AdversarialCriterion()
+    # per-sample losses (target real): 1 for logits 0, 4 for logits -1
+    logits = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), -1.0)])
+    assert c(logits, True).item() == pytest.approx(2.5)
+    weight = torch.tensor([2.0, 0.5])
+    assert c(logits, True, weight).item() == pytest.approx((2 * 1 + 0.5 * 4) / 2)
+    assert c(logits, True, torch.ones(2)).item() == pytest.approx(2.5)
+    with pytest.raises(ValueError):
+        c(logits, True, torch.ones(3))
+
+
+def test_unknown_mode_lists_valid_ones():
+    with pytest.raises(ValueError, match="lsgan.*bce"):
+        AdversarialCriterion("wgan")
+
+
+def test_anisotropic_is_parallel_plus_p_perpendicular():
+    c = AdversarialCriterion()
+    torch.manual_seed(0)
+    d_par, d_perp = torch.randn(4, 1, 8, 8), torch.randn(2, 1, 1, 8)
+    for real in (True, False):
+        expected = c(d_par, real) + 0.3 * c(d_perp, real)
+        got = anisotropic_adversarial_loss(c, d_par, d_perp, real, p=0.3)
+        assert got.item() == pytest.approx(expected.item())
+    alpha = torch.tensor([1.0, 1.2, 1.4, 1.67])
+    got = anisotropic_adversarial_loss(c, d_par, d_perp, True, p=2.0, weight=alpha)
+    assert got.item() == pytest.approx((c(d_par, True, alpha) + 2.0 * c(d_perp, True)).item())
+
+
+def test_weighted_cycle_loss_known_numbers():
+    x = torch.zeros(2, 1, 3, 2, 2)
+    x_rec = torch.zeros_like(x)
+    x_rec[0, :, 0] = 1.0  # |diff| mean 1 on (b=0, z=0)
+    x_rec[1, :, 2] = -2.0  # |diff| mean 2 on (b=1, z=2)
+    weight = torch.tensor([[3.0, 1.0, 1.0], [1.0, 1.0, 0.5]])
+    # mean over the 6 (b, z) of weight * per-slice L1: (3*1 + 0.5*2) / 6
+    assert weighted_cycle_loss(x, x_rec, weight).item() == pytest.approx(4 / 6)
+    # all weights 1: the plain L1 loss
+    ones = torch.ones(2, 3)
+    assert weighted_cycle_loss(x, x_rec, ones).item() == pytest.approx((x - x_rec).abs().mean().item())
+    # a (Z,) weight broadcasts over the batch
+    z_weight = torch.tensor([2.0, 1.0, 1.0])
+    assert weighted_cycle_loss(x, x_rec, z_weight).item() == pytest.approx((2 * 1 + 1 * 2) / 6)
+
+
+def test_weighted_cycle_loss_gradients_and_shape_checks():
+    x = torch.randn(1, 1, 4, 3, 3)
+    x_rec = torch.randn(1, 1, 4, 3, 3, requires_grad=True)
+    weighted_cycle_loss(x, x_rec, torch.ones(1, 4)).backward()
+    assert x_rec.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        weighted_cycle_loss(x, x_rec, torch.ones(1, 5))
+    with pytest.raises(ValueError):
+        weighted_cycle_loss(x, x_rec[:, :, :2], torch.ones(1, 4))
+
+
+def test_weighted_identity_loss_same_form():
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 1, 5, 4, 4), torch.randn(2, 1, 5, 4, 4)
+    w = torch.rand(2, 5)
+    assert weighted_identity_loss(x, y, w).item() == pytest.approx(weighted_cycle_loss(x, y, w).item())
+
+
+def test_lowpass_fidelity_ignores_fine_detail_but_not_moved_structure():
+    from scripts.zsegan.losses import lowpass, lowpass_fidelity_loss
+
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 3, 48, 48)
+    x[..., 20:28, 20:28] = 1.0  # a "cell"
+    checker = (torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2 * 2 - 1
+    fine = x + 0.3 * checker  # added fine texture
+    moved = torch.roll(x, shifts=10, dims=-1)
+    w = torch.ones(())
+    assert lowpass(x, 3.0).shape == x.shape
+    assert lowpass(torch.full_like(x, 0.4), 3.0).allclose(torch.full_like(x, 0.4))
+    assert lowpass_fidelity_loss(x, x, 3.0, w) == 0
+    assert lowpass_fidelity_loss(x, fine, 3.0, w) < 0.2 * lowpass_fidelity_loss(x, moved, 3.0, w)
