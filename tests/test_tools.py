@@ -12,7 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "tool", ["ablation", "benchmark_evaluation", "benchmark_inference", "make_figures", "sliding_window_seams"]
+    "tool",
+    [
+        "ablation",
+        "benchmark_training",
+        "benchmark_evaluation",
+        "benchmark_inference",
+        "make_figures",
+        "sliding_window_seams",
+    ],
 )
 def test_tool_starts(tool):
     run = subprocess.run([sys.executable, f"tools/{tool}.py", "--help"], cwd=ROOT, capture_output=True, text=True)
