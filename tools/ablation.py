@@ -122,6 +122,7 @@ def evaluate(name: str, args, window: int | None = None) -> None:
             {"sharpest_slice": "$@scripts.evaluation.baselines.sharpest_slice", "unrelated": chance}
         )
     else:
+        _mark_residual(args.out / name / "model.pt", VARIANTS[name][1])
         settings["models"] = repr({out.name: str(args.out / name / "model.pt")})
         settings["baselines"] = "{}"
         settings.update({k: v for k, v in VARIANTS[name][1].items() if k in ARCHITECTURE})
@@ -130,6 +131,20 @@ def evaluate(name: str, args, window: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"{out.name}: evaluating", flush=True)
     _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
+
+
+def _mark_residual(model: Path, overrides: dict) -> None:
+    """Give a residual G_S's weights the ``skip.gain`` entry that residual generators carry since this
+    study (its runs started before it existed); the value is the 1 that their forward pass used."""
+    if not overrides.get("g_residual"):
+        return
+    import torch
+
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    if "skip.gain" not in state:
+        state["skip.gain"] = torch.ones(())
+        torch.save(state, model.with_suffix(".tmp"))
+        model.with_suffix(".tmp").replace(model)
 
 
 def _literal(value: str):

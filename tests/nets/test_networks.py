@@ -167,3 +167,13 @@ def test_init_weights_without_gain_leaves_the_network_alone():
     before = {k: v.clone() for k, v in g.state_dict().items()}
     assert init_weights(g, None) is g
     assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
+
+
+def test_residual_and_plain_weights_never_load_into_each_other():
+    plain = Generator3D(channels=4, n_residual_blocks=1)
+    residual = Generator3D(channels=4, n_residual_blocks=1, residual=True)
+    with pytest.raises(RuntimeError, match="skip.gain"):
+        plain.load_state_dict(residual.state_dict())
+    with pytest.raises(RuntimeError, match="skip.gain"):
+        residual.load_state_dict(plain.state_dict())
+    Generator3D(channels=4, n_residual_blocks=1, residual=True).load_state_dict(residual.state_dict())

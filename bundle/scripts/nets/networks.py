@@ -102,7 +102,8 @@ class Generator3D(nn.Module):
     ``residual=True`` makes the network learn a correction: output = input + r(input), with the last
     convolution zero-initialised so that training starts from the identity (residual learning, as
     in VDSR and EDSR), and no tanh, so nothing clips the darkest cell cores (which the percentile
-    mapping may place below -1). It needs ``in_channels == out_channels``.
+    mapping may place below -1). It needs ``in_channels == out_channels``. Its state_dict holds a
+    ``skip.gain`` (1), so that its weights and a non-residual generator's never load into each other.
 
     Any Z, Y, X >= 1 is accepted: each spatial dimension is replicate-padded (split evenly, the
     extra voxel after) up to a multiple of ``2 ** n_downsampling`` and the output is cropped back.
@@ -152,6 +153,7 @@ class Generator3D(nn.Module):
         last = _conv3d(ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
         layers.append(last)
         self.residual = residual
+        self.skip = _ResidualSkip() if residual else _NoSkip()
         if residual:
             _zero_last_conv(last)
         else:
@@ -206,7 +208,29 @@ class Generator3D(nn.Module):
         bz, by, bw = (tz - z) // 2, (ty - y) // 2, (tw - w) // 2
         padded = F.pad(x, [bw, tw - w - bw, by, ty - y - by, bz, tz - z - bz], mode="replicate")
         out = self.model(padded)[:, :, bz : bz + z, by : by + y, bw : bw + w]
-        return x + out if self.residual else out
+        return self.skip(x, out)
+
+
+class _ResidualSkip(nn.Module):
+    """input + gain * correction. ``gain`` (1) is a state_dict entry that only residual generators have:
+    weights of one kind loaded into a network of the other fail ``load_state_dict`` (a missing or an
+    unexpected key) instead of silently running with or without the skip connection and the tanh."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gain", torch.ones(()))
+
+    def forward(self, x: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
+        """x + gain * correction."""
+        return x + self.gain * correction
+
+
+class _NoSkip(nn.Module):
+    """The plain generator's output as it is."""
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out."""
+        return out
 
 
 def _zero_last_conv(module: nn.Module) -> None:
