@@ -56,6 +56,10 @@ VARIANTS["optical_both"] = (
     "optical + sharp domain: in-focus images and the stacks' sharpest slices",
     {**VARIANTS["optical"][1], "sharp_domain": "both"},
 )
+VARIANTS["optical_p2"] = (
+    "optical with p 2 (vertical sections weighted as in train.yaml before)",
+    {**VARIANTS["optical"][1], "p": 2.0},
+)
 VARIANTS["optical_noid"] = ("optical without the identity loss", {**VARIANTS["optical"][1], "lambda_identity": 0})
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
