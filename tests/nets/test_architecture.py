@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser
 
-from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, generator_args
+from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, STUDY_DEFAULTS, generator_args
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
@@ -27,15 +27,16 @@ def layout(network) -> dict:
     return {k: tuple(v.shape) for k, v in network.state_dict().items()}
 
 
-def test_every_constructor_option_is_a_key_with_the_constructors_default():
+def test_every_constructor_option_is_a_key_with_the_constructors_default_or_the_studys():
     for cls, keys in ((Generator3D, GENERATOR_KEYS), (PatchDiscriminator2D, DISCRIMINATOR_KEYS)):
         options = set(inspect.signature(cls).parameters) - {"in_channels", "out_channels"}
         assert set(keys.values()) == options, cls.__name__
     assert DEFAULTS == {
         "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "instance",
-        "g_padding_mode": "replicate", "g_upsampling": "transpose", "g_residual": False,
-        "d_channels": 32, "d_layers": 4, "d_norm": "instance",
+        "g_padding_mode": "replicate", "g_upsampling": "pixelshuffle", "g_residual": True,
+        "d_channels": 32, "d_layers": 3, "d_norm": "instance",
     }  # fmt: skip
+    assert set(STUDY_DEFAULTS) == {"g_upsampling", "g_residual", "d_layers"}
 
 
 def test_configs_pass_the_keys_in_the_helpers_order():

@@ -6,9 +6,17 @@ from torch import nn
 
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights
 
+REFERENCE = {"upsampling": "transpose", "residual": False}  # the reference code's generator (tanh output)
+REFERENCE_D = {"n_layers": 4}
+
 
 def tiny_generator(**kwargs) -> Generator3D:
-    return Generator3D(channels=4, n_residual_blocks=1, **kwargs)
+    return Generator3D(channels=4, n_residual_blocks=1, **{**REFERENCE, **kwargs})
+
+
+def test_constructor_defaults_are_the_reference_codes():
+    g, d = Generator3D(), PatchDiscriminator2D()
+    assert not g.residual and isinstance(g.model[-1], torch.nn.Tanh) and d.n_layers == 4
 
 
 @pytest.mark.parametrize("shape", [(29, 16, 16), (17, 12, 20), (40, 8, 8), (29, 37, 53), (1, 1, 1), (3, 5, 2)])
@@ -27,7 +35,7 @@ def test_generator_resize_upsampling_and_zero_padding_keep_shape():
 
 
 def test_generator_channels_in_and_out():
-    g = Generator3D(in_channels=2, out_channels=3, channels=4, n_residual_blocks=1)
+    g = tiny_generator(in_channels=2, out_channels=3)
     assert g(torch.randn(1, 2, 9, 10, 11)).shape == (1, 3, 9, 10, 11)
 
 
@@ -48,8 +56,8 @@ def test_generator_gradients_flow_to_input_and_every_parameter():
         assert p.grad is not None, name
 
 
-def test_generator_default_size_matches_architecture():
-    g = Generator3D()
+def test_generator_reference_size_matches_architecture():
+    g = Generator3D(**REFERENCE)
     convs = [m for m in g.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     assert convs[0].out_channels == 16 and convs[0].kernel_size == (5, 5, 5)
     assert max(c.out_channels for c in convs) == 64
@@ -78,7 +86,7 @@ def test_generator_rejects_bad_options():
 
 @pytest.mark.parametrize("hw, out", [((128, 128), (8, 8)), ((29, 128), (1, 8)), ((16, 16), (1, 1)), ((29, 29), (1, 1))])
 def test_discriminator_patch_map_sizes(hw, out):
-    d = PatchDiscriminator2D()
+    d = PatchDiscriminator2D(**REFERENCE_D)
     logits = d(torch.randn(3, 1, *hw))
     assert logits.shape == (3, 1, *out)
     assert d.output_size(*hw) == out
@@ -86,7 +94,7 @@ def test_discriminator_patch_map_sizes(hw, out):
 
 
 def test_discriminator_min_size_and_rejection():
-    d = PatchDiscriminator2D(channels=4)
+    d = PatchDiscriminator2D(channels=4, **REFERENCE_D)
     assert d.min_size == 16
     assert PatchDiscriminator2D(channels=4, n_layers=3).min_size == 8
     with pytest.raises(ValueError, match="16"):
@@ -96,14 +104,14 @@ def test_discriminator_min_size_and_rejection():
 def test_discriminator_single_pixel_map_is_not_zeroed():
     """On a 16x16 input the deepest map is 1x1: the output must still depend on the input."""
     torch.manual_seed(0)
-    d = PatchDiscriminator2D(channels=4)
+    d = PatchDiscriminator2D(channels=4, **REFERENCE_D)
     init_weights(d)
     a, b = d(torch.randn(1, 1, 16, 16)), d(torch.randn(1, 1, 16, 16))
     assert not torch.allclose(a, b)
 
 
 def test_discriminator_layers_and_gradients():
-    d = PatchDiscriminator2D()
+    d = PatchDiscriminator2D(**REFERENCE_D)
     convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 256, 1]
     assert convs[-1].kernel_size == (3, 3)
@@ -114,7 +122,7 @@ def test_discriminator_layers_and_gradients():
 
 def test_init_weights():
     torch.manual_seed(0)
-    g = Generator3D(channels=8, n_residual_blocks=2, norm="batch")
+    g = Generator3D(channels=8, n_residual_blocks=2, norm="batch", **REFERENCE)
     for m in g.modules():  # make biases non-zero first
         if isinstance(m, nn.modules.conv._ConvNd) and m.bias is not None:
             nn.init.ones_(m.bias)
@@ -140,7 +148,7 @@ def test_residual_generator_is_the_identity_at_init_for_every_upsampling(upsampl
 
 
 def test_non_residual_generator_ends_in_tanh_and_residual_needs_matching_channels():
-    assert isinstance(Generator3D(channels=4, n_residual_blocks=0).model[-1], torch.nn.Tanh)
+    assert isinstance(Generator3D(channels=4, n_residual_blocks=0, residual=False).model[-1], torch.nn.Tanh)
     with pytest.raises(ValueError, match="residual needs"):
         Generator3D(in_channels=1, out_channels=2, residual=True)
 
@@ -170,7 +178,7 @@ def test_init_weights_without_gain_leaves_the_network_alone():
 
 
 def test_residual_and_plain_weights_never_load_into_each_other():
-    plain = Generator3D(channels=4, n_residual_blocks=1)
+    plain = Generator3D(channels=4, n_residual_blocks=1, residual=False)
     residual = Generator3D(channels=4, n_residual_blocks=1, residual=True)
     with pytest.raises(RuntimeError, match="skip.gain"):
         plain.load_state_dict(residual.state_dict())

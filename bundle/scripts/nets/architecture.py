@@ -2,8 +2,8 @@
 
 Every constructor option of the generators (G_S, G_B: :class:`~scripts.nets.networks.Generator3D`) and of
 the discriminators (D_S, D_B: :class:`~scripts.nets.networks.PatchDiscriminator2D`) is a config key, and
-its default is the constructor's own default (:data:`DEFAULTS`, read from the signatures, so nothing
-is written twice). Each workflow config (train, inference, evaluate) declares the keys from
+its default is the constructor's own default (read from the signatures, so nothing is written twice)
+except where :data:`STUDY_DEFAULTS` says otherwise (:data:`DEFAULTS`). Each workflow config (train, inference, evaluate) declares the keys from
 :data:`DEFAULTS`, so ``--g_channels 8`` overrides them on the command line, and builds its networks
 from :func:`generator_args` / :func:`discriminator_args`; train.yaml's ``train#register#network_args``
 (what the registered MLflow model rebuilds G_S from) is the same ``generator_args``.
@@ -31,7 +31,7 @@ import inspect
 
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 
-__all__ = ["DEFAULTS", "DISCRIMINATOR_KEYS", "GENERATOR_KEYS", "discriminator_args", "generator_args"]
+__all__ = ["DEFAULTS", "DISCRIMINATOR_KEYS", "GENERATOR_KEYS", "STUDY_DEFAULTS", "discriminator_args", "generator_args"]
 
 #: config key -> Generator3D argument, in the order :func:`generator_args` takes them
 GENERATOR_KEYS = {
@@ -53,8 +53,17 @@ def _defaults(cls: type, keys: dict[str, str]) -> dict:
     return {key: parameters[argument].default for key, argument in keys.items()}
 
 
-#: every architecture key with its default (the constructors' defaults)
-DEFAULTS = {**_defaults(Generator3D, GENERATOR_KEYS), **_defaults(PatchDiscriminator2D, DISCRIMINATOR_KEYS)}
+#: where the bundle's default differs from the constructor's (the reference code's): the choices of the
+#: fidelity study (docs/results.md): sub-pixel upsampling (no checkerboard), a residual G_S (the identity
+#: at the start, no tanh), 3-layer discriminators (a receptive field smaller than the 64-px crops)
+STUDY_DEFAULTS = {"g_upsampling": "pixelshuffle", "g_residual": True, "d_layers": 3}
+
+#: every architecture key with its default: the constructors' defaults, with :data:`STUDY_DEFAULTS` over them
+DEFAULTS = {
+    **_defaults(Generator3D, GENERATOR_KEYS),
+    **_defaults(PatchDiscriminator2D, DISCRIMINATOR_KEYS),
+    **STUDY_DEFAULTS,
+}
 
 
 def _arguments(keys: dict[str, str], values: tuple) -> dict:

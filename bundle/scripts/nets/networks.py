@@ -82,13 +82,15 @@ class ResidualBlock3D(nn.Module):
 
 
 class Generator3D(nn.Module):
-    """3D ResNet generator (G_S or G_B): a volume B,C,Z,Y,X in, a volume of the same size out, in [-1, 1].
+    """3D ResNet generator (G_S or G_B): a volume B,C,Z,Y,X in, a volume of the same size out.
 
-    Layout (defaults, the reference code's): conv 5^3 -> ``channels`` (16); ``n_downsampling`` (2)
-    stride-2 conv 3^3 blocks, doubling channels (16 -> 32 -> 64); ``n_residual_blocks`` (6)
-    residual blocks at the deepest level; as many stride-2 upsamplings back (64 -> 32 -> 16);
-    conv 5^3 -> ``out_channels``; tanh. Every hidden convolution is followed by ``norm``
-    (InstanceNorm3d without affine parameters, as in CycleGAN) and ReLU.
+    Layout (the reference code's): conv 5^3 -> ``channels`` (16); ``n_downsampling`` (2) stride-2
+    conv 3^3 blocks, doubling channels (16 -> 32 -> 64); ``n_residual_blocks`` (6) residual blocks at
+    the deepest level; as many stride-2 upsamplings back (64 -> 32 -> 16); conv 5^3 ->
+    ``out_channels``. Every hidden convolution is followed by ``norm`` (InstanceNorm3d without affine
+    parameters, as in CycleGAN) and ReLU, and a tanh at the end. The constructor's defaults are the
+    reference code's; the bundle's configs default to the fidelity study's choices instead
+    (``scripts.nets.architecture.DEFAULTS``: sub-pixel upsampling and a residual output).
 
     ``upsampling``: "transpose" (ConvTranspose3d k3 s2 p1 op1, the reference code's; cheapest, but
     its kernel does not divide by its stride, so its output has a checkerboard: Odena et al. 2016),
@@ -262,14 +264,15 @@ class _SkipSinglePixel(nn.Module):
 class PatchDiscriminator2D(nn.Module):
     """2D PatchGAN discriminator (D_S or D_B): N,C,H,W images -> N,1,h,w patch logits.
 
-    ``n_layers`` (4) stride-2 conv 4x4 (padding 1) blocks with ``channels`` * 2**i channels
-    (32, 64, 128, 256), LeakyReLU 0.2, ``norm`` on all but the first; then a 1-channel conv 3x3
-    (stride 1, padding 1). Each stride-2 block halves a side (floor), so H and W must both be at
-    least :attr:`min_size` = 2**n_layers (16): a 128x128 image gives 8x8 logits, a 29x128 vertical
-    section 1x8, a 16x16 image 1x1. The kernel 3 of the last conv (the reference code's was 2,
+    ``n_layers`` (4, the reference code's; the configs default to 3, whose receptive field is smaller
+    than a 64-px crop, so that D judges local sharpness rather than layout) stride-2 conv 4x4 (padding
+    1) blocks with ``channels`` * 2**i channels (32, 64, 128, 256), LeakyReLU 0.2, ``norm`` on all but
+    the first; then a 1-channel conv 3x3 (stride 1, padding 1). Each stride-2 block halves a side
+    (floor), so H and W must both be at least :attr:`min_size` = 2**n_layers (16): a 128x128 image
+    gives 8x8 logits, a 29x128 vertical section 1x8, a 16x16 image 1x1. The kernel 3 of the last conv (the reference code's was 2,
     which changes the map size) keeps h, w equal to the last block's map, so every input >=
-    ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides 16-31),
-    instance norm is skipped in that layer (it is undefined on one pixel).
+    ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides
+    min_size to 2 min_size - 1), instance norm is skipped in that layer (it is undefined on one pixel).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, n_layers: int = 4, norm: str | None = "instance"):
