@@ -4,9 +4,10 @@ Every constructor option of the generators (G_S, G_B: :class:`~scripts.nets.netw
 the discriminators (D_S, D_B: :class:`~scripts.nets.networks.PatchDiscriminator2D`) is a config key, and
 its default is the constructor's own default (read from the signatures, so nothing is written twice)
 except where :data:`STUDY_DEFAULTS` says otherwise (:data:`DEFAULTS`). Each workflow config (train,
-inference, evaluate) declares the keys from :data:`DEFAULTS`, so ``--g_channels 8`` overrides them on the command line, and builds its networks
-from :func:`generator_args` / :func:`discriminator_args`; train.yaml's ``train#register#network_args``
-(what the registered MLflow model rebuilds G_S from) is the same ``generator_args``.
+inference, evaluate) declares the keys from :data:`DEFAULTS`, so ``--g_channels 8`` overrides them on
+the command line, and builds its networks from :func:`generator_args` / :func:`discriminator_args`;
+train.yaml's ``train#register#network_args`` (what the registered MLflow model rebuilds G_S from) is
+the same ``generator_args``.
 
 ========================  ======================  =====================================================
 key                       constructor argument    meaning
