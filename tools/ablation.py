@@ -31,10 +31,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 
-#: name -> (what it tests, overrides of train.yaml). Each variant adds to the one it names first.
+#: name -> (what it tests, overrides of train.yaml). Each variant adds to the one it names first; all of them
+#: state every key they depend on, so that they stay the same when train.yaml's defaults change.
+PAPER = {  # every key a variant changes, at the value train.yaml had before this study
+    "p": 2.0,
+    "d_layers": 4,
+    "lambda_identity": 0,
+    "lambda_lowpass": 0,
+    "g_residual": False,
+    "g_upsampling": "transpose",
+    "g_b_kind": "generator",
+    "sharp_domain": "infocus",
+}
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "paper": ("the paper's losses and networks (train.yaml before this study)", {}),
-    "knobs": ("p 0.35, 3-layer discriminators, identity loss 10", {"p": 0.35, "d_layers": 3, "lambda_identity": 10}),
+    "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
+    "knobs": (
+        "p 0.35, 3-layer discriminators, identity loss 10",
+        {**PAPER, "p": 0.35, "d_layers": 3, "lambda_identity": 10},
+    ),
 }
 VARIANTS["knobs_optical"] = (
     "knobs + optical G_B (learnable defocus blur)",
