@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from scripts.nets.networks import Generator3D
+from scripts.nets.architecture import default_generator
 from scripts.simulate.zstacks import simulate_dataset
 from scripts.zsegan.trainer import _cycle
 
@@ -88,7 +88,7 @@ def test_rank_0_alone_saves_plain_weights(trained):
     assert sorted(p.name for p in checkpoints.glob("state_*.pt")) == ["state_checkpoint_2.pt", "state_checkpoint_4.pt"]
     assert (result.stdout + result.stderr).count("G_S weights written to") == 1  # by rank 0 only
     exported = torch.load(out / "model.pt", weights_only=True)
-    Generator3D(channels=4, n_residual_blocks=1).load_state_dict(exported)  # no DDP "module." prefix
+    default_generator(channels=4, n_residual_blocks=1).load_state_dict(exported)  # no DDP "module." prefix
     final = torch.load(checkpoints / "state_checkpoint_4.pt", weights_only=True)
     assert_equal_weights(final["g_s"], exported)
     for name in ("g_b", "d_s", "d_b"):

@@ -16,7 +16,7 @@ import tifffile
 import torch
 
 from scripts.data.io import read_stack, write_stack
-from scripts.nets.networks import Generator3D
+from scripts.nets.architecture import default_generator
 from scripts.simulate.zstacks import simulate_dataset
 
 pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
@@ -80,7 +80,7 @@ def trained(dataset, tmp_path_factory) -> Path:
 
 def test_training_writes_every_artifact(trained):
     state = torch.load(trained / "model.pt", weights_only=True)
-    Generator3D(channels=4, n_residual_blocks=1).load_state_dict(state)  # a plain state_dict of G_S
+    default_generator(channels=4, n_residual_blocks=1).load_state_dict(state)  # a plain state_dict of G_S
     run_dir = trained / "run"
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("state_*.pt")) == [
         "state_checkpoint_2.pt", "state_checkpoint_4.pt"
@@ -112,7 +112,7 @@ def test_training_is_tracked_in_mlflow(trained):
     ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "loss_G")) == 4  # every iteration at log_interval 1
-    assert run.data.params["crop_size"] == "32" and run.data.params["p"] == "2.0"
+    assert run.data.params["crop_size"] == "32" and run.data.params["p"] == "0.35"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model.pt", "views", "sharpness"} <= artifacts
     assert len(client.list_artifacts(run.info.run_id, "views")) == 2

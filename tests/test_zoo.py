@@ -29,6 +29,7 @@ from packaging.version import Version
 
 from scripts.data.io import read_stack
 from scripts.errors import InputError
+from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
 from scripts.ops.pack import CONTENT, pack
 from scripts.simulate.zstacks import simulate_dataset
@@ -72,7 +73,7 @@ def outside_the_repository() -> dict:
 @pytest.fixture(scope="module")
 def g_s() -> Generator3D:
     """G_S with the shipped weights, in eval mode."""
-    network = Generator3D().eval()
+    network = default_generator().eval()
     network.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
     return network
 
@@ -251,7 +252,7 @@ def test_download_unpacks_the_archive_from_a_local_path(archive, downloaded):
 
 
 def test_load_gives_the_shipped_weights_from_the_downloaded_bundle(downloaded, g_s):
-    network = load("zsegan", bundle_dir=downloaded.parent, model=Generator3D(), device="cpu")
+    network = load("zsegan", bundle_dir=downloaded.parent, model=default_generator(), device="cpu")
     shipped = g_s.state_dict()
     loaded = network.state_dict()
     assert loaded.keys() == shipped.keys()
@@ -276,7 +277,7 @@ def test_the_bundle_alone_trains(standalone, tmp_path):
     assert str(BUNDLE) not in result.stdout + result.stderr
     # bundle_root is where `scripts` was imported from: outputs landed in the copy, not in the repository
     assert "crop_size: 32" in (standalone / "runs" / "train" / "config.yaml").read_text()
-    Generator3D(channels=4, n_residual_blocks=1).load_state_dict(torch.load(weights, weights_only=True))
+    default_generator(channels=4, n_residual_blocks=1).load_state_dict(torch.load(weights, weights_only=True))
 
 
 def test_the_bundle_alone_infers_with_the_shipped_weights(standalone, tmp_path):
@@ -304,7 +305,7 @@ def test_model_card_links_exist_and_it_gives_the_shipped_recipe():
     assert any(link.endswith(".png") for link in local)
     for link in local:
         assert (card.parent / link).exists(), link
-    recipe = re.search(r"OMP_NUM_THREADS=1 python -m monai\.bundle run training .*?--lambda_identity 5\.0", text, re.S)
+    recipe = re.search(r"OMP_NUM_THREADS=1 python -m monai\.bundle run training .*?--g_b_kind optical", text, re.S)
     assert recipe and recipe.group(0) in (ROOT / "docs" / "results.md").read_text()
     # the card describes these very weights: retrained weights need a new recipe and checksum
     assert hashlib.md5((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest() in text

@@ -84,7 +84,7 @@ REFERENCE = "reference"  # the evaluation of the non-learned reference methods
 def _args(overrides: dict) -> list[str]:
     out = []
     for key, value in overrides.items():
-        out += [f"--{key}", json.dumps(value) if isinstance(value, (bool, list)) else str(value)]
+        out += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]  # True, not true
     return out
 
 

@@ -27,6 +27,7 @@ from scripts.evaluation.evaluate import (
     unit_domain,
     vertical_positions,
 )
+from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
 from scripts.simulate.zstacks import simulate_dataset
 
@@ -185,7 +186,7 @@ def _evaluate_cli(*args: str):
 @pytest.mark.slow
 def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_path):
     torch.manual_seed(0)
-    torch.save(Generator3D(channels=4, n_residual_blocks=1).state_dict(), tmp_path / "tiny.pt")
+    torch.save(default_generator(channels=4, n_residual_blocks=1).state_dict(), tmp_path / "tiny.pt")
     out = tmp_path / "out"
     result = _evaluate_cli(
         "--dataset_dir", str(dataset), "--subset", "all", "--output_dir", str(out),

@@ -53,7 +53,7 @@ def tree_digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def network() -> torch.nn.Module:
     torch.manual_seed(0)
-    return Generator3D(channels=4, n_residual_blocks=1).eval()
+    return Generator3D(channels=4, n_residual_blocks=1).eval()  # the reference layout: not the identity
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +353,7 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
         sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
         "--input_path", str(source.parent), "--output_dir", str(tmp_path / "out"),
         "--model_path", str(tmp_path / "model.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
+        "--g_upsampling", "transpose", "--g_residual", "False",  # the fixture's reference layout
         "--sw_roi_size", "[-1, 32, 32]", "--sw_batch_size", "4", "--tile_size", "32", "--output_format", "ome-tiff",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

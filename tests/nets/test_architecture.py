@@ -12,6 +12,7 @@ from monai.bundle import ConfigParser
 
 from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, STUDY_DEFAULTS, generator_args
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
+from scripts.nets.optical import OpticalBlur
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 WORKFLOWS = ("train.yaml", "inference.yaml", "evaluate.yaml")
@@ -67,7 +68,7 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
     register_args = train.get_parsed_content("train#register#network_args")
     assert json.loads(json.dumps(register_args)) == register_args == expected  # what the MLflow model stores
     reference = layout(Generator3D(**expected))
-    built = [train.get_parsed_content(i) for i in ("network_def", "g_b_def")]
+    built = [train.get_parsed_content("network_def"), train.get_parsed_content("g_b_generator")]  # G_S, G_B
     built += [p.get_parsed_content("network_def") for p in others]
     built.append(Generator3D(**register_args))  # what ZStackEnhancer rebuilds
     for network in built:
@@ -75,6 +76,7 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
         assert network.residual == expected["residual"]
     for p in others:
         assert p.get_parsed_content("generator_args") == expected
+    assert isinstance(train.get_parsed_content("g_b_def"), OpticalBlur)  # the default G_B: g_b_kind optical
     d_expected = {DISCRIMINATOR_KEYS[k]: v for k, v in {**DEFAULTS, **overrides}.items() if k in DISCRIMINATOR_KEYS}
     d_reference = layout(PatchDiscriminator2D(**d_expected))
     for i in ("d_s_def", "d_b_def"):
@@ -84,3 +86,14 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
 def test_generator_args_wants_every_key():
     with pytest.raises(TypeError, match="g_channels"):
         generator_args(16, 2)
+
+
+def test_g_residual_from_the_command_line_is_a_real_flag():
+    values = [DEFAULTS[k] for k in GENERATOR_KEYS]
+    position = list(GENERATOR_KEYS).index("g_residual")
+    for given, expected in (("false", False), ("False", False), ("true", True), (True, True)):
+        values[position] = given
+        assert generator_args(*values)["residual"] is expected
+    values[position] = "no"
+    with pytest.raises(ValueError, match="g_residual"):
+        generator_args(*values)

@@ -24,6 +24,7 @@ from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundl
 
 from scripts.data.io import read_stack, write_stack
 from scripts.errors import InputError
+from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
 from scripts.ops.cli import prepare
 from scripts.ops.handlers import save_state_dict_atomic
@@ -270,7 +271,9 @@ def test_training_on_a_tracking_server_registers_and_loads_back_by_alias(dataset
     assert str(version.version) == "1" and version.run_id == run.info.run_id
     assert float(version.tags["val_score"]) == pytest.approx(run.data.metrics["val_score"], rel=1e-5)
     assert list((folder / "artifacts").rglob(WEIGHTS)), "the server's artifact folder holds G_S"
-    registered = load_generator(tiny_generator(1), model_uri="models:/zsegan@champion", tracking_uri=uri)
+    registered = load_generator(
+        default_generator(channels=4, n_residual_blocks=1), model_uri="models:/zsegan@champion", tracking_uri=uri
+    )
     assert same_weights(registered, tmp_path / "model.pt")
 
     rng = np.random.default_rng(1)
@@ -321,7 +324,9 @@ def test_offline_fallback_and_a_failed_registration_lose_no_weights(dataset, tmp
     (run,) = client.search_runs([client.get_experiment_by_name("zsegan").experiment_id])
     assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "loss_G")) == 2
     assert str(client.get_model_version_by_alias("offline", "champion").version) == "1"
-    registered = load_generator(tiny_generator(1), model_uri="models:/offline@champion", tracking_uri=local)
+    registered = load_generator(
+        default_generator(channels=4, n_residual_blocks=1), model_uri="models:/offline@champion", tracking_uri=local
+    )
     assert same_weights(registered, tmp_path / "model.pt")
 
 

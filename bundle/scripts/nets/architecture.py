@@ -32,7 +32,15 @@ import inspect
 
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 
-__all__ = ["DEFAULTS", "DISCRIMINATOR_KEYS", "GENERATOR_KEYS", "STUDY_DEFAULTS", "discriminator_args", "generator_args"]
+__all__ = [
+    "DEFAULTS",
+    "DISCRIMINATOR_KEYS",
+    "GENERATOR_KEYS",
+    "STUDY_DEFAULTS",
+    "default_generator",
+    "discriminator_args",
+    "generator_args",
+]
 
 #: config key -> Generator3D argument, in the order :func:`generator_args` takes them
 GENERATOR_KEYS = {
@@ -73,11 +81,30 @@ def _arguments(keys: dict[str, str], values: tuple) -> dict:
     return dict(zip(keys.values(), values, strict=True))
 
 
+def _as_bool(key: str, value) -> bool:
+    """A flag from the command line: True/False, or the strings true/false in any case (``--g_residual
+    false`` arrives as the string "false", which Python would take as true)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
 def generator_args(*values) -> dict:
     """Generator3D's keyword arguments from the values of :data:`GENERATOR_KEYS`, in that order."""
-    return _arguments(GENERATOR_KEYS, values)
+    args = _arguments(GENERATOR_KEYS, values)
+    args["residual"] = _as_bool("g_residual", args["residual"])
+    return args
 
 
 def discriminator_args(*values) -> dict:
     """PatchDiscriminator2D's keyword arguments from the values of :data:`DISCRIMINATOR_KEYS`, in that order."""
     return _arguments(DISCRIMINATOR_KEYS, values)
+
+
+def default_generator(**overrides) -> Generator3D:
+    """G_S as the configs build it by default (:data:`DEFAULTS`), with constructor arguments in ``overrides``
+    (e.g. ``channels=4``): what ``models/model.pt`` and the weights of a default training load into."""
+    defaults = generator_args(*(DEFAULTS[key] for key in GENERATOR_KEYS))
+    return Generator3D(**{**defaults, **overrides})
