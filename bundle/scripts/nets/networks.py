@@ -269,9 +269,9 @@ class PatchDiscriminator2D(nn.Module):
     1) blocks with ``channels`` * 2**i channels (32, 64, 128, 256), LeakyReLU 0.2, ``norm`` on all but
     the first; then a 1-channel conv 3x3 (stride 1, padding 1). Each stride-2 block halves a side
     (floor), so H and W must both be at least :attr:`min_size` = 2**n_layers (16): a 128x128 image
-    gives 8x8 logits, a 29x128 vertical section 1x8, a 16x16 image 1x1. The kernel 3 of the last conv (the reference code's was 2,
-    which changes the map size) keeps h, w equal to the last block's map, so every input >=
-    ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides
+    gives 8x8 logits, a 29x128 vertical section 1x8, a 16x16 image 1x1. The kernel 3 of the last
+    conv (the reference code's was 2, which changes the map size) keeps h, w equal to the last
+    block's map, so every input >= ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides
     min_size to 2 min_size - 1), instance norm is skipped in that layer (it is undefined on one pixel).
     """
 
