@@ -77,7 +77,8 @@ class ZSEGANTrainer(Trainer):
         train_data_loader: stacks, batches of ``{"image": BCZYX in [-1, 1], "alpha": BZ, "cycle_weight": BZ,
             "sharpness": BZ}`` (see ``scripts.data.transforms.FocusWeightsd``); crops must be square in xy.
         infocus_loader: in-focus images y*, batches of ``{"image": NCHW in [-1, 1]}``; cycled endlessly.
-        g_s, g_b: the 3D generators (sharpen, blur back).
+        g_s, g_b: the generators (sharpen, blur back): 3D networks, or for G_B an ``OpticalBlur``
+            (recognised by its ``needs_focus`` attribute, also inside a DDP wrapper).
         d_s, d_b: the 2D discriminators (sharp domain, stack domain).
             Any of the four may be in DistributedDataParallel (``configs/multi_gpu_train.yaml``).
         g_optimizer: optimiser over the parameters of both generators.
