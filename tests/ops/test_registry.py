@@ -345,3 +345,13 @@ def test_evaluation_loads_registered_models_and_files_side_by_side(local_registr
     assert all(same_weights(m, r.folder / "model.pt") for m in models.values())
     with pytest.raises(InputError, match="models:/evaluated@nope"):
         load_models(tiny_generator(1), {"G_S": "models:/evaluated@nope"}, "cpu", r.uri)
+
+
+def test_an_empty_registered_model_name_logs_g_s_without_registering_it(dataset, tmp_path):
+    """The README's way to skip registration: MONAI's command line drops `None` values, an empty one stays."""
+    args = train_args(dataset, tmp_path, *SHORT, "--registered_model_name", "")
+    result = bundle_run("training", "train.yaml", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "G_S logged as an MLflow model" in result.stderr + result.stdout
+    assert "registered G_S" not in result.stderr + result.stdout
+    assert not mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db")).search_registered_models()
