@@ -21,7 +21,7 @@ import torch
 from ignite.metrics import Metric
 
 from scripts.evaluation import measures
-from scripts.zsegan.focus import focus_measure
+from scripts.zsegan.focus import focus_measure, sharpest_index
 
 
 def sharpness_ratios(stack: torch.Tensor, reference: torch.Tensor, sections: str = "horizontal") -> torch.Tensor:
@@ -71,7 +71,6 @@ def fidelity(pred: torch.Tensor, image: torch.Tensor, sigma: float = 3.0) -> tup
     Both are mapped with the input's 0.5/99.5 percentiles to [0, 1] and clipped, as the evaluation does.
     """
     from scripts.evaluation.evaluate import unit_domain
-    from scripts.zsegan.focus import sharpest_index
 
     x = image[0].detach().float().cpu().numpy()
     unit = unit_domain(x, 0.5, 99.5)
@@ -164,7 +163,7 @@ class CycleProbe(_PerStack):
         g_b = unwrap(self.g_b)
         y, x = out[None].float(), inp[None].float()
         noise = torch.randn(y.shape, generator=self._generator).to(y) * self.epsilon
-        args = (torch.as_tensor([float(focus_measure(x[0, 0]).argmax())], device=y.device),)
+        args = (torch.as_tensor([float(sharpest_index(x[0, 0]))], device=y.device),)
         args = args if getattr(g_b, "needs_focus", False) else ()
         with torch.no_grad():
             clean = (g_b(y, *args) - x).abs().mean()
