@@ -42,6 +42,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "g_upsampling": "transpose",
     "g_b_kind": "generator",
     "sharp_domain": "infocus",
+    "lambda_spectrum": 0,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -69,6 +70,14 @@ VARIANTS["optical_lowpass"] = (
 VARIANTS["optical_both"] = (
     "optical + sharp domain: in-focus images and the stacks' sharpest slices",
     {**VARIANTS["optical"][1], "sharp_domain": "both"},
+)
+VARIANTS["optical_stack"] = (
+    "optical + sharp domain: each stack's own sharpest slices only (the paper's x*)",
+    {**VARIANTS["optical"][1], "sharp_domain": "stack"},
+)
+VARIANTS["optical_spectrum"] = (
+    "optical + spectral loss 1 (every section with the focal plane's power spectrum)",
+    {**VARIANTS["optical"][1], "lambda_spectrum": 1.0},
 )
 VARIANTS["optical_p2"] = (
     "optical with p 2 (vertical sections weighted as in train.yaml before)",

@@ -199,21 +199,20 @@ def test_sharp_domain_takes_the_stacks_sharpest_slices(sharp_domain):
         make_trainer(sharp_domain="sharpest")
 
 
-def test_optical_g_b_and_lowpass_loss_train():
+def test_optical_g_b_lowpass_and_spectral_losses_train():
     from scripts.nets.optical import OpticalBlur
 
     set_determinism(seed=0)
-    trainer = make_trainer(n_stacks=1, lambda_lowpass=2.0)
+    trainer = make_trainer(n_stacks=1, lambda_lowpass=2.0, lambda_spectrum=0.5)
     trainer.g_b = OpticalBlur()
     trainer.optical_g_b = True
     trainer.g_optimizer.add_param_group({"params": list(trainer.g_b.parameters())})
     before = trainer.g_b.log_k.detach().clone()
     trainer.run()
     output = trainer.state.output
-    assert output["loss_lowpass"] > 0
-    assert output["loss_G"] == pytest.approx(
-        output["loss_G_S_adv"] + output["loss_G_B_adv"] + output["loss_cycle"] + output["loss_lowpass"]
-    )
+    assert output["loss_lowpass"] > 0 and output["loss_spectrum"] > 0
+    terms = ("loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_lowpass", "loss_spectrum")
+    assert output["loss_G"] == pytest.approx(sum(output[t] for t in terms))
     assert not torch.equal(before, trainer.g_b.log_k)  # the blur is learnt
 
 

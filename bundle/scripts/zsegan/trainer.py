@@ -30,6 +30,7 @@ from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
     lowpass_fidelity_loss,
+    spectral_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
@@ -89,6 +90,8 @@ class ZSEGANTrainer(Trainer):
         lambda_identity: weight of the optional identity loss |G_S(x) - x| (per slice times its sharpness).
         lambda_lowpass: weight of the optional low-pass fidelity loss |lowpass(G_S(x)) - lowpass(x)|.
         lowpass_sigma: the Gaussian sigma (px) of that low-pass.
+        lambda_spectrum: weight of the optional spectral loss: every xy and vertical section of G_S(x)
+            with the power spectrum of the stack's focal plane (``losses.spectral_loss``).
         sharp_domain: what D_S takes as real: "infocus" (the in-focus images), "stack" (each stack's
             sharpest slices, the paper's x∥*) or "both" (half of each).
         n_horizontal: horizontal sections per stack and step, for D_S and D_B.
@@ -117,6 +120,7 @@ class ZSEGANTrainer(Trainer):
         lambda_identity: float = 0.0,
         lambda_lowpass: float = 0.0,
         lowpass_sigma: float = 3.0,
+        lambda_spectrum: float = 0.0,
         sharp_domain: str = "infocus",
         n_horizontal: int = 4,
         n_vertical: int = 4,
@@ -142,6 +146,7 @@ class ZSEGANTrainer(Trainer):
             raise ValueError(f"sharp_domain must be one of {list(SHARP_DOMAINS)}, got {sharp_domain!r}")
         self.p, self.lambda_cycle, self.lambda_identity = p, lambda_cycle, lambda_identity
         self.lambda_lowpass, self.lowpass_sigma, self.sharp_domain = lambda_lowpass, lowpass_sigma, sharp_domain
+        self.lambda_spectrum = lambda_spectrum
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
@@ -212,10 +217,11 @@ class ZSEGANTrainer(Trainer):
         # ---- generators: eqs (1)-(9), minimised over G_S and G_B ----
         for d in (engine.d_s, engine.d_b):
             d.requires_grad_(False)
+        focus = sharpness.argmax(dim=1)  # the focal plane of each stack: its sharpest slice
         with engine._autocast():
             y = engine.g_s(x)
-            if engine.optical_g_b:  # the focal plane of each stack: its sharpest slice
-                x_rec = engine.g_b(y, sharpness.argmax(dim=1).float())  # G_B(G_S(x)), eq (7)
+            if engine.optical_g_b:
+                x_rec = engine.g_b(y, focus.float())  # G_B(G_S(x)), eq (7)
             else:
                 x_rec = engine.g_b(y)
             z = sample_depths(batch, depth, min(engine.n_horizontal, depth), device=device)
@@ -235,6 +241,10 @@ class ZSEGANTrainer(Trainer):
             if engine.lambda_lowpass > 0:
                 loss_lowpass = engine.lambda_lowpass * lowpass_fidelity_loss(x, y, engine.lowpass_sigma, x.new_ones(()))
                 loss_g = loss_g + loss_lowpass
+            loss_spectrum = torch.zeros((), device=device)
+            if engine.lambda_spectrum > 0:
+                loss_spectrum = engine.lambda_spectrum * spectral_loss(x, y, focus)
+                loss_g = loss_g + loss_spectrum
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- discriminators: maximised over D_S and D_B, eq (10) ----
@@ -263,6 +273,7 @@ class ZSEGANTrainer(Trainer):
             "loss_cycle": loss_cycle.item(),
             "loss_identity": loss_identity.item(),
             "loss_lowpass": loss_lowpass.item(),
+            "loss_spectrum": loss_spectrum.item(),
             "loss_D_S": loss_d_s.item(),
             "loss_D_B": loss_d_b.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],
