@@ -227,3 +227,25 @@ def test_optical_g_b_is_recognised_through_a_wrapper():
         g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer,
     )  # fmt: skip
     assert t.optical_g_b
+
+
+def test_lowpassed_cycle_and_no_d_b():
+    """cycle_sigma compares x and G_B(G_S(x)) low-passed (a noise-only difference costs ~nothing), and
+    lambda_adversarial_b 0 leaves D_B out: its weights stay as they were, its losses are 0."""
+    from scripts.zsegan.losses import lowpass, weighted_cycle_loss
+
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 3, 32, 32)
+    x[..., 10:20, 10:20] = 0.5
+    noisy = x + 0.05 * torch.randn_like(x)
+    w = torch.ones(())
+    assert weighted_cycle_loss(lowpass(noisy, 1.0), lowpass(x, 1.0), w) < 0.4 * weighted_cycle_loss(noisy, x, w)
+
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, cycle_sigma=1.0, lambda_adversarial_b=0.0)
+    before = [p.detach().clone() for p in trainer.d_b.parameters()]
+    trainer.run()
+    output = trainer.state.output
+    assert output["loss_D_B"] == 0 and output["loss_G_B_adv"] == 0 and output["loss_cycle"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.d_b.parameters(), strict=True))
+    assert math.isfinite(output["loss_D_S"])

@@ -29,6 +29,7 @@ from scripts.nets.networks import unwrap
 from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
+    lowpass,
     lowpass_fidelity_loss,
     spectral_loss,
     weighted_cycle_loss,
@@ -87,6 +88,11 @@ class ZSEGANTrainer(Trainer):
         criterion: adversarial criterion (least squares or the paper's log form).
         p: weight of the vertical sections y⊥ in the anisotropic adversarial loss (eqs 2-3).
         lambda_cycle: λ of the cycle-consistency loss (eq 9).
+        cycle_sigma: if > 0, the cycle loss compares x and G_B(G_S(x)) after a Gaussian low-pass of this
+            sigma (px): the camera noise of x, which a blur cannot reproduce, then asks G_S for no
+            amplified noise (the ringing of a deconvolution) to match it.
+        lambda_adversarial_b: weight of G_B's adversarial term (eqs 4-6); 0 leaves D_B out (its fakes
+            from an optical G_B, a blur without noise, differ from real slices by their noise alone).
         lambda_identity: weight of the optional identity loss |G_S(x) - x| (per slice times its sharpness).
         lambda_lowpass: weight of the optional low-pass fidelity loss |lowpass(G_S(x)) - lowpass(x)|.
         lowpass_sigma: the Gaussian sigma (px) of that low-pass.
@@ -118,6 +124,8 @@ class ZSEGANTrainer(Trainer):
         p: float = 2.0,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
+        cycle_sigma: float = 0.0,
+        lambda_adversarial_b: float = 1.0,
         lambda_lowpass: float = 0.0,
         lowpass_sigma: float = 3.0,
         lambda_spectrum: float = 0.0,
@@ -146,7 +154,11 @@ class ZSEGANTrainer(Trainer):
             raise ValueError(f"sharp_domain must be one of {list(SHARP_DOMAINS)}, got {sharp_domain!r}")
         self.p, self.lambda_cycle, self.lambda_identity = p, lambda_cycle, lambda_identity
         self.lambda_lowpass, self.lowpass_sigma, self.sharp_domain = lambda_lowpass, lowpass_sigma, sharp_domain
-        self.lambda_spectrum = lambda_spectrum
+        self.lambda_spectrum, self.cycle_sigma, self.lambda_adversarial_b = (
+            lambda_spectrum,
+            cycle_sigma,
+            lambda_adversarial_b,
+        )
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
@@ -230,8 +242,14 @@ class ZSEGANTrainer(Trainer):
             rec_par = horizontal_sections(x_rec, z)
             alpha_z = alpha.gather(1, z).flatten()
             loss_g_s = anisotropic_adversarial_loss(crit, engine.d_s(y_par), engine.d_s(y_perp), True, p)  # (1)-(3)
-            loss_g_b = crit(engine.d_b(rec_par), True, alpha_z)  # (4)-(6)
-            loss_cycle = engine.lambda_cycle * weighted_cycle_loss(x, x_rec, cycle_weight)  # (8)
+            loss_g_b = torch.zeros((), device=device)
+            if engine.lambda_adversarial_b > 0:
+                loss_g_b = engine.lambda_adversarial_b * crit(engine.d_b(rec_par), True, alpha_z)  # (4)-(6)
+            if engine.cycle_sigma > 0:
+                x_cyc, rec_cyc = lowpass(x, engine.cycle_sigma), lowpass(x_rec, engine.cycle_sigma)
+            else:
+                x_cyc, rec_cyc = x, x_rec
+            loss_cycle = engine.lambda_cycle * weighted_cycle_loss(x_cyc, rec_cyc, cycle_weight)  # (8)
             loss_g = loss_g_s + loss_g_b + loss_cycle  # (9)
             loss_identity = torch.zeros((), device=device)
             if engine.lambda_identity > 0:
@@ -252,15 +270,19 @@ class ZSEGANTrainer(Trainer):
             d.requires_grad_(True)
         fake_par, _ = engine.pools["S_parallel"].query(y_par.detach())
         fake_perp, _ = engine.pools["S_perpendicular"].query(y_perp.detach())
-        fake_rec, alpha_fake = engine.pools["B_parallel"].query(rec_par.detach(), alpha_z.detach())
         with engine._autocast():
             real_perp = random_crops(y_star, (depth, width), y_perp.shape[0])
             loss_d_s = 0.5 * (
                 anisotropic_adversarial_loss(crit, engine.d_s(y_star), engine.d_s(real_perp), True, p)
                 + anisotropic_adversarial_loss(crit, engine.d_s(fake_par), engine.d_s(fake_perp), False, p)
             )
-            x_par = horizontal_sections(x, z)  # real stack slices at the same depths
-            loss_d_b = 0.5 * (crit(engine.d_b(x_par), True, alpha_z) + crit(engine.d_b(fake_rec), False, alpha_fake))
+            loss_d_b = torch.zeros((), device=device)
+            if engine.lambda_adversarial_b > 0:
+                fake_rec, alpha_fake = engine.pools["B_parallel"].query(rec_par.detach(), alpha_z.detach())
+                x_par = horizontal_sections(x, z)  # real stack slices at the same depths
+                loss_d_b = 0.5 * (
+                    crit(engine.d_b(x_par), True, alpha_z) + crit(engine.d_b(fake_rec), False, alpha_fake)
+                )
             loss_d = loss_d_s + loss_d_b
         engine._step(loss_d, engine.d_optimizer)
         if engine.scaler is not None:
