@@ -249,3 +249,25 @@ def test_lowpassed_cycle_and_no_d_b():
     assert output["loss_D_B"] == 0 and output["loss_G_B_adv"] == 0 and output["loss_cycle"] > 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.d_b.parameters(), strict=True))
     assert math.isfinite(output["loss_D_S"])
+
+
+def test_bfloat16_mixed_precision_runs_on_cpu_through_the_autocast_path():
+    """amp with bfloat16 autocasts on the CPU (the code path CUDA's float16 takes, without the scaler);
+    float16 amp on a CPU stays off, as before."""
+    from scripts.nets.optical import OpticalBlur
+
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, amp=True, amp_dtype="bfloat16", lambda_spectrum=0.5, cycle_sigma=1.0)
+    trainer.g_b = OpticalBlur()
+    trainer.optical_g_b = True
+    dtypes = []
+    trainer.g_s.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    before = _snapshot(trainer)["g_s"]
+    trainer.run()
+    assert trainer.autocast and trainer.scaler is None
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert all(math.isfinite(v) for k, v in trainer.state.output.items() if k.startswith("loss"))
+    assert any(not torch.equal(before[k], v) for k, v in trainer.g_s.state_dict().items())
+    assert not make_trainer(n_stacks=1, amp=True).autocast  # float16 needs CUDA
+    with pytest.raises(ValueError, match="amp_dtype"):
+        make_trainer(amp=True, amp_dtype="float8")

@@ -39,6 +39,7 @@ from scripts.zsegan.pool import ImagePool
 from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 SHARP_DOMAINS = ("infocus", "stack", "both")
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def linear_decay(total_iterations: int, start_fraction: float = 0.5):
@@ -104,7 +105,10 @@ class ZSEGANTrainer(Trainer):
         n_vertical: vertical sections per stack and step (half xz, half yz), for D_S.
         pool_size: earlier fakes kept for the discriminators (CycleGAN's image pool).
         epoch_length: iterations per epoch (default: the loader's length).
-        amp: mixed precision (float16 autocast and gradient scaling); only used on CUDA.
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed): the same code path either way, so a CPU run with
+            bfloat16 exercises what a GPU runs.
         train_handlers: Ignite/MONAI handlers to attach.
     """
 
@@ -135,18 +139,24 @@ class ZSEGANTrainer(Trainer):
         pool_size: int = 50,
         epoch_length: int | None = None,
         amp: bool = False,
+        amp_dtype: str = "float16",
         train_handlers: Sequence | None = None,
     ) -> None:
         device = torch.device(device)
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        scaled = amp and device.type == "cuda" and amp_dtype == "float16"
         super().__init__(
             device=device,
             max_epochs=max_epochs,
             data_loader=train_data_loader,
             epoch_length=epoch_length,
             handlers=train_handlers,
-            amp=amp and device.type == "cuda",
+            amp=scaled,  # MONAI's Trainer makes the gradient scaler of float16
             decollate=False,
         )
+        self.autocast = scaled or (amp and amp_dtype == "bfloat16")  # MONAI's self.amp: float16 with its scaler
         self.g_s, self.g_b, self.d_s, self.d_b = g_s, g_b, d_s, d_b
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("lsgan")
@@ -199,7 +209,7 @@ class ZSEGANTrainer(Trainer):
         return torch.cat([infocus[: own.shape[0] - half], own[:half]])
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        return torch.autocast(self.state.device.type, dtype=self.amp_dtype) if self.autocast else nullcontext()
 
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
