@@ -31,7 +31,10 @@ class LinearCritic(nn.Module):
 @pytest.fixture(scope="module")
 def vgg_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vgg")
-    return {arch: save_random_vgg_weights(arch, folder / f"{arch}.pth") for arch in ("vgg16", "vgg19")}
+    return {
+        "vgg16": save_random_vgg_weights("vgg16", folder / "vgg16.pth", "relu3_3"),
+        "vgg19": save_random_vgg_weights("vgg19", folder / "vgg19.pth", "relu4_1"),
+    }
 
 
 def test_gradient_penalty_is_zero_for_a_1_lipschitz_linear_critic():

@@ -95,6 +95,10 @@ def test_a_file_of_other_weights_is_one_clear_error(tmp_path):
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3), "features.0.bias": torch.zeros(8)}, path)
     with pytest.raises(InputError, match="does not hold the vgg16 features"):
         VGGFeatures("vgg16", ("relu1_1",), path)
+    short = save_random_vgg_weights("vgg16", tmp_path / "short.pth", up_to="relu2_2")  # stops too early
+    VGGFeatures("vgg16", ("relu2_2",), short)
+    with pytest.raises(InputError, match="does not hold the vgg16 features"):
+        VGGFeatures("vgg16", ("relu3_3",), short)
     path.write_text("not a checkpoint")
     with pytest.raises(InputError, match="cannot be read"):
         VGGFeatures("vgg16", ("relu1_1",), path)

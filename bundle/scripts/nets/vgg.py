@@ -119,11 +119,13 @@ def load_vgg_weights(arch: str, weights: str | os.PathLike | None = None) -> tup
     return state, path
 
 
-def save_random_vgg_weights(arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write random weights of ``arch``'s ``features`` to ``path`` (for tests and CI, never the paper's loss)."""
+def save_random_vgg_weights(arch: str, path: str | os.PathLike, up_to: str | None = None, seed: int = 0) -> Path:
+    """Write random weights of ``arch``'s ``features`` (all, or up to the layer named ``up_to``) to ``path``,
+    with torchvision's keys: for tests and CI, never the paper's loss."""
     _check_arch(arch)
     torch.manual_seed(seed)
-    features = _features(arch, len(LAYOUTS[arch]) * 2)  # every layer
+    last = len(LAYOUTS[arch]) * 2 if up_to is None else layer_names(arch)[up_to]
+    features = _features(arch, last)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
