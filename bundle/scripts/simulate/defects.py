@@ -198,10 +198,10 @@ def ensure_defect_dataset(dataset_dir, **kwargs) -> Path:
     (the unpaired clean volumes moved in last, so an interrupted generation starts over) and say so;
     otherwise leave it untouched. Returns the path; ``kwargs`` go to :func:`simulate_defect_dataset`."""
     path = Path(dataset_dir)
-    if _has_clean(path):
-        return path
     for task in kwargs.get("tasks", TASKS):
         check_task(task)
+    if _has_clean(path):
+        return path
     say(f"{path} holds no clean volumes: generating the simulated defect dataset there")
     summary = generate_atomically(path, simulate_defect_dataset, "clean", **kwargs)
     say(
