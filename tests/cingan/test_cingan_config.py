@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "bundle" / "configs" / "cingan_train.yaml"
+SYNTHESISE = ROOT / "bundle" / "configs" / "cingan_synthesise.yaml"
 TINY = [
     "--g_channels", "4", "--g_residual_blocks", "1", "--c_channels", "4", "--c_layers", "2", "--crop_size", "16",
     "--max_epochs", "1", "--epoch_length", "3", "--n_critic", "2",
@@ -34,8 +35,8 @@ def setup(tmp_path_factory) -> dict:
     }
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG), *args]
+def run(*args: str, workflow: str = "training", config: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config or str(CONFIG), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -49,6 +50,13 @@ def test_stage_1_trains_and_writes_the_generator(setup, tmp_path):
     generator = ResNetGenerator(3, channels=4, n_residual_blocks=1, first_kernel_size=7, output="mean", n_conditions=3)
     generator.load_state_dict(torch.load(out / "g.pt", weights_only=True))
     assert list((out / "checkpoints").glob("state_*.pt")) and (out / "config.yaml").is_file()
+    both = str([str(CONFIG), str(SYNTHESISE)])
+    tiny = ["--g_channels", "4", "--g_residual_blocks", "1"]
+    args = ["--dataset_dir", str(setup["data"]), "--generator_path", str(out / "g.pt"), *tiny]
+    result = run(*args, "--synthetic_dir", str(tmp_path / "synthetic"), workflow="synthesise", config=both)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for task in ("denoising", "axial", "super_resolution"):
+        assert len(list((tmp_path / "synthetic" / task / "defective").glob("*.tif"))) == 2
 
 
 @pytest.mark.parametrize(
