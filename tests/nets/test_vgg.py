@@ -14,7 +14,7 @@ from scripts.nets.vgg import VGGFeatures, layer_names, save_random_vgg_weights
 
 @pytest.fixture(scope="module")
 def vgg16_file(tmp_path_factory):
-    return save_random_vgg_weights("vgg16", tmp_path_factory.mktemp("vgg") / "vgg16_random.pth")
+    return save_random_vgg_weights("vgg16", tmp_path_factory.mktemp("vgg") / "vgg16_random.pth", "relu3_3")
 
 
 @pytest.fixture
@@ -107,3 +107,12 @@ def test_a_file_of_other_weights_is_one_clear_error(tmp_path):
 def test_only_the_published_file_is_tagged_imagenet(vgg16_file, monkeypatch):
     monkeypatch.setattr(vgg, "_sha256", lambda path: "397923af" + "0" * 56)
     assert VGGFeatures("vgg16", ("relu1_1",), vgg16_file).weights_tag == "imagenet"
+
+
+def test_a_whole_torchvision_file_loads_for_a_shallow_layer(tmp_path):
+    full = save_random_vgg_weights("vgg16", tmp_path / "full.pth")  # every layer, as torchvision's file
+    state = torch.load(full, weights_only=True)
+    assert len([k for k in state if k.endswith(".weight")]) == 13  # VGG16's 13 convolutions
+    features = VGGFeatures("vgg16", ("relu1_1",), full)
+    assert len(features.features) == 2
+    torch.testing.assert_close(features.features[0].weight, state["features.0.weight"])
