@@ -283,3 +283,17 @@ def test_conditioned_critic_scores_each_sample_with_its_condition():
     torch.testing.assert_close(critic(x[:1], 2), scores[2:])
     with pytest.raises(ValueError, match="condition"):
         critic(x)
+
+
+def test_shipped_weights_give_what_they_gave_before_the_2d_3d_refactor():
+    """models/model.pt through the shared ResNetGenerator code: the output sum that the 3D-only
+    Generator3D gave for this input (computed with it before the refactor, on this project's machine)."""
+    from pathlib import Path
+
+    from scripts.nets.architecture import default_generator
+
+    g = default_generator()
+    g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
+    with torch.no_grad():
+        y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
+    assert y.double().sum().item() == pytest.approx(685.168335204944, rel=1e-5)
