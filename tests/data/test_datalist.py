@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scripts.data.datalist import datalist, train_val_split
@@ -75,3 +77,16 @@ def test_split_single_item():
 def test_split_rejects_bad_fraction(fraction):
     with pytest.raises(ValueError, match="val_fraction"):
         train_val_split(ITEMS, fraction)
+
+
+def test_datalist_of_defect_datasets(tmp_path):
+    from scripts.simulate.defects import simulate_defect_dataset
+
+    simulate_defect_dataset(tmp_path, tasks=["axial"], n_pairs=2, n_clean=1, n_test=1, size=16, depth=9, progress=False)
+    assert [Path(d["image"]).name for d in datalist(tmp_path / "axial" / "train", "defective")] == [
+        "sim_00000.tif",
+        "sim_00001.tif",
+    ]
+    assert len(datalist(tmp_path, "clean")) == 1
+    with pytest.raises(KeyError):
+        datalist(tmp_path, "noisy")

@@ -3,6 +3,8 @@
 ``<dataset_dir>/stacks/``  z-stacks (TIFF/OME-TIFF, the paper's .npz, NIfTI)
 ``<dataset_dir>/infocus/`` 2D in-focus images (TIFF, PNG), unpaired with the stacks
 ``<dataset_dir>/truth/``   optional sharp ground-truth volumes, same file names as the stacks
+
+MicroscopyGAN's defect datasets (``scripts.simulate.defects``) hold ``clean/`` and ``defective/`` volumes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files
 
 
 def datalist(dataset_dir: str | Path, kind: str = "stacks") -> list[dict[str, str]]:
-    """``[{"image": path}, ...]`` for the stacks (or ``kind="infocus"`` images) of a dataset, sorted."""
-    suffixes = {"stacks": STACK_SUFFIXES, "infocus": IMAGE_SUFFIXES, "truth": STACK_SUFFIXES}[kind]
+    """``[{"image": path}, ...]`` for the stacks (or ``kind="infocus"`` images, "truth", "clean" or "defective"
+    volumes) of a dataset, sorted."""
+    suffixes = {"infocus": IMAGE_SUFFIXES}.get(kind, STACK_SUFFIXES)
+    if kind not in ("stacks", "infocus", "truth", "clean", "defective"):
+        raise KeyError(kind)
     return [{"image": str(f)} for f in list_files(Path(dataset_dir) / kind, suffixes)]
 
 

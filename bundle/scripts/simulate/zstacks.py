@@ -76,7 +76,15 @@ from scipy import ndimage, signal
 
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
-__all__ = ["DEFAULTS", "ensure_dataset", "simulate_dataset", "simulate_infocus", "simulate_stack"]
+__all__ = [
+    "DEFAULTS",
+    "ensure_dataset",
+    "generate_atomically",
+    "say",
+    "simulate_dataset",
+    "simulate_infocus",
+    "simulate_stack",
+]
 
 logger = logging.getLogger("zsegan")
 
@@ -629,12 +637,34 @@ def _has_stacks(dataset_dir: Path) -> bool:
     return stacks.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in stacks.iterdir())
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     """Log ``message``, or print it where logging would not show it (no handler, or level above INFO)."""
     if logger.hasHandlers() and logger.isEnabledFor(logging.INFO):
         logger.info(message)
     else:
         print(message, flush=True)
+
+
+def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
+    """Run ``simulate(folder, **kwargs)`` in a hidden folder inside ``path``, then move every file it wrote
+    to the same place under ``path``, those in the top-level folder ``last`` at the end (the one whose
+    presence says the data is there): an interrupted generation leaves no ``last`` behind, so the next call
+    starts over. Returns what ``simulate`` returned."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob(".simulating-*"):  # left by an interrupted generation
+        if time.time() - stale.stat().st_mtime > 600:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = path / f".simulating-{os.getpid()}-{time.time_ns()}"
+    try:
+        summary = simulate(tmp, **kwargs)
+        files = sorted(f for f in tmp.rglob("*") if f.is_file())
+        for f in sorted(files, key=lambda f: f.relative_to(tmp).parts[0] == last):  # stable: `last` at the end
+            target = path / f.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
 
 
 def ensure_dataset(dataset_dir, **kwargs) -> Path:
@@ -648,25 +678,11 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
     path = Path(dataset_dir)
     if _has_stacks(path):
         return path
-    message = f"{path} holds no stacks: generating the simulated dataset there"
-    _say(message)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob(".simulating-*"):  # left by an interrupted generation
-        if time.time() - stale.stat().st_mtime > 600:
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = path / f".simulating-{os.getpid()}-{time.time_ns()}"
-    try:
-        summary = simulate_dataset(tmp, **kwargs)
-        for kind in ("truth", "infocus", "stacks"):
-            if (tmp / kind).is_dir():
-                (path / kind).mkdir(exist_ok=True)
-                for f in sorted((tmp / kind).iterdir()):
-                    os.replace(f, path / kind / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"{path} holds no stacks: generating the simulated dataset there")
+    summary = generate_atomically(path, simulate_dataset, "stacks", **kwargs)
     done = (
         f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
         f"in-focus images into {path} in {summary['seconds']:.1f} s"
     )
-    _say(done)
+    say(done)
     return path
