@@ -204,6 +204,8 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, list[str]]]:
     cases["RGB"] = (folder / "rgb.tif", ["rgb.tif", "RGB"])
     np.savez(folder / "complex.npz", arr_0=good.astype(np.complex64))
     cases["complex"] = (folder / "complex.npz", ["complex.npz", "complex"])
+    np.savez(folder / "huge.npz", arr_0=good.astype(np.float64) * 1e37)  # overflows in float32
+    cases["beyond float32"] = (folder / "huge.npz", ["huge.npz", "beyond float32's range"])
     return cases
 
 

@@ -297,6 +297,7 @@ STACK_CASES = {
     "bool": ("stack.npz", lambda p: _npz(p, _stack("bool")), "dtype bool is not supported"),
     "nan": ("stack.tif", lambda p: _tiff(p, _with_nan()), "contains 2 NaN / 1 Inf values"),
     "nan nifti": ("stack.nii", lambda p: _nifti(p, _with_nan("float64")), "contains 2 NaN / 1 Inf values"),
+    "beyond float32": ("stack.npz", lambda p: _npz(p, _stack("float64") * 1e300), "beyond float32's range"),
     "npz keys": ("stack.npz", lambda p: np.savez(p, a=_stack(), b=_stack()), "expected key 'arr_0' or a single array"),
 }
 

@@ -319,6 +319,82 @@ def test_an_interrupted_run_resumes_with_the_chunks_not_yet_written(network, sta
         enhance_slide(network, source, out, inferer(), tile_size=96)
 
 
+def test_a_run_stopped_while_finishing_is_finished_by_the_next(network, stack, tmp_path, monkeypatch):
+    """Killed between the last tile and the end: before the rename (the partial output is complete) or
+    after it (the done-markers not yet removed), the same command finishes, never stuck."""
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", stack)
+    out = tmp_path / "out" / "slide_enhanced.ome.zarr"
+    replace, rmtree = wholeslide.os.replace, wholeslide.shutil.rmtree
+
+    def killed_at_rename(src, dst):
+        if Path(dst) == out:
+            raise KeyboardInterrupt("killed")
+        replace(src, dst)
+
+    monkeypatch.setattr(wholeslide.os, "replace", killed_at_rename)
+    with pytest.raises(KeyboardInterrupt):
+        enhance_slide(network, source, out, inferer(), tile_size=48)
+    monkeypatch.setattr(wholeslide.os, "replace", replace)
+    monkeypatch.setattr(
+        wholeslide.shutil, "rmtree", lambda p, **kw: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+    )  # killed after the rename, at the clean-up
+    with pytest.raises(KeyboardInterrupt):
+        enhance_slide(network, source, out, inferer(), tile_size=48)
+    assert (out / ".zsegan" / "done").is_dir()
+    monkeypatch.setattr(wholeslide.shutil, "rmtree", rmtree)
+    assert enhance_slide(network, source, out, inferer(), tile_size=48) == out  # complete: cleaned, kept
+    assert not (out / ".zsegan" / "done").exists()
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[:], in_memory(network, stack))
+
+
+# ----------------------------------------------------------------------------- bad values
+
+
+def test_bool_and_complex_slides_are_refused_before_anything_is_read(tmp_path):
+    for dtype in (bool, np.complex64):
+        path = tmp_path / f"{np.dtype(dtype).name}.zarr"
+        zarr.save_array(str(path), np.zeros((4, 32, 32), dtype))
+        with pytest.raises(InputError, match=f"dtype {np.dtype(dtype).name} is not supported") as error:
+            open_stack(path)
+        assert error.value.path == str(path)
+
+
+def test_nan_inf_and_values_beyond_float32_are_refused_before_anything_is_written(network, stack, tmp_path):
+    for name, value, problem in (("nan", np.nan, "1 NaN / 0 Inf"), ("inf", -np.inf, "0 NaN / 1 Inf"),
+                                 ("huge", 1e39, "beyond float32's range")):  # fmt: skip
+        bad = stack.astype(np.float64)
+        bad[4, 90, 91] = value
+        source = write_ome_zarr(tmp_path / "in" / f"{name}.ome.zarr", bad)
+        with pytest.raises(InputError, match=problem) as error:
+            wholeslide.enhance_slides(network, source, tmp_path / "out", inferer(), tile_size=48)
+        assert error.value.path == str(source)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_nan_missed_by_the_percentile_sample_stops_the_run_before_its_tile_is_written(
+    network, stack, tmp_path, monkeypatch
+):
+    """Percentiles come from a sample: a NaN between its voxels is found when its tile is read, before the tile
+    is written. The tiles written stay; with the NaN fixed, the same command finishes the run."""
+    monkeypatch.setattr(wholeslide, "stack_range", lambda *a: stack_range(*a, samples=9 * 25 * 25))  # every 4th
+    monkeypatch.setattr(wholeslide, "LOCAL_THREADS", 1)
+    bad = stack.astype(np.float32)
+    bad[4, 90, 91] = np.nan  # off the sample's grid
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", bad)
+    out = tmp_path / "out" / "slide_enhanced.ome.zarr"
+    with pytest.raises(InputError, match=r"1 NaN / 0 Inf values in the tile at y 48\.\.100, x 48\.\.100"):
+        enhance_slide(network, source, out, inferer(), tile_size=48)
+    partial = wholeslide._partial_path(out)
+    assert not out.exists() and (partial / ".zsegan" / "run.json").exists()
+    written = zarr.open_array(str(partial / "0"), mode="r")
+    for marker in (partial / ".zsegan" / "done").iterdir():  # the tiles written hold no NaN
+        i, j = (int(n) for n in marker.name.split("."))
+        assert np.isfinite(written[:, 48 * i : 48 * i + 48, 48 * j : 48 * j + 48]).all()
+    zarr.open_array(str(source / "0"), mode="r+")[4, 90, 91] = 100.0
+    enhance_slide(network, source, out, inferer(), tile_size=48)  # the same command, after the fix
+    assert np.isfinite(zarr.open_array(str(out / "0"), mode="r")[:]).all()
+
+
 # ----------------------------------------------------------------------------- Dask cluster and CLI
 
 
@@ -371,3 +447,24 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
 
     bad = subprocess.run([*cmd[:-2], "--tile_sise", "32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown config key '--tile_sise'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(network, stack, tmp_path):
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    bad = stack.astype(np.float32)
+    bad[4, 40:50, 40:50] = np.nan  # one patch: every output voxel would be NaN
+    source = write_ome_zarr(tmp_path / "in" / "slide.ome.zarr", bad)
+    configs = [str(ROOT / "bundle" / "configs" / f) for f in ("inference.yaml", "inference_wholeslide.yaml")]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
+        "--input_path", str(source), "--output_dir", str(tmp_path / "out"), "--model_path", str(tmp_path / "model.pt"),
+        "--g_channels", "4", "--g_residual_blocks", "1", "--g_upsampling", "transpose", "--g_residual", "False",
+        "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32", "--compile", "False",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: {source}: contains 100 NaN / 0 Inf values: replace them (e.g. by 0) before running"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,14 @@ write 0.4. The output is built in a hidden folder ``.<name>.partial`` beside it 
 place once every tile is written, so the output path never holds a partial result.
 ``.zsegan/run.json`` records what is computed (input, weights, settings, intensity range) and
 ``.zsegan/done/<i>.<j>`` marks each tile written; the same command run again after an interruption
-skips the tiles already done. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
+skips the tiles already done; a run stopped after its last tile, before or after the rename, is finished
+by the next. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
+
+Bad values are refused, never written: the dtype (bool, complex) when the slide is opened; NaN, Inf and
+float values beyond float32's range in the percentile sample, before any output is made (``enhance_slides``
+takes every input's sample before the first output), and in each tile's input as the tile reads it, before
+anything computed from it is written (one NaN between the sample's voxels). A run stopped so keeps the tiles
+written: once the input is fixed, the same command finishes it (or delete the ``.partial`` folder).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from numcodecs import Blosc
 from tqdm import tqdm
 
 from scripts.data.atomic import atomic
-from scripts.data.io import READ_ERRORS, cast_to, tiff_spacing, um_per_unit
+from scripts.data.io import READ_ERRORS, cast_to, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance
@@ -165,6 +172,7 @@ def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, 
     if len(keep) != 3 or [axes[i] for i in keep][-2:] != ["y", "x"]:
         raise InputError(p, f"has shape {stack.shape} (axes {axes}): expected one single-channel z-stack (Z, Y, X)")
     stack = stack.reshape([stack.shape[i] for i in keep])
+    check_dtype(p, stack.dtype)  # the values themselves are checked as they are read, tile by tile
     if stack.shape[0] < min_planes:
         raise InputError(p, f"has {stack.shape[0]} planes; the network needs at least {min_planes}")
     meta = {"filename_or_obj": str(p), "format": fmt, "axes": axes, "dtype": str(stack.dtype)}
@@ -176,7 +184,9 @@ def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in me
     xy grid of at most ``samples`` voxels (all voxels of a stack that small, so they equal
     ``RobustNormalised``'s); read chunk by chunk, memory bounded by the sample."""
     step = max(1, math.ceil(math.sqrt(stack.size / samples)))
-    return percentile_range(np.asarray(stack[:, ::step, ::step].compute()), lower, upper, name)
+    sample = np.asarray(stack[:, ::step, ::step].compute())
+    check_values(name, sample)  # most bad values are found here, before anything is written
+    return percentile_range(sample, lower, upper, name)
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -245,11 +255,15 @@ class _Region:
     and none is kept in memory for a neighbour. Overhangs are read twice; memory stays that of the tiles
     in flight."""
 
-    def __init__(self, stack: da.Array, box):
-        self.stack, self.box = stack, box
+    def __init__(self, stack: da.Array, box, name: str):
+        self.stack, self.box, self.name = stack, box, name
 
     def read(self) -> np.ndarray:
-        return np.asarray(self.stack.compute(scheduler="sync"))
+        """The region's voxels, checked (``scripts.data.io.check_values``) before G_S sees them."""
+        values = np.asarray(self.stack.compute(scheduler="sync"))
+        _, (y0, y1), (x0, x1) = self.box
+        check_values(self.name, values, f" in the tile at y {y0}..{y1}, x {x0}..{x1}")
+        return values
 
 
 def _tile_windows(region: _Region, box, leading, trailing, network, inferer, intensity_range, device):
@@ -285,14 +299,17 @@ def _finish_tile(tile, *overhangs) -> np.ndarray:
     return values
 
 
-def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu") -> da.Array:
+def enhance_lazily(
+    network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu", name: str = "<in memory>"
+) -> da.Array:
     """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
     (``chunks``, ``overhangs``: the y and x tiles and overhangs of ``aligned_tiling``).
 
     Each of the sliding window's windows is computed once, by the tile it starts in (a task that reads the
     tile and its overhang from ``stack`` on its own); a second task per tile adds, where the windows of the
     tiles before it (above, left, above-left) overhang it, their weighted sums to its own. The network is
-    one node of the graph, which every tile's task shares (sent once to each worker of a cluster)."""
+    one node of the graph, which every tile's task shares (sent once to each worker of a cluster). Each tile's
+    input is checked as it is read (``scripts.data.io.check_values``; ``name`` names the input in the error)."""
     z = (0, stack.shape[0])
     bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
     (ny, nx), (oy, ox) = stack.shape[1:], overhangs
@@ -307,7 +324,7 @@ def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, o
         sent = [(z, (y0, y2), (x1, x2))] if x2 > x1 else []  # to the right, and the corner below it
         sent += [(z, (y1, y2), (x0, x1))] if y2 > y1 else []
         tiles[i, j], trailing[i, j] = dask.delayed(_tile_windows, nout=2, pure=False)(
-            _Region(stack[:, y0:y2, x0:x2], region), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
+            _Region(stack[:, y0:y2, x0:x2], region, name), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
             intensity_range, device,
         )  # fmt: skip
     rows = []
@@ -398,6 +415,7 @@ def enhance_slide(
     device: str | torch.device = "cpu",
     scheduler_address: str | None = None,
     min_planes: int = 1,
+    intensity_range: tuple[float, float] | None = None,
 ) -> Path:
     """Enhance one large stack (OME-Zarr, zarr or TIFF) into the OME-Zarr ``output_path``, chunk by chunk.
 
@@ -407,6 +425,7 @@ def enhance_slide(
     ``dask.distributed`` scheduler to run on, else dask's local threads. Each tile (all planes) is
     computed and written on its own, then marked done. Resumable (see the module
     docstring); an output already complete with the same input, weights and settings is kept as it is.
+    ``intensity_range``: the stack's ``stack_range`` when already computed (``enhance_slides``' up-front pass).
     """
     output_path = Path(output_path)
     stack, meta = open_stack(input_path, min_planes)
@@ -427,15 +446,19 @@ def enhance_slide(
         "tiles": [list(c) for c in chunks],
         "overhangs": list(overhangs),
     }
+    done = output_path / _STATE / "done"
     if output_path.exists():
         if _read_run(output_path) == run:
+            shutil.rmtree(done, ignore_errors=True)  # left by a run stopped between its rename and its clean-up
             logger.info(f"{output_path} is already complete")
             return output_path
         raise InputError(output_path, "exists and holds another result: delete it or choose another output_dir")
-    partial = output_path.with_name(f".{output_path.name}.partial")
+    partial = _partial_path(output_path)
     if _read_run(partial) not in (None, run):
         raise InputError(partial, "holds an interrupted run with another input, weights or settings: delete it")
     if _read_run(partial) is None:
+        # the checks that can fail on the whole stack come first: nothing is written for a stack they refuse
+        run["intensity_range"] = list(intensity_range or stack_range(stack, lower, upper, str(input_path)))
         shutil.rmtree(partial, ignore_errors=True)  # never got as far as its record: start again
         group = zarr.open_group(str(partial), mode="w", zarr_format=2)
         group.create_array(
@@ -447,8 +470,6 @@ def enhance_slide(
             compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 on zarr 2 needs "/"
         )
-        run["intensity_range"] = list(stack_range(stack, lower, upper, str(input_path)))
-        (partial / _STATE / "done").mkdir(parents=True)
         with atomic(partial / _STATE / "run.json") as tmp:
             tmp.write_text(json.dumps(run, indent=1))
     run = json.loads((partial / _STATE / "run.json").read_text())  # with the intensity range of the first start
@@ -457,9 +478,11 @@ def enhance_slide(
 
     # one delayed object per tile from the whole graph, so that the tiles' shared tasks stay shared (taken
     # one block at a time, dask would fuse them into each block's own tasks and run them again for each)
-    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device).to_delayed()[0]
+    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path))
+    enhanced = enhanced.to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"
+    done.mkdir(exist_ok=True)
     starts = [np.cumsum((0, *c)) for c in chunks]  # tiles start on zarr chunks: no chunk is written twice
     write = dask.delayed(_write_block, pure=False)
     for i, j in np.ndindex(*enhanced.shape):
@@ -492,8 +515,8 @@ def enhance_slide(
                 dask.compute(*tasks, scheduler="threads", num_workers=LOCAL_THREADS)
     group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
     group.attrs.update(ngff_multiscales(output_path.name, meta["spacing"], meta["unit"]))
-    shutil.rmtree(done)
     os.replace(partial, output_path)  # the output appears only now, complete
+    shutil.rmtree(output_path / _STATE / "done")  # after the rename: a run stopped in between is complete
     logger.info(f"wrote {output_path}")
     return output_path
 
@@ -523,6 +546,11 @@ def write_ome_tiff(source: str | os.PathLike, path: str | os.PathLike, tile: int
         )  # fmt: skip
     logger.info(f"wrote {path}")
     return Path(path)
+
+
+def _partial_path(output_path: Path) -> Path:
+    """Where the output is built until every tile is written: a hidden folder beside it."""
+    return output_path.with_name(f".{output_path.name}.partial")
 
 
 def _read_run(path: Path) -> dict | None:
@@ -561,13 +589,19 @@ def enhance_slides(
     if output_format not in ("ome-zarr", "ome-tiff"):
         raise InputError(None, f"--output_format must be ome-zarr or ome-tiff, not {output_format!r}")
     inputs = slide_inputs(input_path)
+    ranges = {}  # every check that can fail on a whole stack runs here, before any output is written
     for f in inputs:
-        open_stack(f, min_planes)
+        stack, _ = open_stack(f, min_planes)
+        out = slide_output_path(f, output_dir, postfix)
+        if not out.exists() and _read_run(_partial_path(out)) is None:  # not started yet
+            ranges[f] = stack_range(stack, lower, upper, str(f))
     network = network.to("cpu") if scheduler_address else network  # sent to workers as weights, moved there
     outputs = []
     for f in inputs:
         out = slide_output_path(f, output_dir, postfix)
-        enhance_slide(network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes)
+        enhance_slide(
+            network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes, ranges.get(f)
+        )
         if output_format == "ome-tiff":
             tiff = out.with_name(out.name[: -len(".zarr")] + ".tif")
             out = tiff if tiff.exists() else write_ome_tiff(out, tiff)
