@@ -241,6 +241,17 @@ def test_training_rejects_unknown_key_and_small_infocus_images(dataset, tmp_path
     assert not (tmp_path / "model.pt").exists()
 
 
+def test_training_refuses_a_dataset_dir_without_stacks(tmp_path):
+    """Only the default dataset folder is simulated: a typo in --dataset_dir is an error, not simulated data."""
+    for name in ("typo", "empty"):
+        (tmp_path / "empty" / "infocus").mkdir(parents=True, exist_ok=True)
+        result = bundle_run(
+            "training", "train.yaml", *train_args(tmp_path / name, tmp_path / "out", "--max_epochs", "1")
+        )
+        _expect_clean_failure(result, name, "no such dataset folder" if name == "typo" else "holds no stacks")
+    assert not (tmp_path / "typo").exists() and not any((tmp_path / "empty").rglob("*.tif"))
+
+
 def test_training_runs_from_inside_the_bundle_folder(dataset, tmp_path):
     short = ["--max_epochs", "1", "--epoch_length", "1", "--val_interval", "1"]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]

@@ -74,6 +74,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, signal
 
+from scripts.data.io import STACK_SUFFIXES, write_image, write_stack
+from scripts.errors import InputError
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
 __all__ = ["DEFAULTS", "ensure_dataset", "simulate_dataset", "simulate_infocus", "simulate_stack"]
@@ -592,8 +594,6 @@ def simulate_dataset(
     ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
     0-based) and ``seconds``.
     """
-    from scripts.data.io import write_image, write_stack
-
     out = Path(out_dir)
     start = time.perf_counter()
     focal = []
@@ -637,10 +637,11 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def ensure_dataset(dataset_dir, **kwargs) -> Path:
+def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
     """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
     and say so and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it
-    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``.
+    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``. With ``simulate`` False (a folder
+    the user named: a typo must not train on simulated data), a folder without stacks is an InputError.
 
     The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
     the stacks last: an interrupted generation leaves no stacks behind, so the next call starts over.
@@ -648,6 +649,13 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
     path = Path(dataset_dir)
     if _has_stacks(path):
         return path
+    if not simulate:
+        if not path.is_dir():
+            raise InputError(path, "no such dataset folder: check --dataset_dir")
+        raise InputError(
+            path / "stacks",
+            f"holds no stacks: put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout",
+        )
     message = f"{path} holds no stacks: generating the simulated dataset there"
     _say(message)
     path.mkdir(parents=True, exist_ok=True)
