@@ -228,6 +228,30 @@ def test_inference_checks_every_input_before_writing(trained, tmp_path):
     assert not out.exists()
 
 
+def test_inference_checks_the_intensity_range_before_writing(trained, tmp_path):
+    inputs = tmp_path / "in"
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": None, "unit": None}
+    for name in ("a_good", "c_good"):
+        write_stack(
+            inputs / f"{name}.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta
+        )
+    write_stack(inputs / "b_const.tif", np.full((17, 32, 32), 9, np.uint8), meta)
+    out = tmp_path / "out"
+    result = infer(inputs, out, trained)
+    _expect_clean_failure(result, "b_const.tif", "constant intensity")
+    assert not out.exists()
+
+
+def test_inference_into_its_input_folder_does_not_enhance_its_outputs(trained, tmp_path):
+    folder = tmp_path / "stacks"
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": None, "unit": None}
+    write_stack(folder / "x.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta)
+    for _ in range(2):
+        result = infer(folder, folder, trained)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["x.tif", "x_enhanced.tif"]
+
+
 def test_training_rejects_unknown_key_and_small_infocus_images(dataset, tmp_path):
     result = bundle_run("training", "train.yaml", *train_args(dataset, tmp_path, "--max_epoch", "3"))
     _expect_clean_failure(result, "--max_epoch", "max_epochs")

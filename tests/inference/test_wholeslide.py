@@ -347,6 +347,26 @@ def test_a_run_stopped_while_finishing_is_finished_by_the_next(network, stack, t
     np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[:], in_memory(network, stack))
 
 
+def test_every_slide_is_checked_before_the_first_output_is_written(network, stack, tmp_path):
+    inputs = tmp_path / "in"
+    write_ome_zarr(inputs / "a_good.ome.zarr", stack)
+    write_ome_zarr(inputs / "b_const.ome.zarr", np.full_like(stack, 7))
+    write_ome_zarr(inputs / "c_good.ome.zarr", stack)
+    with pytest.raises(InputError, match="constant intensity") as error:
+        wholeslide.enhance_slides(network, inputs, tmp_path / "out", inferer(), tile_size=48)
+    assert error.value.path == str(inputs / "b_const.ome.zarr") and not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_the_input_folder_is_not_enhanced_again(network, stack, tmp_path):
+    folder = tmp_path / "slides"
+    write_ome_zarr(folder / "slide.ome.zarr", stack)
+    for _ in range(2):
+        wholeslide.enhance_slides(network, folder, folder, inferer(), tile_size=48, output_format="ome-tiff")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "slide.ome.zarr", "slide_enhanced.ome.tif", "slide_enhanced.ome.zarr"
+    ]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- bad values
 
 

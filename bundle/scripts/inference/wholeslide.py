@@ -73,7 +73,7 @@ from scripts.data.atomic import atomic
 from scripts.data.io import READ_ERRORS, cast_to, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance
+from scripts.inference.sliding_window import enhance, without_outputs
 
 logger = logging.getLogger("zsegan")
 
@@ -579,16 +579,23 @@ def slide_inputs(input_path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
+def _slide_outputs(input_path: Path, output_dir, postfix: str) -> tuple[Path, Path]:
+    """The OME-Zarr output of an input and the OME-TIFF written from it on request."""
+    out = slide_output_path(input_path, output_dir, postfix)
+    return out, out.with_name(out.name[: -len(".zarr")] + ".tif")
+
+
 def enhance_slides(
     network, input_path, output_dir, inferer, lower=0.5, upper=99.5, tile_size=1024, device="cpu",
     scheduler_address=None, min_planes=1, postfix="_enhanced", output_format="ome-zarr",
 ) -> list[Path]:  # fmt: skip
     """``enhance_slide`` for every input of ``slide_inputs(input_path)`` (all checked first), into
     ``<output_dir>/<name><postfix>.ome.zarr``; ``output_format`` "ome-tiff" also writes
-    ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes)."""
+    ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes). Inputs
+    that are the outputs of others (``output_dir`` the input folder, enhanced before) are left out."""
     if output_format not in ("ome-zarr", "ome-tiff"):
         raise InputError(None, f"--output_format must be ome-zarr or ome-tiff, not {output_format!r}")
-    inputs = slide_inputs(input_path)
+    inputs = without_outputs(slide_inputs(input_path), lambda f: _slide_outputs(f, output_dir, postfix))
     ranges = {}  # every check that can fail on a whole stack runs here, before any output is written
     for f in inputs:
         stack, _ = open_stack(f, min_planes)
@@ -603,7 +610,7 @@ def enhance_slides(
             network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes, ranges.get(f)
         )
         if output_format == "ome-tiff":
-            tiff = out.with_name(out.name[: -len(".zarr")] + ".tif")
+            tiff = _slide_outputs(f, output_dir, postfix)[1]
             out = tiff if tiff.exists() else write_ome_tiff(out, tiff)
         outputs.append(out)
     return outputs
