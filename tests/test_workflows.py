@@ -276,6 +276,23 @@ def test_training_refuses_a_dataset_dir_without_stacks(tmp_path):
     assert not (tmp_path / "typo").exists() and not any((tmp_path / "empty").rglob("*.tif"))
 
 
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--sw_overlap", "abc"], "--sw_overlap 'abc': must be a number in [0, 1)"),
+        (["--max_epochs", "-1"], "--max_epochs -1: must be a positive integer"),
+        (["--intensity_lower", "99.5", "--intensity_upper", "0.5"], "must be below --intensity_upper"),
+    ],
+)
+def test_bad_values_get_one_error_line_and_leave_the_earlier_record(dataset, tmp_path, args, phrase):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("the earlier run's")
+    result = bundle_run("training", "train.yaml", *train_args(dataset, tmp_path, *args))
+    assert result.returncode == 2
+    _expect_clean_failure(result, phrase)
+    assert (tmp_path / "run" / "config.yaml").read_text() == "the earlier run's"
+
+
 def test_training_runs_from_inside_the_bundle_folder(dataset, tmp_path):
     short = ["--max_epochs", "1", "--epoch_length", "1", "--val_interval", "1"]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]

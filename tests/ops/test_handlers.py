@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from ignite.engine import Engine, Events
 from monai.utils import set_determinism
 from torch.utils.data import DataLoader
 
+from scripts.errors import InputError
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops import handlers
 from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
@@ -130,6 +132,29 @@ def test_rerunning_a_finished_training_does_nothing(tmp_path):
     assert again.steps == 0 and again.engine.state.iteration == 5
     assert torch.equal(again.model.weight, first.model.weight)
     assert _files(tmp_path) == ["state_checkpoint_4.pt", "state_checkpoint_5.pt"]
+
+
+def test_a_truncated_or_foreign_latest_checkpoint_is_named_with_the_way_on(tmp_path):
+    first = _Counting(seed=0)
+    first.checkpoint(tmp_path, interval=2)
+    first.engine.run(DATA, max_epochs=1)
+    latest = tmp_path / "state_checkpoint_5.pt"
+    data = latest.read_bytes()
+    cases = {
+        "truncated": (data[: len(data) // 2], "cannot resume from it"),
+        "foreign": (None, "holds a model of another architecture"),
+        "not a checkpoint": (None, "is not a checkpoint of this training (no optimizer)"),
+    }
+    for name, (content, problem) in cases.items():
+        if name == "foreign":
+            torch.save({"model": torch.nn.Linear(4, 2).state_dict(), "optimizer": {}}, latest)
+        elif name == "not a checkpoint":
+            torch.save({"model": first.model.state_dict()}, latest)
+        else:
+            latest.write_bytes(content)
+        with pytest.raises(InputError, match=re.escape(problem)) as error:
+            _Counting(seed=1).checkpoint(tmp_path, interval=2)
+        assert error.value.path == str(latest) and "delete it to resume from state_checkpoint_4.pt" in str(error.value)
 
 
 def test_resume_false_starts_over(tmp_path):

@@ -310,6 +310,11 @@ def _load(path: Path, fmt: str, kinds: str) -> tuple[np.ndarray, str, dict]:
         raise
     except READ_ERRORS as e:
         raise InputError(path, f"cannot read {path.name} (file truncated or not a {kinds}: {e})") from e
+    except MemoryError as e:  # a corrupt header declaring a huge array, or a stack larger than memory
+        raise InputError(
+            path, f"does not fit in memory ({e}): a corrupt header, or a stack for whole-slide inference "
+            "(inference_wholeslide.yaml reads OME-Zarr/TIFF tile by tile)",
+        ) from e  # fmt: skip
 
 
 def _shape_str(shape: Sequence[int]) -> str:

@@ -13,6 +13,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.data.atomic import atomic
+from scripts.errors import InputError
 from scripts.evaluation.views import comparison_png, sharpness_plot
 from scripts.nets.networks import unwrap
 from scripts.ops.metrics import sharpness_ratios
@@ -21,14 +22,41 @@ from scripts.zsegan.focus import sharpest_index
 logger = logging.getLogger("zsegan")
 
 
-def latest_checkpoint(save_dir: str | Path, prefix: str = "state") -> Path | None:
-    """The checkpoint of the highest iteration in ``save_dir``, or None."""
+def checkpoints(save_dir: str | Path, prefix: str = "state") -> list[Path]:
+    """The checkpoints in ``save_dir``, from the lowest iteration to the highest."""
     found = []
     for path in Path(save_dir).glob(f"{prefix}_*.pt"):
         match = re.search(r"_(\d+)\.pt$", path.name)
         if match:
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(save_dir: str | Path, prefix: str = "state") -> Path | None:
+    """The checkpoint of the highest iteration in ``save_dir``, or None."""
+    found = checkpoints(save_dir, prefix)
+    return found[-1] if found else None
+
+
+def check_checkpoint(path: Path, save_dict: dict) -> None:
+    """InputError naming ``path`` when training cannot resume from it: unreadable (truncated), not a
+    checkpoint of ``save_dict``'s objects, or networks of another architecture; says how to go on."""
+    earlier = [p for p in checkpoints(path.parent) if p != path]
+    fix = f"delete it to resume from {earlier[-1].name}" if earlier else "delete it to start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
+        raise InputError(path, f"cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0]}): {fix}") from e
+    missing = [k for k in save_dict if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputError(path, f"is not a checkpoint of this training (no {', '.join(missing)}): {fix}")
+    for name, obj in save_dict.items():
+        if isinstance(obj, torch.nn.Module):
+            expected = {k: tuple(v.shape) for k, v in unwrap(obj).state_dict().items()}
+            if {k: tuple(v.shape) for k, v in state[name].items()} != expected:
+                raise InputError(
+                    path, f"holds a {name} of another architecture: {fix}, or train with the settings it was made with"
+                )
 
 
 class ResumableCheckpoint:
@@ -37,7 +65,7 @@ class ResumableCheckpoint:
     ``save_dict`` names everything to save (networks, optimisers, schedulers, the trainer, whose state
     includes the image pools). Files are written atomically (temporary file, then rename), so an
     interruption never leaves a truncated checkpoint. When ``save_dir`` already holds checkpoints at
-    start, training resumes from the latest one.
+    start, training resumes from the latest one, checked first (``check_checkpoint``).
     Under DDP (several processes), only rank 0 writes (ignite's ``DiskSaver``), networks without their
     DDP wrapper; every process resumes from the same file.
     """
@@ -60,6 +88,7 @@ class ResumableCheckpoint:
         )
         latest = latest_checkpoint(self.save_dir) if self.resume else None
         if latest is not None:
+            check_checkpoint(latest, self.save_dict)
             logger.info(f"resuming from {latest}")
             load_dict = {**to_save, "checkpointer": self.checkpoint}
             device = getattr(engine.state, "device", None) or "cpu"  # MONAI workflows set it; plain engines may not
