@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Hashable, Mapping
@@ -84,6 +85,15 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit the configured network ({str(e).splitlines()[0]})") from e
     return network.to(device).eval()
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's names and values: the same weights give the same digest, wherever they are."""
+    h = hashlib.sha256()
+    for name, value in state.items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class Accelerated(torch.nn.Module):

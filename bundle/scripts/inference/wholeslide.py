@@ -42,7 +42,6 @@ written: once the input is fixed, the same command finishes it (or delete the ``
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import logging
@@ -73,7 +72,7 @@ from scripts.data.atomic import atomic
 from scripts.data.io import READ_ERRORS, cast_to, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, without_outputs
+from scripts.inference.sliding_window import enhance, weights_digest, without_outputs
 
 logger = logging.getLogger("zsegan")
 
@@ -396,14 +395,6 @@ def _ship_scripts(client) -> None:
         client.register_plugin(UploadFile(str(archive)), name="zsegan-scripts")
 
 
-def _weights_digest(network: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, value in network.state_dict().items():
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def enhance_slide(
     network: torch.nn.Module,
     input_path: str | os.PathLike,
@@ -437,7 +428,7 @@ def enhance_slide(
         "input": str(Path(input_path).resolve()),
         "shape": list(stack.shape),
         "dtype": meta["dtype"],
-        "weights_sha256": _weights_digest(network),
+        "weights_sha256": weights_digest(network.state_dict()),
         "precision": getattr(network, "precision", "float32"),  # scripts.inference.sliding_window.Accelerated's
         "roi_size": [int(r) for r in inferer.roi_size],
         "overlap": overlap,

@@ -43,13 +43,14 @@ from monai.inferers import SlidingWindowInferer
 
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, load_weights
+from scripts.inference.sliding_window import enhance, load_weights, weights_digest
 from scripts.nets.networks import Generator3D, unwrap
 
 logger = logging.getLogger("zsegan")
 
 WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
 MODEL_NAME = "model"  # the logged model's name in its run
+WEIGHTS_TAG = "weights_sha256"  # a registered version's tag: the digest of G_S's state_dict
 # any Z, Y, X: the spatial sizes are dynamic
 SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
@@ -229,10 +230,18 @@ def register_generator(
     better=lambda current, best: current > best,
     tags: Mapping[str, str] | None = None,
 ):
-    """Register ``model_uri`` as a new version of ``name``, tagged ``{score_name: score}``; move ``alias`` to it
-    when there is no holder yet, or when ``better(score, holder's score)``. Returns the new ModelVersion."""
-    tags = {**(tags or {}), **({} if score is None else {score_name: f"{score:.6g}"})}
+    """Register ``model_uri`` as a new version of ``name``, tagged ``{score_name: score}`` (exact: ``repr``);
+    move ``alias`` to it when there is no holder yet, or when ``better(score, holder's score)`` (a tie stays
+    with the holder). Returns the new ModelVersion; with a ``weights_sha256`` tag (``WEIGHTS_TAG``) that a
+    version of ``name`` already has, that version, registered once (a finished training run again)."""
+    tags = {**(tags or {}), **({} if score is None else {score_name: repr(float(score))})}
     with _tracking(tracking_uri) as client:
+        digest = tags.get(WEIGHTS_TAG)
+        if digest is not None:
+            same = [v for v in client.search_model_versions(f"name={name!r}") if v.tags.get(WEIGHTS_TAG) == digest]
+            if same:
+                logger.info(f"G_S's weights are registered already, as model {name!r} version {same[0].version}")
+                return same[0]
         new = mlflow.register_model(model_uri, name, tags=tags)
         scored = f"{score_name} {score:.6g}" if score is not None else f"no {score_name}"
         logger.info(f"registered G_S as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
@@ -249,7 +258,7 @@ def register_generator(
         else:
             move = bool(better(score, float(held)))
             relation = "beats" if move else "does not beat"
-            why = f"{score_name} {score:.6g} {relation} version {holder.version}'s {float(held):.6g}"
+            why = f"{score_name} {score!r} {relation} version {holder.version}'s {float(held)!r}"
         if move:
             client.set_registered_model_alias(name, alias, new.version)
             logger.info(f"alias {alias!r} of model {name!r} moved to version {new.version}: {why}")
@@ -269,8 +278,9 @@ class RegisterGenerator:
        after the last epoch, running that validation now if the last epoch was not validated;
     2. logs ``model_path`` as a ``ZStackEnhancer`` model in the training's MLflow run (the run of
        ``mlflow_handler``, whose handler must not close it on completion: this step closes it);
-    3. registers it as a new version of ``registered_model_name`` (None: log only) with the score as a
-       version tag, and moves ``model_alias`` (None: none) to it if the score beats the holder's.
+    3. registers it as a new version of ``registered_model_name`` (None: log only) with the score and the
+       weights' digest as version tags (weights registered already are not registered again), and moves
+       ``model_alias`` (None: none) to it if the score beats the holder's (exactly; a tie stays).
 
     If logging or registering fails, the run is marked FAILED and InputError says where the weights are
     and how to finish: running the same training command again resumes from the final checkpoint,
@@ -332,7 +342,8 @@ class RegisterGenerator:
             new = None
             if self.registered_model_name:
                 better = getattr(self.validator, "metric_cmp_fn", lambda current, best: current > best)
-                tags = {"epoch": str(trainer.state.epoch)}
+                weights = torch.load(self.model_path, map_location="cpu", weights_only=True)
+                tags = {"epoch": str(trainer.state.epoch), WEIGHTS_TAG: weights_digest(weights)}
                 new = register_generator(
                     info.model_uri, self.registered_model_name, uri, score_name, score, self.model_alias, better, tags
                 )
