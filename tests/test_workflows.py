@@ -154,6 +154,25 @@ def test_interrupted_training_resumes(dataset, tmp_path):
     assert (tmp_path / "model.pt").exists()
 
 
+def test_a_second_training_into_the_same_output_dir_is_refused(dataset, tmp_path):
+    args = train_args(dataset, tmp_path, "--max_epochs", "50", "--epoch_length", "10", "--val_interval", "100")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.yaml"), *args]
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        lock, deadline = tmp_path / "run" / ".zsegan.lock", time.time() + 120
+        while not (lock.exists() and lock.read_text()) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        second = bundle_run("training", "train.yaml", *args)
+        assert first.poll() is None, "the first run ended before the second started"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    _expect_clean_failure(second, str(tmp_path / "run"), f"is in use by process {first.pid} on ")
+
+
 def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "in"

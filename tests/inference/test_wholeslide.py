@@ -363,7 +363,7 @@ def test_an_output_folder_that_is_the_input_folder_is_not_enhanced_again(network
     for _ in range(2):
         wholeslide.enhance_slides(network, folder, folder, inferer(), tile_size=48, output_format="ome-tiff")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "slide.ome.zarr", "slide_enhanced.ome.tif", "slide_enhanced.ome.zarr"
+        ".zsegan.lock", "slide.ome.zarr", "slide_enhanced.ome.tif", "slide_enhanced.ome.zarr"
     ]  # fmt: skip
 
 

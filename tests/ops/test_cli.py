@@ -132,7 +132,7 @@ def test_prepare_writes_executed_config_with_overrides(tmp_path, keep_excepthook
     assert written["sw_roi_size"] == [-1, 64, 128]
     assert written["seed"] == 3  # second config file merged
     assert settings == {"max_epochs": 3, "lr": 0.0002, "dataset_dir": "/data", "seed": 3}
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]  # no temporary file left
+    assert sorted(p.name for p in out.iterdir()) == [".zsegan.lock", "config.yaml"]  # no temporary file left
     assert sys.excepthook is not sys.__excepthook__
 
 

@@ -68,7 +68,7 @@ from monai.utils import ensure_tuple_rep, fall_back_tuple
 from numcodecs import Blosc
 from tqdm import tqdm
 
-from scripts.data.atomic import atomic
+from scripts.data.atomic import atomic, hold_lock
 from scripts.data.io import READ_ERRORS, cast_to, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
@@ -583,7 +583,8 @@ def enhance_slides(
     """``enhance_slide`` for every input of ``slide_inputs(input_path)`` (all checked first), into
     ``<output_dir>/<name><postfix>.ome.zarr``; ``output_format`` "ome-tiff" also writes
     ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes). Inputs
-    that are the outputs of others (``output_dir`` the input folder, enhanced before) are left out."""
+    that are the outputs of others (``output_dir`` the input folder, enhanced before) are left out. The output
+    folder is locked for this process (``scripts.data.atomic.hold_lock``) once every input is checked."""
     if output_format not in ("ome-zarr", "ome-tiff"):
         raise InputError(None, f"--output_format must be ome-zarr or ome-tiff, not {output_format!r}")
     inputs = without_outputs(slide_inputs(input_path), lambda f: _slide_outputs(f, output_dir, postfix))
@@ -593,6 +594,7 @@ def enhance_slides(
         out = slide_output_path(f, output_dir, postfix)
         if not out.exists() and _read_run(_partial_path(out)) is None:  # not started yet
             ranges[f] = stack_range(stack, lower, upper, str(f))
+    hold_lock(output_dir)  # one run at a time into an output folder
     network = network.to("cpu") if scheduler_address else network  # sent to workers as weights, moved there
     outputs = []
     for f in inputs:

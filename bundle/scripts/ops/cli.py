@@ -19,7 +19,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.data.atomic import write_text_atomic
+from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
 
 # arguments of monai.bundle's ``run`` itself, not config keys
@@ -163,7 +163,8 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     ``CONSTRAINTS``, save the executed config.
 
     The executed config (files + command-line overrides) goes to ``<output_dir>/config.yaml`` when
-    ``output_dir`` is given. Returns its top-level scalar settings (for MLflow params).
+    ``output_dir`` is given, locked for this process first (``scripts.data.atomic.hold_lock``). Returns its
+    top-level scalar settings (for MLflow params).
     """
     install_excepthook()
     command = bundle_command_line(argv)
@@ -178,5 +179,6 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     check_values(parser)  # before anything is written: the record of an earlier run in output_dir stays
     config = parser.get()
     if output_dir is not None:
+        hold_lock(output_dir)  # one run at a time in an output folder
         write_text_atomic(Path(output_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
