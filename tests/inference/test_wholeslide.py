@@ -17,7 +17,7 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
 
 from scripts.data.io import cast_to, read_stack, write_stack
-from scripts.data.transforms import RobustNormalised
+from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 from scripts.inference import wholeslide
 from scripts.inference.sliding_window import enhance
@@ -126,9 +126,9 @@ def test_bad_inputs_raise_one_clear_error_naming_the_file(stack, tmp_path):
         assert error.value.path == str(tmp_path / name)
 
 
-def test_whole_stack_percentiles_come_from_a_bounded_subsample(stack):
+def test_whole_stack_percentiles_are_exact_as_in_memory(stack, monkeypatch):
     lazy = da.from_array(stack, chunks=(9, 32, 32))
-    lo, hi = stack_range(lazy, 0.5, 99.5)  # a stack this small: every voxel, as RobustNormalised
+    lo, hi = stack_range(lazy, 0.5, 99.5)  # every voxel, as RobustNormalised
     expected = RobustNormalised("image")({"image": torch.as_tensor(stack[None].astype(np.float32))})["image"]
     assert (expected.min().item(), expected.max().item()) != (-1.0, 1.0)  # outliers lie beyond the percentiles
     np.testing.assert_allclose(
@@ -136,10 +136,24 @@ def test_whole_stack_percentiles_come_from_a_bounded_subsample(stack):
         expected,
         atol=1e-5,
     )
-    sub = stack_range(lazy, 0.5, 99.5, samples=9 * 25 * 25)  # every 4th voxel in y and x
-    assert sub == pytest.approx((lo, hi), rel=0.05)
     with pytest.raises(InputError, match="constant intensity"):
         stack_range(da.ones((4, 64, 64)), 0.5, 99.5, "flat.zarr")
+    # beyond 4 M voxels (where both paths took a subsample, each its own): still the same, for 8-bit data (one
+    # pass), 16-bit and floats, of which the histogram's bins are narrowed (here down to 7 voxels a bin)
+    rng = np.random.default_rng(1)
+    shape = (21, 500, 500)
+    monkeypatch.setattr(wholeslide, "RANGE_GATHER", 7)
+    for values in (
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        rng.integers(0, 60000, shape).astype(np.uint16),
+        rng.normal(0, 100, shape).astype(np.float32),
+    ):
+        in_memory_range = percentile_range(values, 0.5, 99.5)
+        assert stack_range(da.from_array(values, chunks=(7, 128, 128)), 0.5, 99.5) == pytest.approx(in_memory_range)
+    small = rng.normal(0, 1e3, (9, 50, 50))  # float64: exact on its own values
+    assert stack_range(da.from_array(small, chunks=(3, 16, 16)), 1, 99) == pytest.approx(
+        np.quantile(small, [0.01, 0.99])
+    )
 
 
 # ----------------------------------------------------------------------------- seamless tiles
@@ -391,19 +405,17 @@ def test_nan_inf_and_values_beyond_float32_are_refused_before_anything_is_writte
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_nan_missed_by_the_percentile_sample_stops_the_run_before_its_tile_is_written(
-    network, stack, tmp_path, monkeypatch
-):
-    """Percentiles come from a sample: a NaN between its voxels is found when its tile is read, before the tile
-    is written. The tiles written stay; with the NaN fixed, the same command finishes the run."""
-    monkeypatch.setattr(wholeslide, "stack_range", lambda *a: stack_range(*a, samples=9 * 25 * 25))  # every 4th
+def test_nan_in_a_tile_stops_the_run_before_the_tile_is_written(network, stack, tmp_path, monkeypatch):
+    """Each tile's input is checked as it is read too: here the intensity range is given (so the whole stack is
+    not read first). The tiles written stay; with the NaN fixed, the same command finishes the run."""
     monkeypatch.setattr(wholeslide, "LOCAL_THREADS", 1)
     bad = stack.astype(np.float32)
-    bad[4, 90, 91] = np.nan  # off the sample's grid
+    intensity_range = stack_range(da.from_array(bad), 0.5, 99.5)
+    bad[4, 90, 91] = np.nan
     source = write_ome_zarr(tmp_path / "slide.ome.zarr", bad)
     out = tmp_path / "out" / "slide_enhanced.ome.zarr"
     with pytest.raises(InputError, match=r"1 NaN / 0 Inf values in the tile at y 48\.\.100, x 48\.\.100"):
-        enhance_slide(network, source, out, inferer(), tile_size=48)
+        enhance_slide(network, source, out, inferer(), tile_size=48, intensity_range=intensity_range)
     partial = wholeslide._partial_path(out)
     assert not out.exists() and (partial / ".zsegan" / "run.json").exists()
     written = zarr.open_array(str(partial / "0"), mode="r")

@@ -59,6 +59,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "STACK_SUFFIXES",
     "ZStackReader",
+    "check_counts",
     "check_dtype",
     "check_values",
     "list_files",
@@ -332,14 +333,17 @@ def check_values(path: PathLike, data: np.ndarray, where: str = "") -> None:
     (G_S computes in float32: the cast would turn them into Inf). ``where`` says which part of the file
     ``data`` is, e.g. " in the tile at y 0..1024, x 0..1024"."""
     check_dtype(path, data.dtype)
-    if data.dtype.kind != "f" or not data.size:
-        return
-    n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+    if data.dtype.kind == "f" and data.size:
+        n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+        check_counts(path, n_nan, n_inf, 0.0 if n_nan or n_inf else float(np.abs(data).max()), where)
+
+
+def check_counts(path: PathLike, n_nan: int, n_inf: int, peak: float, where: str = "") -> None:
+    """``check_values``' test from counts already made: NaN and Inf values, ``peak`` the largest magnitude."""
     if n_nan or n_inf:
         raise InputError(
             path, f"contains {n_nan} NaN / {n_inf} Inf values{where}: replace them (e.g. by 0) before running"
         )
-    peak = float(np.abs(data).max())
     if peak > FLOAT32_MAX:
         raise InputError(
             path, f"holds values up to {peak:.3g}{where}, beyond float32's range ({FLOAT32_MAX:.3g}) in which "

@@ -11,10 +11,10 @@ sums waiting for the next row), whatever the slide's size. A network that compil
 before the first tile is read.
 
 Seamless by construction, and each window computed once: the intensity mapping uses the percentiles of
-the whole stack (from a strided subsample, ``stack_range``), tiles follow the sliding window's grid
-(``aligned_tiling``), each window is run whole by the one tile it starts in, and where windows of
-neighbouring tiles overlap, their weighted sums and weights are added before dividing, as MONAI's
-sliding window over the whole stack does. So the result is the in-memory one but for the order of float
+the whole stack (exact, a histogram streamed over every voxel: ``stack_range``), tiles follow the
+sliding window's grid (``aligned_tiling``), each window is run whole by the one tile it starts in, and
+where windows of neighbouring tiles overlap, their weighted sums and weights are added before dividing,
+as MONAI's sliding window over the whole stack does. So the result is the in-memory one but for the order of float
 additions. Cutting windows at tile borders instead shows seams: G_S's instance norm makes a window's
 output depend on all of the window (with the shipped weights and a plain 64-pixel halo, tiles differed
 by up to half the output range at their borders). Running every window that touches a tile within
@@ -33,10 +33,11 @@ skips the tiles already done; a run stopped after its last tile, before or after
 by the next. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
 
 Bad values are refused, never written: the dtype (bool, complex) when the slide is opened; NaN, Inf and
-float values beyond float32's range in the percentile sample, before any output is made (``enhance_slides``
-takes every input's sample before the first output), and in each tile's input as the tile reads it, before
-anything computed from it is written (one NaN between the sample's voxels). A run stopped so keeps the tiles
-written: once the input is fixed, the same command finishes it (or delete the ``.partial`` folder).
+float values beyond float32's range by the percentiles' pass over every voxel, before any output is made
+(``enhance_slides`` takes every input's percentiles before the first output); and, should the input change
+during a run (or the range be given), in each tile's input as the tile reads it, before anything computed
+from it is written. A run stopped so keeps the tiles written: once the input is fixed, the same command
+finishes it (or delete the ``.partial`` folder).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ from numcodecs import Blosc
 from tqdm import tqdm
 
 from scripts.data.atomic import atomic, hold_lock
-from scripts.data.io import READ_ERRORS, cast_to, check_dtype, check_values, tiff_spacing, um_per_unit
-from scripts.data.transforms import RobustNormalised, percentile_range
+from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, check_values, tiff_spacing, um_per_unit
+from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, weights_digest, without_outputs
 
@@ -81,6 +82,9 @@ _STATE = ".zsegan"
 # tiles enhanced at once by local threads: two keep the cores busier than one, though torch already uses
 # every core inside a tile (20% faster on 2 cores, docs/benchmarks.md); memory is about two tiles
 LOCAL_THREADS = 2
+RANGE_BINS = 1 << 16  # the exact percentiles' histogram: one bin per value of 8- and 16-bit data
+RANGE_GATHER = 1 << 22  # voxels of a bin read and sorted at most, else its histogram is taken
+_SIGN = np.uint64(1 << 63)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -178,14 +182,96 @@ def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, 
     return stack, {**meta, "spacing": spacing, "unit": unit}
 
 
-def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in memory>", samples: int = 4_000_000):
-    """(lo, hi): the ``lower``/``upper`` percentiles of the whole ZYX stack, from every plane on a regular
-    xy grid of at most ``samples`` voxels (all voxels of a stack that small, so they equal
-    ``RobustNormalised``'s); read chunk by chunk, memory bounded by the sample."""
-    step = max(1, math.ceil(math.sqrt(stack.size / samples)))
-    sample = np.asarray(stack[:, ::step, ::step].compute())
-    check_values(name, sample)  # most bad values are found here, before anything is written
-    return percentile_range(sample, lower, upper, name)
+def _keys(values: np.ndarray) -> np.ndarray:
+    """Each value as a uint64 that sorts as the values do (integers offset, floats by their IEEE-754 bits)."""
+    if values.dtype.kind == "u":
+        return values.astype(np.uint64).ravel()
+    if values.dtype.kind == "i":
+        return values.astype(np.int64).ravel().view(np.uint64) ^ _SIGN
+    bits = (values.astype(np.float64).ravel() + 0.0).view(np.uint64)  # + 0.0: -0.0 is 0.0
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def _value(key: int, dtype: np.dtype) -> float:
+    """The value of a ``_keys`` key."""
+    if dtype.kind == "u":
+        return float(key)
+    if dtype.kind == "i":
+        return float(key - (1 << 63))
+    bits = key ^ (1 << 63) if key >> 63 else ~key & ((1 << 64) - 1)
+    return float(np.array(bits, np.uint64).view(np.float64))
+
+
+def _key_histogram(block: np.ndarray, first: int, last: int, width: int, bins: int) -> np.ndarray:
+    """How many of ``block``'s keys in [first, last] fall in each of ``bins`` bins of ``width`` keys, as a
+    1x1x1xbins block."""
+    keys = _keys_within(block, first, last)
+    counts = np.bincount(((keys - np.uint64(first)) // np.uint64(width)).astype(np.int64), minlength=bins)
+    return counts.reshape(1, 1, 1, bins)
+
+
+def _keys_within(block: np.ndarray, first: int, last: int) -> np.ndarray:
+    keys = _keys(block)
+    return keys[(keys >= first) & (keys <= last)]
+
+
+def _ranked_keys(stack: da.Array, ranks, first: int, last: int) -> dict[int, int]:
+    """The keys of ``stack``'s voxels at the 0-based ``ranks`` (all keys within [first, last]), exactly: a
+    histogram of ``RANGE_BINS`` bins, narrowed to the bin holding each rank until a bin is one key wide or
+    holds at most ``RANGE_GATHER`` voxels, which are then read and sorted. 8- and 16-bit data take one pass."""
+    found: dict[int, int] = {}
+    windows = {r: (first, last, 0) for r in ranks}  # rank -> keys [first, last] holding it, voxels below first
+    while windows:
+        gather = {}
+        for window in sorted(set(windows.values())):
+            a, b, below = window
+            width = -(-(b - a + 1) // RANGE_BINS)  # ceil: bins of whole keys
+            bins = -(-(b - a + 1) // width)
+            counts = stack.map_blocks(
+                _key_histogram, a, b, width, bins, chunks=(1, 1, 1, bins), new_axis=3, dtype=np.int64
+            )
+            cumulative = np.cumsum(counts.sum(axis=(0, 1, 2)).compute(scheduler="threads"))
+            for rank in [r for r, w in windows.items() if w == window]:
+                j = int(np.searchsorted(cumulative, rank - below, side="right"))
+                narrowed = (a + j * width, min(a + (j + 1) * width - 1, b), below + int(cumulative[j - 1] if j else 0))
+                del windows[rank]
+                if width == 1:
+                    found[rank] = narrowed[0]
+                elif cumulative[j] - (cumulative[j - 1] if j else 0) <= RANGE_GATHER:
+                    gather[rank] = narrowed
+                else:
+                    windows[rank] = narrowed
+        for window in sorted(set(gather.values())):  # one read of the voxels of each such bin
+            a, b, below = window
+            blocks = [dask.delayed(_keys_within)(block, a, b) for block in stack.to_delayed().ravel()]
+            keys = np.sort(np.concatenate(dask.compute(*blocks, scheduler="threads")))
+            found.update({r: int(keys[r - below]) for r, w in gather.items() if w == window})
+    return found
+
+
+def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in memory>") -> tuple[float, float]:
+    """(lo, hi): the ``lower``/``upper`` percentiles of every voxel of the ZYX stack, exact (linear interpolation
+    between order statistics, as ``scripts.data.transforms.percentile_range`` of the stack in memory), streamed
+    block by block: memory bounded by the blocks in flight. The values are checked on the way
+    (``scripts.data.io.check_values``): NaN, Inf and values beyond float32 are refused before anything is
+    written. 8- and 16-bit data take one read of the stack, others two to four."""
+    dtype = np.dtype(stack.dtype)
+    check_dtype(name, dtype)
+    if dtype.kind == "f":
+        n_nan, n_inf, low, high = dask.compute(
+            da.isnan(stack).sum(), da.isinf(stack).sum(), stack.min(), stack.max(), scheduler="threads"
+        )
+        check_counts(name, int(n_nan), int(n_inf), max(abs(float(low)), abs(float(high))))
+    else:
+        low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.itemsize <= 2 else dask.compute(
+            stack.min(), stack.max(), scheduler="threads")  # fmt: skip
+    first, last = (int(_keys(np.array([v], dtype))[0]) for v in (low, high))  # every key lies within
+    positions = [q / 100.0 * (stack.size - 1) for q in (lower, upper)]
+    ranks = sorted({r for p in positions for r in (math.floor(p), min(math.floor(p) + 1, stack.size - 1))})
+    values = {r: _value(k, dtype) for r, k in _ranked_keys(stack, ranks, first, last).items()}
+    lo, hi = (values[math.floor(p)] + (p - math.floor(p)) * (values[min(math.floor(p) + 1, stack.size - 1)]
+              - values[math.floor(p)]) for p in positions)  # fmt: skip
+    return check_range(lo, hi, name)
 
 
 # ----------------------------------------------------------------------------- tiling
