@@ -148,6 +148,18 @@ def local_registry(tmp_path_factory):
     return SimpleNamespace(folder=folder, uri=uri, client=client, info=info)
 
 
+def test_the_logged_model_is_built_from_code_with_nothing_pickled(
+    local_registry, no_tracking_env, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local_registry.uri)
+    logged = Path(mlflow.artifacts.download_artifacts(local_registry.info.model_uri, dst_path=str(tmp_path)))
+    names = {p.name for p in logged.rglob("*")}
+    assert "zstack_enhancer.py" in names and not [n for n in names if n.endswith((".pkl", ".pickle"))]
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in (logged / "MLmodel").read_text()
+    stack = np.random.default_rng(0).uniform(200, 4000, (7, 45, 38)).astype(np.float32)
+    assert mlflow.pyfunc.load_model(str(logged)).predict(stack).shape == stack.shape
+
+
 def test_alias_moves_only_to_a_better_version(local_registry, no_tracking_env):
     r = local_registry
 

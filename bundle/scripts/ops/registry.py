@@ -6,7 +6,8 @@
   in its own intensity units in, the enhanced stack (same shape, same units) out. It normalises the
   stack (``transforms.RobustNormalised``), runs G_S by MONAI's sliding window and maps the result back.
   Its artifacts are G_S's state_dict and its settings (JSON); its code is the bundle's ``scripts``
-  package, so it loads anywhere MLflow, torch and MONAI are installed, without the bundle.
+  package, so it loads anywhere MLflow, torch and MONAI are installed, without the bundle. It is logged as
+  MLflow's "models from code" (``MODEL_CODE`` builds it when loaded): nothing is pickled.
 - ``RegisterGenerator``: after training, logs that model in the training's MLflow run, registers it as
   a new version of ``registered_model_name`` (tagged with its validation score) and moves
   ``model_alias`` to the new version only if its score beats the holder's.
@@ -50,7 +51,15 @@ logger = logging.getLogger("zsegan")
 
 WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
 MODEL_NAME = "model"  # the logged model's name in its run
-WEIGHTS_TAG = "weights_sha256"  # a registered version's tag: the digest of G_S's state_dict
+WEIGHTS_TAG = "weights_sha256"
+# the logged model is "models from code" (MLflow): this file, run when the model is loaded, builds it from the
+# logged copy of ``scripts``; its weights and settings are artifacts. Nothing is pickled.
+MODEL_CODE = (
+    "zstack_enhancer.py",
+    '"""G_S as an MLflow pyfunc model (scripts.ops.registry.ZStackEnhancer), built from code."""\n\n'
+    "import mlflow.models\n\nfrom scripts.ops.registry import ZStackEnhancer\n\n"
+    "mlflow.models.set_model(ZStackEnhancer())\n",
+)  # a registered version's tag: the digest of G_S's state_dict
 # any Z, Y, X: the spatial sizes are dynamic
 SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
@@ -190,7 +199,8 @@ def requirements() -> list[str]:
 def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracking_uri: str):
     """Log ``model_path`` (G_S's state_dict) as a ``ZStackEnhancer`` model named "model" in run ``run_id``.
 
-    The model's code is a copy of the bundle's ``scripts`` package (its .py files). Returns MLflow's ModelInfo.
+    The model is MLflow's "models from code": its code is a copy of the bundle's ``scripts`` package (its .py
+    files) and ``MODEL_CODE``, which builds it; nothing is pickled. Returns MLflow's ModelInfo.
     """
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "scripts"
@@ -200,10 +210,11 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
             shutil.copy2(source, code / source.relative_to(package))
         (Path(tmp) / SETTINGS).write_text(json.dumps(dict(settings), indent=2))
         shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
+        (Path(tmp) / MODEL_CODE[0]).write_text(MODEL_CODE[1])
         with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
-                python_model=ZStackEnhancer(),
+                python_model=str(Path(tmp) / MODEL_CODE[0]),  # models from code: nothing pickled
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
                 signature=SIGNATURE,
