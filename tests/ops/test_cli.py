@@ -157,6 +157,8 @@ BAD_VALUES = {
     ),
     "--sw_roi_size": (["--sw_roi_size", "[128, 128]"], "--sw_roi_size [128, 128]: must be a list [z, y, x]"),
     "--output_dir a file": (["--output_dir", __file__], "must be a folder, not a file"),
+    "--sw_mode foo": (["--sw_mode", "foo"], "--sw_mode 'foo': must be one of constant, gaussian"),
+    "--sharp_domain": (["--sharp_domain", "sharp"], "--sharp_domain 'sharp': must be one of infocus, stack, both"),
 }
 
 

@@ -21,6 +21,8 @@ from monai.bundle import ConfigParser
 
 from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
+from scripts.inference.sliding_window import PRECISIONS
+from scripts.zsegan.trainer import SHARP_DOMAINS
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {
@@ -69,6 +71,19 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ),
     (("output_dir",), "a folder, not a file", lambda v: isinstance(v, str) and not Path(v).is_file()),
     (("device",), "cpu, or cuda on a machine with a CUDA GPU", _device_here),
+] + [
+    ((key,), "one of " + ", ".join(choices), lambda v, choices=choices: v in choices)
+    for key, choices in {
+        "sw_mode": ("constant", "gaussian"),
+        "precision": PRECISIONS,
+        "focus_weights": ("dynamic", "reference"),
+        "adversarial_loss": ("lsgan", "bce"),
+        "g_b_kind": ("optical", "generator"),
+        "sharp_domain": SHARP_DOMAINS,
+        "tracking_fallback": ("fail", "local"),
+        "output_format": ("ome-zarr", "ome-tiff"),
+        "subset": ("held_out", "all"),
+    }.items()
 ]  # fmt: skip
 
 
