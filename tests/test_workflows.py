@@ -173,6 +173,38 @@ def test_a_second_training_into_the_same_output_dir_is_refused(dataset, tmp_path
     _expect_clean_failure(second, str(tmp_path / "run"), f"is in use by process {first.pid} on ")
 
 
+def _killed_at(cmd: list[str], checkpoint: Path) -> None:
+    """Run ``cmd`` until ``checkpoint`` is written, then kill it hard (a crash, a lost machine)."""
+    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+
+def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path):
+    """Killed mid-epoch or at an epoch's end (after a validation), then run again: the same G_S, bit for bit."""
+    short = ["--max_epochs", "4", "--val_interval", "2", "--checkpoint_interval", "2"]  # 3 iterations an epoch
+
+    def command(out: Path) -> list[str]:
+        config = str(CONFIGS / "train.yaml")
+        return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config,
+                *train_args(dataset, out, *short)]  # fmt: skip
+
+    reference = subprocess.run(command(tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
+    for at in (4, 6):  # iteration 4: the middle of epoch 2; 6: the end of epoch 2, validated
+        out = tmp_path / f"killed_{at}"
+        _killed_at(command(out), out / "run" / "checkpoints" / f"state_checkpoint_{at}.pt")
+        assert not (out / "model.pt").exists(), "the run was not interrupted"
+        again = subprocess.run(command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr, again.stderr[-3000:]
+        resumed = torch.load(out / "model.pt", weights_only=True)
+        assert all(torch.equal(resumed[k], v) for k, v in expected.items()), f"killed at {at}"
+
+
 def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "in"
