@@ -22,6 +22,7 @@ from monai.bundle import ConfigParser
 from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS
+from scripts.ops.pack import check_complete
 from scripts.zsegan.trainer import SHARP_DOMAINS
 
 # arguments of monai.bundle's ``run`` itself, not config keys
@@ -182,6 +183,7 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     top-level scalar settings (for MLflow params).
     """
     install_excepthook()
+    check_complete()  # a bundle unpacked part way stops here, with what to do
     command = bundle_command_line(argv)
     if command is None:  # called from Python: nothing to check
         return {}
