@@ -49,7 +49,8 @@ def check_checkpoint(path: Path, save_dict: dict) -> set[str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        raise InputError(path, f"cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0]}): {fix}") from e
+        problem = f"cannot resume from it: unreadable (truncated, or not a checkpoint: {type(e).__name__})"
+        raise InputError(path, f"{problem}: {fix}") from e
     missing = [k for k in save_dict if not isinstance(state, dict) or k not in state]
     if missing:
         raise InputError(path, f"is not a checkpoint of this training (no {', '.join(missing)}): {fix}")
