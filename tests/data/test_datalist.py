@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.data.datalist import datalist, train_val_split
+from scripts.data.datalist import ResumableSampler, datalist, train_val_split
 from scripts.errors import InputError
 
 
@@ -90,3 +90,27 @@ def test_datalist_of_defect_datasets(tmp_path):
     assert len(datalist(tmp_path, "clean")) == 1
     with pytest.raises(KeyError):
         datalist(tmp_path, "noisy")
+
+
+def test_resumable_sampler_takes_the_order_up_where_it_was():
+    def passes(sampler, n):
+        return [list(sampler) for _ in range(n)]
+
+    whole = passes(ResumableSampler(range(7), seed=3), 3)
+    assert all(sorted(p) == list(range(7)) for p in whole) and whole[0] != whole[1]  # each pass its own order
+    assert (
+        passes(ResumableSampler(range(7), seed=3), 3) == whole and passes(ResumableSampler(range(7), 4), 1) != whole[:1]
+    )
+    for stop in (0, 4, 7, 10, 14):  # indices given before the checkpoint: mid-pass, at a pass's end
+        first = ResumableSampler(range(7), seed=3)
+        given, it = [], iter(first)
+        for _ in range(stop):
+            try:
+                given.append(next(it))
+            except StopIteration:
+                it = iter(first)
+                given.append(next(it))
+        resumed = ResumableSampler(range(7), seed=3)
+        resumed.load_state_dict(first.state_dict())
+        rest = [i for p in passes(resumed, 4) for i in p]
+        assert (given + rest)[:21] == [i for p in whole for i in p], stop

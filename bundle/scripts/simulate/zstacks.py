@@ -74,6 +74,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, signal
 
+from scripts.data.io import STACK_SUFFIXES, write_image, write_stack
+from scripts.errors import InputError
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
 __all__ = [
@@ -600,8 +602,6 @@ def simulate_dataset(
     ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
     0-based) and ``seconds``.
     """
-    from scripts.data.io import write_image, write_stack
-
     out = Path(out_dir)
     start = time.perf_counter()
     focal = []
@@ -667,10 +667,11 @@ def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
     return summary
 
 
-def ensure_dataset(dataset_dir, **kwargs) -> Path:
+def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
     """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
     and say so and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it
-    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``.
+    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``. With ``simulate`` False (a folder
+    the user named: a typo must not train on simulated data), a folder without stacks is an InputError.
 
     The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
     the stacks last: an interrupted generation leaves no stacks behind, so the next call starts over.
@@ -678,6 +679,13 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
     path = Path(dataset_dir)
     if _has_stacks(path):
         return path
+    if not simulate:
+        if not path.is_dir():
+            raise InputError(path, "no such dataset folder: check --dataset_dir")
+        raise InputError(
+            path / "stacks",
+            f"holds no stacks: put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout",
+        )
     say(f"{path} holds no stacks: generating the simulated dataset there")
     summary = generate_atomically(path, simulate_dataset, "stacks", **kwargs)
     done = (
