@@ -159,6 +159,8 @@ BAD_VALUES = {
     "--output_dir a file": (["--output_dir", __file__], "must be a folder, not a file"),
     "--sw_mode foo": (["--sw_mode", "foo"], "--sw_mode 'foo': must be one of constant, gaussian"),
     "--sharp_domain": (["--sharp_domain", "sharp"], "--sharp_domain 'sharp': must be one of infocus, stack, both"),
+    "--amp_dtype": (["--amp_dtype", "fp8"], "--amp_dtype 'fp8': must be one of float16, bfloat16"),
+    "--cycle_sigma": (["--cycle_sigma", "-1"], "--cycle_sigma -1: must be a number >= 0"),
 }
 
 

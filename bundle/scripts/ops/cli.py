@@ -23,7 +23,7 @@ from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS
 from scripts.ops.pack import check_complete
-from scripts.zsegan.trainer import SHARP_DOMAINS
+from scripts.zsegan.trainer import AMP_DTYPES, SHARP_DOMAINS
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {
@@ -63,7 +63,8 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
     (("lr",), "a positive number", lambda v: _number(v) and v > 0),
     (
-        ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma"),
+        ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
+         "lambda_spectrum", "cycle_sigma", "lambda_adversarial_b"),
         "a number >= 0", lambda v: _number(v) and v >= 0,
     ),
     (
@@ -81,6 +82,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "adversarial_loss": ("lsgan", "bce"),
         "g_b_kind": ("optical", "generator"),
         "sharp_domain": SHARP_DOMAINS,
+        "amp_dtype": tuple(AMP_DTYPES),
         "tracking_fallback": ("fail", "local"),
         "output_format": ("ome-zarr", "ome-tiff"),
         "subset": ("held_out", "all"),
