@@ -12,7 +12,17 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from scripts.data.io import STACK_SUFFIXES, list_files, read_stack, write_stack
+from scripts.data.io import (
+    IMAGE_SUFFIXES,
+    STACK_SUFFIXES,
+    cast_to,
+    list_files,
+    plain_meta,
+    read_image,
+    read_stack,
+    write_image,
+    write_stack,
+)
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 
@@ -22,7 +32,8 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def _suffix(path: Path) -> str:
-    return next((s for s in sorted(STACK_SUFFIXES, key=len, reverse=True) if path.name.lower().endswith(s)), "")
+    suffixes = sorted(set(STACK_SUFFIXES + IMAGE_SUFFIXES), key=len, reverse=True)
+    return next((s for s in suffixes if path.name.lower().endswith(s)), "")
 
 
 def output_path(input_path: str | Path, output_dir: str | Path, postfix: str = "_enhanced") -> Path:
@@ -35,11 +46,15 @@ def output_path(input_path: str | Path, output_dir: str | Path, postfix: str = "
     return out
 
 
-def inference_datalist(input_path: str | Path, min_planes: int = 1) -> list[dict[str, str]]:
-    """Every stack of a file or folder, each read and checked before any output is written."""
-    files = list_files(input_path, STACK_SUFFIXES)
+def inference_datalist(input_path: str | Path, min_planes: int = 1, ndim: int = 3) -> list[dict[str, str]]:
+    """Every stack (``ndim`` 3) or 2D image (``ndim`` 2) of a file or folder, each read and checked before any
+    output is written."""
+    files = list_files(input_path, STACK_SUFFIXES if ndim == 3 else IMAGE_SUFFIXES)
     for i, f in enumerate(files, 1):
-        read_stack(f, min_planes=min_planes)
+        if ndim == 3:
+            read_stack(f, min_planes=min_planes)
+        else:
+            read_image(f)
         logger.info(f"checked input {i}/{len(files)}: {f}")
     return [{"image": str(f)} for f in files]
 
@@ -148,7 +163,8 @@ def enhance(
 
 
 class SaveStackd(MapTransform):
-    """Write ``data[key]`` (CZYX, back in input units) in the input's format, dtype, axes and voxel size."""
+    """Write ``data[key]`` (CZYX, or CYX for a 2D image; back in input units) in the input's format, dtype,
+    axes and voxel size."""
 
     def __init__(self, keys: str = "pred", output_dir: str = "output", postfix: str = "_enhanced"):
         super().__init__(keys)
@@ -160,6 +176,10 @@ class SaveStackd(MapTransform):
             meta = dict(d[key].meta)
             path = output_path(meta["filename_or_obj"], self.output_dir, self.postfix)
             array = d[key].detach().cpu().numpy()[0].astype(np.float32)
-            write_stack(path, array, meta)
+            if array.ndim == 2:
+                plain = plain_meta(meta)
+                write_image(path, cast_to(array, plain.get("dtype")), plain.get("spacing"))
+            else:
+                write_stack(path, array, meta)
             logger.info(f"wrote {path}")
         return d

@@ -67,6 +67,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,7 +77,7 @@ from scipy import ndimage, signal
 
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
-__all__ = ["DEFAULTS", "ensure_dataset", "simulate_dataset", "simulate_infocus", "simulate_stack"]
+__all__ = ["DEFAULTS", "ensure_dataset", "ensure_generated", "simulate_dataset", "simulate_infocus", "simulate_stack"]
 
 logger = logging.getLogger("zsegan")
 
@@ -624,9 +625,8 @@ def simulate_dataset(
     }
 
 
-def _has_stacks(dataset_dir: Path) -> bool:
-    stacks = dataset_dir / "stacks"
-    return stacks.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in stacks.iterdir())
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in folder.iterdir())
 
 
 def _say(message: str) -> None:
@@ -637,36 +637,48 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def ensure_dataset(dataset_dir, **kwargs) -> Path:
-    """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
-    and say so and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it
-    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``.
+def ensure_generated(
+    dataset_dir, required: str, simulate: Callable[..., dict], describe: Callable[[dict], str], **kwargs
+):
+    """If ``dataset_dir/required`` holds no files, ``simulate(folder, **kwargs)`` a dataset there and say so
+    and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it untouched.
+    Return the path. ``describe`` turns ``simulate``'s summary into the closing message.
 
     The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
-    the stacks last: an interrupted generation leaves no stacks behind, so the next call starts over.
+    ``required`` last: an interrupted generation leaves no ``required`` files behind, so the next call starts over.
     """
     path = Path(dataset_dir)
-    if _has_stacks(path):
+    if _has_files(path / required):
         return path
-    message = f"{path} holds no stacks: generating the simulated dataset there"
-    _say(message)
+    _say(f"{path} holds no {required}: generating the simulated dataset there")
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob(".simulating-*"):  # left by an interrupted generation
         if time.time() - stale.stat().st_mtime > 600:
             shutil.rmtree(stale, ignore_errors=True)
     tmp = path / f".simulating-{os.getpid()}-{time.time_ns()}"
     try:
-        summary = simulate_dataset(tmp, **kwargs)
-        for kind in ("truth", "infocus", "stacks"):
-            if (tmp / kind).is_dir():
-                (path / kind).mkdir(exist_ok=True)
-                for f in sorted((tmp / kind).iterdir()):
-                    os.replace(f, path / kind / f.name)
+        summary = simulate(tmp, **kwargs)
+        kinds = sorted((f.name for f in tmp.iterdir() if f.is_dir()), key=lambda name: name == required)
+        for kind in kinds:
+            (path / kind).mkdir(exist_ok=True)
+            for f in sorted((tmp / kind).iterdir()):
+                os.replace(f, path / kind / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    done = (
-        f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
-        f"in-focus images into {path} in {summary['seconds']:.1f} s"
-    )
-    _say(done)
+    _say(describe(summary))
     return path
+
+
+def ensure_dataset(dataset_dir, **kwargs) -> Path:
+    """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
+    (:func:`ensure_generated`); otherwise leave it untouched. Return the path. ``kwargs`` go to
+    ``simulate_dataset``.
+    """
+
+    def describe(summary: dict) -> str:
+        return (
+            f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
+            f"in-focus images into {dataset_dir} in {summary['seconds']:.1f} s"
+        )
+
+    return ensure_generated(dataset_dir, "stacks", simulate_dataset, describe, **kwargs)
