@@ -56,16 +56,12 @@ def paired_datalist(
     root = Path(dataset_dir)
     sources = {f.name: f for f in list_files(root / inputs, suffixes)}
     partners = {f.name: f for f in list_files(root / targets, suffixes)} if (root / targets).is_dir() else {}
-    for name, path in sources.items():
-        if name not in partners:
-            raise InputError(
-                path, f"has no partner in {root / targets}: every {inputs} file needs one of the same name"
-            )
-    for name, path in partners.items():
-        if name not in sources:
-            raise InputError(
-                path, f"has no partner in {root / inputs}: every {targets} file needs one of the same name"
-            )
+    for here, there, files, others in ((inputs, targets, sources, partners), (targets, inputs, partners, sources)):
+        for name, path in files.items():
+            if name not in others:
+                raise InputError(
+                    path, f"has no partner in {root / there}: every {here} file needs one of the same name"
+                )
     items = []
     for name in sorted(sources):
         x, y = _read(sources[name], ndim), _read(partners[name], ndim)
