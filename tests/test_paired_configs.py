@@ -7,7 +7,7 @@ from monai.bundle import ConfigParser
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 NAMES = ("paired_train.yaml", "paired_inference.yaml", "paired_evaluate.yaml")
 SHARED = [
-    "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "network_def",
+    "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "u_residual", "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode",
 ]  # fmt: skip
 SPLIT = ["simulated_dir", "dataset_dir", "seed", "val_fraction", "test_fraction", "train_systems", "max_shift_px"]

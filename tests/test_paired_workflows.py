@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_workflows import _expect_clean_failure, bundle_run
 
 from scripts.data.io import read_image, write_image, write_stack
+from scripts.nets.paired import residual_unet
 from scripts.simulate.fluorescence import simulate_pairs
 
 pytestmark = pytest.mark.slow
@@ -108,3 +112,18 @@ def test_a_bad_pair_is_one_clear_line_and_no_output(dataset, tmp_path, how, phra
     _expect_clean_failure(result, "A_00001.tif", phrase)
     assert result.returncode == 2
     assert not out.exists()
+
+
+def test_torchscript_export_gives_the_generators_output(trained, tmp_path):
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "paired.ts"),
+        "--ckpt_file", str(trained / "paired.pt"), "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/paired_inference.yaml", "--u_channels", "[4, 8, 16, 32]",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1] / "bundle", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    g = residual_unet(2, (4, 8, 16, 32))
+    g.load_state_dict(torch.load(trained / "paired.pt", weights_only=True))
+    x = torch.rand(1, 1, 40, 56) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(tmp_path / "paired.ts")(x), g.eval()(x), atol=1e-5)
