@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from test_workflows import _expect_clean_failure, bundle_run
 
-from scripts.data.io import read_image, write_image, write_stack
+from scripts.data.io import read_image, read_stack, write_image, write_stack
 from scripts.nets.paired import residual_unet
 from scripts.simulate.fluorescence import simulate_pairs
 
@@ -127,3 +128,28 @@ def test_torchscript_export_gives_the_generators_output(trained, tmp_path):
     x = torch.rand(1, 1, 40, 56) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(tmp_path / "paired.ts")(x), g.eval()(x), atol=1e-5)
+
+
+def test_z_stack_pairs_train_and_infer_in_3d(tmp_path):
+    rng = np.random.default_rng(0)
+    meta = {"dtype": "uint16", "spacing": (1.0, 0.5, 0.5), "unit": "um"}
+    for i in range(4):
+        confocal = ndimage.gaussian_filter(rng.random((8, 32, 32)), 1) * 1000
+        widefield = ndimage.gaussian_filter(confocal, 2) + rng.normal(0, 5, confocal.shape) + 100
+        write_stack(tmp_path / "data" / "widefield" / f"s{i}.tif", widefield, meta)
+        write_stack(tmp_path / "data" / "confocal" / f"s{i}.tif", confocal, meta)
+    three_d = ["--spatial_dims", "3", "--u_channels", "[4, 8, 16, 32]", "--sw_roi_size", "[-1, 16, 16]"]
+    args = [
+        "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"),
+        "--model_path", str(tmp_path / "paired3d.pt"), "--d_channels", "8", "--crop_size", "16", "--batch_size", "1",
+        "--max_epochs", "1", "--val_fraction", "0.25", "--test_fraction", "0.25",
+    ]  # fmt: skip
+    result = bundle_run("training", "paired_train.yaml", *args, *three_d)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = ["--input_path", str(tmp_path / "data" / "widefield"), "--output_dir", str(tmp_path / "out")]
+    result = bundle_run(
+        "inference", "paired_inference.yaml", *args, "--model_path", str(tmp_path / "paired3d.pt"), *three_d
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, out_meta = read_stack(tmp_path / "out" / "s0_confocal.tif")
+    assert out.shape == (8, 32, 32) and out.dtype == np.uint16 and out_meta["spacing"] == pytest.approx((1.0, 0.5, 0.5))
