@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -50,6 +51,22 @@ def test_training_writes_weights_checkpoints_and_tracks(trained):
     assert (trained / "paired.pt").is_file()
     assert list((trained / "run" / "checkpoints").glob("state_*.pt"))
     assert (trained / "run" / "mlflow.db").is_file() and (trained / "run" / "config.yaml").is_file()
+
+
+def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{trained / 'run' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/zsegan_paired@champion")
+    image = read_image(dataset / "widefield" / "C_00000.tif")[0].astype(np.float32)
+    assert model.predict(image).shape == image.shape  # a YX image in, the same out, in the input's units
+    args = ["--input_path", str(dataset / "widefield" / "C_00000.tif"), "--output_dir", str(tmp_path)]
+    result = bundle_run(
+        "inference", "paired_inference.yaml", *args, "--model_uri", "models:/zsegan_paired@champion",
+        "--tracking_uri", uri, *TINY_NET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "C_00000_confocal.tif").is_file()
 
 
 def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):
