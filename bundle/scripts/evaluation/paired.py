@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import fft as sfft
 from skimage.restoration import richardson_lucy
 
-from scripts.data.io import read_image
+from scripts.data.io import read_image, write_image
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.evaluation.measures import mean_abs_gradient, psnr, ssim
 from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
@@ -102,8 +101,7 @@ def _side_by_side(path: Path, rows: Sequence[Mapping[str, np.ndarray]]) -> Path:
     for strip in strips:
         canvas[y : y + strip.shape[0], : strip.shape[1]] = strip
         y += strip.shape[0] + gap
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    write_image(path, canvas)  # atomic, as every file of the report
     return path
 
 
