@@ -4,12 +4,12 @@ clean refusals of bad pairs (one line, exit 2, nothing written)."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -53,20 +53,26 @@ def test_training_writes_weights_checkpoints_and_tracks(trained):
     assert (trained / "run" / "mlflow.db").is_file() and (trained / "run" / "config.yaml").is_file()
 
 
-def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_path):
     uri = f"sqlite:///{trained / 'run' / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model("models:/zsegan_paired@champion")
-    image = read_image(dataset / "widefield" / "C_00000.tif")[0].astype(np.float32)
-    assert model.predict(image).shape == image.shape  # a YX image in, the same out, in the input's units
-    args = ["--input_path", str(dataset / "widefield" / "C_00000.tif"), "--output_dir", str(tmp_path)]
+    # in a fresh process: mlflow.set_tracking_uri would leak into this one's environment (and its subprocesses)
+    load = (
+        "import sys, mlflow, numpy as np, tifffile; "
+        "model = mlflow.pyfunc.load_model('models:/zsegan_paired@champion'); "
+        "image = tifffile.imread(sys.argv[1]).astype(np.float32); "
+        "print(model.predict(image).shape == image.shape)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MLFLOW_TRACKING_URI": uri}
+    image = str(dataset / "widefield" / "C_00000.tif")
+    result = subprocess.run([sys.executable, "-c", load, image], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.strip().endswith("True"), result.stderr[-3000:]  # a YX image in, the same shape out
+    args = ["--input_path", image, "--output_dir", str(tmp_path / "out")]
     result = bundle_run(
         "inference", "paired_inference.yaml", *args, "--model_uri", "models:/zsegan_paired@champion",
         "--tracking_uri", uri, *TINY_NET,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "C_00000_confocal.tif").is_file()
+    assert (tmp_path / "out" / "C_00000_confocal.tif").is_file()
 
 
 def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):
