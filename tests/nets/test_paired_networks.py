@@ -18,6 +18,20 @@ def test_the_generator_keeps_the_shape(spatial_dims, shape):
     assert any(isinstance(m, ResidualUnit) for m in g.modules())  # a residual U-Net
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_generator_takes_any_size_and_scripts(residual):
+    g = residual_unet(2, **TINY, residual=residual).eval()
+    x = torch.rand(1, 1, 33, 47)
+    assert g(x).shape == x.shape
+    assert residual_unet(3, **TINY)(torch.zeros(1, 1, 5, 18, 20)).shape == (1, 1, 5, 18, 20)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(g)(x), g(x))  # the zoo's TorchScript export
+    zero = residual_unet(2, **TINY, residual=residual)
+    for p in zero.parameters():
+        torch.nn.init.zeros_(p)
+    assert torch.equal(zero(x), x if residual else torch.zeros_like(x))  # x + UNet(x)
+
+
 def test_the_generator_refuses_other_dimensionalities():
     with pytest.raises(ValueError, match="spatial_dims"):
         residual_unet(1)
