@@ -22,7 +22,7 @@ def test_train_inference_and_evaluate_share_their_common_settings():
     train, inference, evaluate = load("train.yaml"), load("inference.yaml"), load("evaluate.yaml")
     for key in SHARED:
         assert train[key] == inference[key] == evaluate[key], key
-    assert inference["tracking_uri"] == evaluate["tracking_uri"]  # models:/ URIs are looked up in the same store
+    assert inference["tracking_uri"] == evaluate["model_tracking_uri"]  # models:/ URIs are looked up in one store
     assert train["val_fraction"] == evaluate["val_fraction"] and train["seed"] == evaluate["seed"]  # same held-out set
 
 

@@ -10,7 +10,16 @@ SHARED = [
     "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "u_residual", "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode",
 ]  # fmt: skip
-SPLIT = ["simulated_dir", "dataset_dir", "seed", "val_fraction", "test_fraction", "train_systems", "max_shift_px"]
+SPLIT = [
+    "simulated_dir",
+    "dataset_dir",
+    "simulate_dataset",
+    "seed",
+    "val_fraction",
+    "test_fraction",
+    "train_systems",
+    "max_shift_px",
+]
 
 
 def load(name: str) -> dict:

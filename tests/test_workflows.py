@@ -154,6 +154,57 @@ def test_interrupted_training_resumes(dataset, tmp_path):
     assert (tmp_path / "model.pt").exists()
 
 
+def test_a_second_training_into_the_same_output_dir_is_refused(dataset, tmp_path):
+    args = train_args(dataset, tmp_path, "--max_epochs", "50", "--epoch_length", "10", "--val_interval", "100")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.yaml"), *args]
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        lock, deadline = tmp_path / "run" / ".zsegan.lock", time.time() + 120
+        while not (lock.exists() and lock.read_text()) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        second = bundle_run("training", "train.yaml", *args)
+        assert first.poll() is None, "the first run ended before the second started"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    _expect_clean_failure(second, str(tmp_path / "run"), f"is in use by process {first.pid} on ")
+
+
+def _killed_at(cmd: list[str], checkpoint: Path) -> None:
+    """Run ``cmd`` until ``checkpoint`` is written, then kill it hard (a crash, a lost machine)."""
+    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+
+def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path):
+    """Killed mid-epoch or at an epoch's end (after a validation), then run again: the same G_S, bit for bit."""
+    short = ["--max_epochs", "4", "--val_interval", "2", "--checkpoint_interval", "2"]  # 3 iterations an epoch
+
+    def command(out: Path) -> list[str]:
+        config = str(CONFIGS / "train.yaml")
+        return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config,
+                *train_args(dataset, out, *short)]  # fmt: skip
+
+    reference = subprocess.run(command(tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
+    for at in (4, 6):  # iteration 4: the middle of epoch 2; 6: the end of epoch 2, validated
+        out = tmp_path / f"killed_{at}"
+        _killed_at(command(out), out / "run" / "checkpoints" / f"state_checkpoint_{at}.pt")
+        assert not (out / "model.pt").exists(), "the run was not interrupted"
+        again = subprocess.run(command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr, again.stderr[-3000:]
+        resumed = torch.load(out / "model.pt", weights_only=True)
+        assert all(torch.equal(resumed[k], v) for k, v in expected.items()), f"killed at {at}"
+
+
 def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "in"
@@ -204,6 +255,8 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, list[str]]]:
     cases["RGB"] = (folder / "rgb.tif", ["rgb.tif", "RGB"])
     np.savez(folder / "complex.npz", arr_0=good.astype(np.complex64))
     cases["complex"] = (folder / "complex.npz", ["complex.npz", "complex"])
+    np.savez(folder / "huge.npz", arr_0=good.astype(np.float64) * 1e37)  # overflows in float32
+    cases["beyond float32"] = (folder / "huge.npz", ["huge.npz", "beyond float32's range"])
     return cases
 
 
@@ -226,6 +279,30 @@ def test_inference_checks_every_input_before_writing(trained, tmp_path):
     assert not out.exists()
 
 
+def test_inference_checks_the_intensity_range_before_writing(trained, tmp_path):
+    inputs = tmp_path / "in"
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": None, "unit": None}
+    for name in ("a_good", "c_good"):
+        write_stack(
+            inputs / f"{name}.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta
+        )
+    write_stack(inputs / "b_const.tif", np.full((17, 32, 32), 9, np.uint8), meta)
+    out = tmp_path / "out"
+    result = infer(inputs, out, trained)
+    _expect_clean_failure(result, "b_const.tif", "constant intensity")
+    assert not out.exists()
+
+
+def test_inference_into_its_input_folder_does_not_enhance_its_outputs(trained, tmp_path):
+    folder = tmp_path / "stacks"
+    meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": None, "unit": None}
+    write_stack(folder / "x.tif", np.random.default_rng(0).integers(0, 255, (17, 32, 32)).astype(np.uint8), meta)
+    for _ in range(2):
+        result = infer(folder, folder, trained)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["x.tif", "x_enhanced.tif"]
+
+
 def test_training_rejects_unknown_key_and_small_infocus_images(dataset, tmp_path):
     result = bundle_run("training", "train.yaml", *train_args(dataset, tmp_path, "--max_epoch", "3"))
     _expect_clean_failure(result, "--max_epoch", "max_epochs")
@@ -237,6 +314,34 @@ def test_training_rejects_unknown_key_and_small_infocus_images(dataset, tmp_path
     )
     _expect_clean_failure(result, "smaller than")
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_training_refuses_a_dataset_dir_without_stacks(tmp_path):
+    """Only the default dataset folder is simulated: a typo in --dataset_dir is an error, not simulated data."""
+    for name in ("typo", "empty"):
+        (tmp_path / "empty" / "infocus").mkdir(parents=True, exist_ok=True)
+        result = bundle_run(
+            "training", "train.yaml", *train_args(tmp_path / name, tmp_path / "out", "--max_epochs", "1")
+        )
+        _expect_clean_failure(result, name, "no such dataset folder" if name == "typo" else "holds no stacks")
+    assert not (tmp_path / "typo").exists() and not any((tmp_path / "empty").rglob("*.tif"))
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--sw_overlap", "abc"], "--sw_overlap 'abc': must be a number in [0, 1)"),
+        (["--max_epochs", "-1"], "--max_epochs -1: must be a positive integer"),
+        (["--intensity_lower", "99.5", "--intensity_upper", "0.5"], "must be below --intensity_upper"),
+    ],
+)
+def test_bad_values_get_one_error_line_and_leave_the_earlier_record(dataset, tmp_path, args, phrase):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("the earlier run's")
+    result = bundle_run("training", "train.yaml", *train_args(dataset, tmp_path, *args))
+    assert result.returncode == 2
+    _expect_clean_failure(result, phrase)
+    assert (tmp_path / "run" / "config.yaml").read_text() == "the earlier run's"
 
 
 def test_training_runs_from_inside_the_bundle_folder(dataset, tmp_path):

@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -249,6 +250,19 @@ def test_download_unpacks_the_archive_from_a_local_path(archive, downloaded):
     unpacked = sorted(f"zsegan/{p.relative_to(downloaded).as_posix()}" for p in downloaded.rglob("*") if p.is_file())
     assert unpacked == sorted(zipfile.ZipFile(archive).namelist())
     assert (downloaded / "models" / "model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
+
+
+def test_a_bundle_unpacked_part_way_stops_every_workflow_with_what_to_do(downloaded, tmp_path):
+    partial = tmp_path / "zsegan"
+    shutil.copytree(downloaded, partial)
+    (partial / "docs" / "README.md").unlink()  # as if MONAI's unpacking had stopped before it
+    result = monai_bundle(
+        "run", "inference", "--config_file", "configs/inference.yaml", "--output_dir", str(tmp_path / "out"),
+        cwd=partial, env=outside_the_repository(),
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"error: {partial}: is an incomplete bundle (1 of its" in result.stderr
+    assert "delete this folder and download the bundle again" in result.stderr
 
 
 def test_load_gives_the_shipped_weights_from_the_downloaded_bundle(downloaded, g_s):

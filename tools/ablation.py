@@ -42,6 +42,9 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "g_upsampling": "transpose",
     "g_b_kind": "generator",
     "sharp_domain": "infocus",
+    "lambda_spectrum": 0,
+    "cycle_sigma": 0,
+    "lambda_adversarial_b": 1,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -69,6 +72,18 @@ VARIANTS["optical_lowpass"] = (
 VARIANTS["optical_both"] = (
     "optical + sharp domain: in-focus images and the stacks' sharpest slices",
     {**VARIANTS["optical"][1], "sharp_domain": "both"},
+)
+VARIANTS["optical_stack"] = (
+    "optical + sharp domain: each stack's own sharpest slices only (the paper's x*)",
+    {**VARIANTS["optical"][1], "sharp_domain": "stack"},
+)
+VARIANTS["optical_spectrum"] = (
+    "optical + spectral loss 1 (every section with the focal plane's power spectrum)",
+    {**VARIANTS["optical"][1], "lambda_spectrum": 1.0},
+)
+VARIANTS["optical_quiet"] = (
+    "optical + cycle compared after a 1 px low-pass, no D_B: nothing asks G_S to reproduce x's noise",
+    {**VARIANTS["optical"][1], "cycle_sigma": 1.0, "lambda_adversarial_b": 0},
 )
 VARIANTS["optical_p2"] = (
     "optical with p 2 (vertical sections weighted as in train.yaml before)",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from scripts.data.datalist import datalist, train_val_split
+from scripts.data.datalist import ResumableSampler, datalist, train_val_split
 from scripts.errors import InputError
 
 
@@ -75,3 +77,40 @@ def test_split_single_item():
 def test_split_rejects_bad_fraction(fraction):
     with pytest.raises(ValueError, match="val_fraction"):
         train_val_split(ITEMS, fraction)
+
+
+def test_datalist_of_defect_datasets(tmp_path):
+    from scripts.simulate.defects import simulate_defect_dataset
+
+    simulate_defect_dataset(tmp_path, tasks=["axial"], n_pairs=2, n_clean=1, n_test=1, size=16, depth=9, progress=False)
+    assert [Path(d["image"]).name for d in datalist(tmp_path / "axial" / "train", "defective")] == [
+        "sim_00000.tif",
+        "sim_00001.tif",
+    ]
+    assert len(datalist(tmp_path, "clean")) == 1
+    with pytest.raises(KeyError):
+        datalist(tmp_path, "noisy")
+
+
+def test_resumable_sampler_takes_the_order_up_where_it_was():
+    def passes(sampler, n):
+        return [list(sampler) for _ in range(n)]
+
+    whole = passes(ResumableSampler(range(7), seed=3), 3)
+    assert all(sorted(p) == list(range(7)) for p in whole) and whole[0] != whole[1]  # each pass its own order
+    assert (
+        passes(ResumableSampler(range(7), seed=3), 3) == whole and passes(ResumableSampler(range(7), 4), 1) != whole[:1]
+    )
+    for stop in (0, 4, 7, 10, 14):  # indices given before the checkpoint: mid-pass, at a pass's end
+        first = ResumableSampler(range(7), seed=3)
+        given, it = [], iter(first)
+        for _ in range(stop):
+            try:
+                given.append(next(it))
+            except StopIteration:
+                it = iter(first)
+                given.append(next(it))
+        resumed = ResumableSampler(range(7), seed=3)
+        resumed.load_state_dict(first.state_dict())
+        rest = [i for p in passes(resumed, 4) for i in p]
+        assert (given + rest)[:21] == [i for p in whole for i in p], stop

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -255,6 +257,14 @@ def _with_nan(dtype="float32"):
     return data
 
 
+def _huge_npz(path):
+    """A 400-byte npz whose header declares 1 TiB."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<u2", "fortran_order": False, "shape": (1024, 1024, 2**19)})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("arr_0.npy", header.getvalue() + b"x" * 100)
+
+
 STACK_CASES = {
     "missing": ("stack.tif", lambda p: None, "no such file"),
     "suffix": ("stack.jpg", lambda p: p.write_bytes(b"x"), "unsupported file type"),
@@ -297,6 +307,8 @@ STACK_CASES = {
     "bool": ("stack.npz", lambda p: _npz(p, _stack("bool")), "dtype bool is not supported"),
     "nan": ("stack.tif", lambda p: _tiff(p, _with_nan()), "contains 2 NaN / 1 Inf values"),
     "nan nifti": ("stack.nii", lambda p: _nifti(p, _with_nan("float64")), "contains 2 NaN / 1 Inf values"),
+    "beyond float32": ("stack.npz", lambda p: _npz(p, _stack("float64") * 1e300), "beyond float32's range"),
+    "huge header": ("stack.npz", _huge_npz, "does not fit in memory"),
     "npz keys": ("stack.npz", lambda p: np.savez(p, a=_stack(), b=_stack()), "expected key 'arr_0' or a single array"),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -188,12 +189,15 @@ def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_
     torch.manual_seed(0)
     torch.save(default_generator(channels=4, n_residual_blocks=1).state_dict(), tmp_path / "tiny.pt")
     out = tmp_path / "out"
+    training_store = Path(__file__).resolve().parents[2] / "bundle" / "runs" / "train" / "mlflow.db"
+    before = training_store.stat().st_mtime_ns if training_store.exists() else None
     result = _evaluate_cli(
         "--dataset_dir", str(dataset), "--subset", "all", "--output_dir", str(out),
         "--model_path", str(tmp_path / "tiny.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
         "--sw_roi_size", "[-1, 32, 32]", "--n_vertical", "2", "--rl_num_iter", "2", "--num_workers", "1",
-        "--tracking_uri", f"sqlite:///{out / 'mlflow.db'}",
     )  # fmt: skip
+    after = training_store.stat().st_mtime_ns if training_store.exists() else None
+    assert before == after, "the evaluation wrote into training's MLflow store instead of <output_dir>/mlflow.db"
     assert result.returncode == 0, result.stderr[-3000:]
     for method in ("input", "G_S", "sharpest_slice", "edf", "richardson_lucy"):
         assert method in result.stdout

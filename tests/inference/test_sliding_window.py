@@ -100,6 +100,25 @@ def test_inference_datalist_checks_min_planes(tmp_path):
     assert len(inference_datalist(tmp_path, min_planes=3)) == 1
 
 
+def test_inference_datalist_checks_the_intensity_range_before_anything_is_written(tmp_path):
+    _write(tmp_path / "a_good.tif")
+    _write(tmp_path / "c_good.tif", seed=2)
+    write_stack(tmp_path / "b_const.tif", np.full((5, 12, 10), 7, np.uint16), {"dtype": "uint16"})
+    with pytest.raises(InputError, match="constant intensity") as info:
+        inference_datalist(tmp_path)
+    assert info.value.path == str(tmp_path / "b_const.tif")
+
+
+def test_inference_datalist_leaves_out_the_outputs_of_a_run_before(tmp_path):
+    """output_dir the input folder: the second run enhances a.tif again, not a_enhanced.tif."""
+    _write(tmp_path / "a.tif")
+    _write(tmp_path / "a_enhanced.tif", seed=1)
+    _write(tmp_path / "b_enhanced.tif", seed=2)  # no b.tif: an input like any other
+    names = [Path(d["image"]).name for d in inference_datalist(tmp_path, output_dir=tmp_path)]
+    assert names == ["a.tif", "b_enhanced.tif"]
+    assert len(inference_datalist(tmp_path, output_dir=tmp_path / "elsewhere")) == 3
+
+
 def test_inference_datalist_missing_path(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         inference_datalist(tmp_path / "nowhere")

@@ -17,7 +17,7 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
 
 from scripts.data.io import cast_to, read_stack, write_stack
-from scripts.data.transforms import RobustNormalised
+from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 from scripts.inference import wholeslide
 from scripts.inference.sliding_window import enhance
@@ -126,9 +126,9 @@ def test_bad_inputs_raise_one_clear_error_naming_the_file(stack, tmp_path):
         assert error.value.path == str(tmp_path / name)
 
 
-def test_whole_stack_percentiles_come_from_a_bounded_subsample(stack):
+def test_whole_stack_percentiles_are_exact_as_in_memory(stack, monkeypatch):
     lazy = da.from_array(stack, chunks=(9, 32, 32))
-    lo, hi = stack_range(lazy, 0.5, 99.5)  # a stack this small: every voxel, as RobustNormalised
+    lo, hi = stack_range(lazy, 0.5, 99.5)  # every voxel, as RobustNormalised
     expected = RobustNormalised("image")({"image": torch.as_tensor(stack[None].astype(np.float32))})["image"]
     assert (expected.min().item(), expected.max().item()) != (-1.0, 1.0)  # outliers lie beyond the percentiles
     np.testing.assert_allclose(
@@ -136,10 +136,24 @@ def test_whole_stack_percentiles_come_from_a_bounded_subsample(stack):
         expected,
         atol=1e-5,
     )
-    sub = stack_range(lazy, 0.5, 99.5, samples=9 * 25 * 25)  # every 4th voxel in y and x
-    assert sub == pytest.approx((lo, hi), rel=0.05)
     with pytest.raises(InputError, match="constant intensity"):
         stack_range(da.ones((4, 64, 64)), 0.5, 99.5, "flat.zarr")
+    # beyond 4 M voxels (where both paths took a subsample, each its own): still the same, for 8-bit data (one
+    # pass), 16-bit and floats, of which the histogram's bins are narrowed (here down to 7 voxels a bin)
+    rng = np.random.default_rng(1)
+    shape = (21, 500, 500)
+    monkeypatch.setattr(wholeslide, "RANGE_GATHER", 7)
+    for values in (
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        rng.integers(0, 60000, shape).astype(np.uint16),
+        rng.normal(0, 100, shape).astype(np.float32),
+    ):
+        in_memory_range = percentile_range(values, 0.5, 99.5)
+        assert stack_range(da.from_array(values, chunks=(7, 128, 128)), 0.5, 99.5) == pytest.approx(in_memory_range)
+    small = rng.normal(0, 1e3, (9, 50, 50))  # float64: exact on its own values
+    assert stack_range(da.from_array(small, chunks=(3, 16, 16)), 1, 99) == pytest.approx(
+        np.quantile(small, [0.01, 0.99])
+    )
 
 
 # ----------------------------------------------------------------------------- seamless tiles
@@ -319,6 +333,100 @@ def test_an_interrupted_run_resumes_with_the_chunks_not_yet_written(network, sta
         enhance_slide(network, source, out, inferer(), tile_size=96)
 
 
+def test_a_run_stopped_while_finishing_is_finished_by_the_next(network, stack, tmp_path, monkeypatch):
+    """Killed between the last tile and the end: before the rename (the partial output is complete) or
+    after it (the done-markers not yet removed), the same command finishes, never stuck."""
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", stack)
+    out = tmp_path / "out" / "slide_enhanced.ome.zarr"
+    replace, rmtree = wholeslide.os.replace, wholeslide.shutil.rmtree
+
+    def killed_at_rename(src, dst):
+        if Path(dst) == out:
+            raise KeyboardInterrupt("killed")
+        replace(src, dst)
+
+    monkeypatch.setattr(wholeslide.os, "replace", killed_at_rename)
+    with pytest.raises(KeyboardInterrupt):
+        enhance_slide(network, source, out, inferer(), tile_size=48)
+    monkeypatch.setattr(wholeslide.os, "replace", replace)
+    monkeypatch.setattr(
+        wholeslide.shutil, "rmtree", lambda p, **kw: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+    )  # killed after the rename, at the clean-up
+    with pytest.raises(KeyboardInterrupt):
+        enhance_slide(network, source, out, inferer(), tile_size=48)
+    assert (out / ".zsegan" / "done").is_dir()
+    monkeypatch.setattr(wholeslide.shutil, "rmtree", rmtree)
+    assert enhance_slide(network, source, out, inferer(), tile_size=48) == out  # complete: cleaned, kept
+    assert not (out / ".zsegan" / "done").exists()
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[:], in_memory(network, stack))
+
+
+def test_every_slide_is_checked_before_the_first_output_is_written(network, stack, tmp_path):
+    inputs = tmp_path / "in"
+    write_ome_zarr(inputs / "a_good.ome.zarr", stack)
+    write_ome_zarr(inputs / "b_const.ome.zarr", np.full_like(stack, 7))
+    write_ome_zarr(inputs / "c_good.ome.zarr", stack)
+    with pytest.raises(InputError, match="constant intensity") as error:
+        wholeslide.enhance_slides(network, inputs, tmp_path / "out", inferer(), tile_size=48)
+    assert error.value.path == str(inputs / "b_const.ome.zarr") and not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_the_input_folder_is_not_enhanced_again(network, stack, tmp_path):
+    folder = tmp_path / "slides"
+    write_ome_zarr(folder / "slide.ome.zarr", stack)
+    for _ in range(2):
+        wholeslide.enhance_slides(network, folder, folder, inferer(), tile_size=48, output_format="ome-tiff")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".zsegan.lock", "slide.ome.zarr", "slide_enhanced.ome.tif", "slide_enhanced.ome.zarr"
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- bad values
+
+
+def test_bool_and_complex_slides_are_refused_before_anything_is_read(tmp_path):
+    for dtype in (bool, np.complex64):
+        path = tmp_path / f"{np.dtype(dtype).name}.zarr"
+        zarr.save_array(str(path), np.zeros((4, 32, 32), dtype))
+        with pytest.raises(InputError, match=f"dtype {np.dtype(dtype).name} is not supported") as error:
+            open_stack(path)
+        assert error.value.path == str(path)
+
+
+def test_nan_inf_and_values_beyond_float32_are_refused_before_anything_is_written(network, stack, tmp_path):
+    for name, value, problem in (("nan", np.nan, "1 NaN / 0 Inf"), ("inf", -np.inf, "0 NaN / 1 Inf"),
+                                 ("huge", 1e39, "beyond float32's range")):  # fmt: skip
+        bad = stack.astype(np.float64)
+        bad[4, 90, 91] = value
+        source = write_ome_zarr(tmp_path / "in" / f"{name}.ome.zarr", bad)
+        with pytest.raises(InputError, match=problem) as error:
+            wholeslide.enhance_slides(network, source, tmp_path / "out", inferer(), tile_size=48)
+        assert error.value.path == str(source)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_nan_in_a_tile_stops_the_run_before_the_tile_is_written(network, stack, tmp_path, monkeypatch):
+    """Each tile's input is checked as it is read too: here the intensity range is given (so the whole stack is
+    not read first). The tiles written stay; with the NaN fixed, the same command finishes the run."""
+    monkeypatch.setattr(wholeslide, "LOCAL_THREADS", 1)
+    bad = stack.astype(np.float32)
+    intensity_range = stack_range(da.from_array(bad), 0.5, 99.5)
+    bad[4, 90, 91] = np.nan
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", bad)
+    out = tmp_path / "out" / "slide_enhanced.ome.zarr"
+    with pytest.raises(InputError, match=r"1 NaN / 0 Inf values in the tile at y 48\.\.100, x 48\.\.100"):
+        enhance_slide(network, source, out, inferer(), tile_size=48, intensity_range=intensity_range)
+    partial = wholeslide._partial_path(out)
+    assert not out.exists() and (partial / ".zsegan" / "run.json").exists()
+    written = zarr.open_array(str(partial / "0"), mode="r")
+    for marker in (partial / ".zsegan" / "done").iterdir():  # the tiles written hold no NaN
+        i, j = (int(n) for n in marker.name.split("."))
+        assert np.isfinite(written[:, 48 * i : 48 * i + 48, 48 * j : 48 * j + 48]).all()
+    zarr.open_array(str(source / "0"), mode="r+")[4, 90, 91] = 100.0
+    enhance_slide(network, source, out, inferer(), tile_size=48)  # the same command, after the fix
+    assert np.isfinite(zarr.open_array(str(out / "0"), mode="r")[:]).all()
+
+
 # ----------------------------------------------------------------------------- Dask cluster and CLI
 
 
@@ -371,3 +479,39 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
 
     bad = subprocess.run([*cmd[:-2], "--tile_sise", "32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown config key '--tile_sise'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(network, stack, tmp_path):
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    bad = stack.astype(np.float32)
+    bad[4, 40:50, 40:50] = np.nan  # one patch: every output voxel would be NaN
+    source = write_ome_zarr(tmp_path / "in" / "slide.ome.zarr", bad)
+    configs = [str(ROOT / "bundle" / "configs" / f) for f in ("inference.yaml", "inference_wholeslide.yaml")]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
+        "--input_path", str(source), "--output_dir", str(tmp_path / "out"), "--model_path", str(tmp_path / "model.pt"),
+        "--g_channels", "4", "--g_residual_blocks", "1", "--g_upsampling", "transpose", "--g_residual", "False",
+        "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32", "--compile", "False",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: {source}: contains 100 NaN / 0 Inf values: replace them (e.g. by 0) before running"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_slide_beyond_4_million_voxels_enhances_as_in_memory(network, tmp_path):
+    """Both paths take exact percentiles over every voxel (they once took different subsamples beyond 4 M)."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:480, :480]
+    base = 150 + 40 * np.sin(xx / 9.0) * np.cos(yy / 13.0) - 60 * (yy % 2)  # odd rows darker: a subsample of
+    stack = np.clip(base[None] + rng.normal(0, 15, (21, 480, 480)), 0, 255).astype(np.uint8)  # rows misses them
+    window = SlidingWindowInferer(roi_size=(-1, 96, 96), sw_batch_size=4, overlap=0.25, mode="gaussian")
+    source = write_ome_zarr(tmp_path / "big.ome.zarr", stack, chunks=(7, 128, 128))
+    out = enhance_slide(network, source, tmp_path / "big_enhanced.ome.zarr", window, tile_size=192)
+    expected = cast_to(enhance(network, stack, window, RobustNormalised("image")), "uint8")
+    diff = np.abs(zarr.open_array(str(out / "0"), mode="r")[:].astype(int) - expected)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999  # the same but for float rounding at .5

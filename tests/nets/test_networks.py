@@ -185,3 +185,115 @@ def test_residual_and_plain_weights_never_load_into_each_other():
     with pytest.raises(RuntimeError, match="skip.gain"):
         residual.load_state_dict(plain.state_dict())
     Generator3D(channels=4, n_residual_blocks=1, residual=True).load_state_dict(residual.state_dict())
+
+
+# ---------------------------------------------------------------- the shared ResNet generator (2D, CIN), critic
+
+
+def test_generator3d_is_the_3d_resnet_generator_with_the_same_weights():
+    from scripts.nets.networks import ResNetGenerator
+
+    torch.manual_seed(0)
+    g = Generator3D(channels=4, n_residual_blocks=1, residual=True)
+    same = ResNetGenerator(3, channels=4, n_residual_blocks=1, output="residual")
+    same.load_state_dict(g.state_dict())  # identical keys: models/model.pt loads into both
+    init_weights(g)
+    same.load_state_dict(g.state_dict())
+    x = torch.randn(1, 1, 7, 13, 18)
+    torch.testing.assert_close(same(x), g(x))
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (13, 21), (1, 1), (3, 40)])
+def test_2d_generator_keeps_shape(shape):
+    from scripts.nets.networks import ResNetGenerator
+
+    g = ResNetGenerator(2, channels=4, n_residual_blocks=1, upsampling="pixelshuffle")
+    x = torch.randn(2, 1, *shape)
+    assert g(x).shape == x.shape
+    assert not any(isinstance(m, nn.Conv3d) for m in g.modules())
+    with pytest.raises(ValueError, match="B,C,Y,X"):
+        g(torch.randn(1, 1, 4, 8, 8))
+
+
+def test_mean_output_is_the_average_of_tanh_and_input():
+    from scripts.nets.networks import ResNetGenerator
+
+    g = ResNetGenerator(2, channels=4, n_residual_blocks=1, output="mean")
+    plain = ResNetGenerator(2, channels=4, n_residual_blocks=1, output="tanh")
+    state = {k: v for k, v in g.state_dict().items() if k != "skip.mean"}
+    plain.load_state_dict(state)
+    x = torch.rand(1, 1, 16, 16) * 2 - 1
+    torch.testing.assert_close(g(x), (plain(x) + x) / 2)
+    with pytest.raises(RuntimeError, match="skip.mean"):
+        plain.load_state_dict(g.state_dict())
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_cin_generator_conditions_its_first_three_convolutions(spatial_dims):
+    from scripts.nets.cin import ConditionalInstanceNorm
+    from scripts.nets.networks import ResNetGenerator
+
+    torch.manual_seed(0)
+    g = ResNetGenerator(spatial_dims, channels=4, n_residual_blocks=2, output="mean", n_conditions=3)
+    cins = [m for m in g.modules() if isinstance(m, ConditionalInstanceNorm)]
+    assert len(cins) == 3 and [c.num_features for c in cins] == [4, 8, 16]
+    assert len(g.encoder) == 3
+    with torch.no_grad():  # give each defect type its own scale and shift
+        for c in cins:
+            c.weight.normal_(1.0, 0.5)
+            c.bias.normal_(0.0, 0.5)
+    x = torch.rand((1, 1) + (12,) * spatial_dims) * 2 - 1
+    outputs = [g(x, s) for s in range(3)]
+    assert all(o.shape == x.shape for o in outputs)
+    assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
+    batch = g(x.expand(3, *x.shape[1:]), torch.tensor([0, 1, 2]))  # per-sample conditions
+    torch.testing.assert_close(batch, torch.cat(outputs), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="condition"):
+        g(x)
+
+
+def test_microscopygan_generator_size():
+    from scripts.nets.networks import ResNetGenerator
+
+    g = ResNetGenerator(2, channels=64, n_residual_blocks=12, first_kernel_size=7, output="mean", n_conditions=3)
+    blocks = [m for m in g.model if m.__class__.__name__ == "ResidualBlock"]
+    assert len(blocks) == 12
+    assert not any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in g.modules())
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_critic_gives_one_score_per_sample_without_normalisation(spatial_dims):
+    from scripts.nets.networks import Critic
+
+    critic = Critic(spatial_dims, channels=4, n_layers=3)
+    scores = critic(torch.randn((5, 1) + (16,) * spatial_dims))
+    assert scores.shape == (5,)
+    norms = (nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d)
+    assert not any(isinstance(m, norms) for m in critic.modules())
+
+
+def test_conditioned_critic_scores_each_sample_with_its_condition():
+    from scripts.nets.networks import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(2, channels=4, n_layers=2, n_conditions=3)
+    x = torch.randn(1, 1, 16, 16).expand(3, -1, -1, -1)
+    scores = critic(x, torch.tensor([0, 1, 2]))
+    assert scores.shape == (3,) and len(set(scores.tolist())) == 3
+    torch.testing.assert_close(critic(x[:1], 2), scores[2:])
+    with pytest.raises(ValueError, match="condition"):
+        critic(x)
+
+
+def test_shipped_weights_give_what_they_gave_before_the_2d_3d_refactor():
+    """models/model.pt through the shared ResNetGenerator code: the output sum that the 3D-only
+    Generator3D gave for this input (computed with it before the refactor, on this project's machine)."""
+    from pathlib import Path
+
+    from scripts.nets.architecture import default_generator
+
+    g = default_generator()
+    g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
+    with torch.no_grad():
+        y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
+    assert y.double().sum().item() == pytest.approx(685.168335204944, rel=1e-5)

@@ -132,7 +132,7 @@ def test_prepare_writes_executed_config_with_overrides(tmp_path, keep_excepthook
     assert written["sw_roi_size"] == [-1, 64, 128]
     assert written["seed"] == 3  # second config file merged
     assert settings == {"max_epochs": 3, "lr": 0.0002, "dataset_dir": "/data", "seed": 3}
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]  # no temporary file left
+    assert sorted(p.name for p in out.iterdir()) == [".zsegan.lock", "config.yaml"]  # no temporary file left
     assert sys.excepthook is not sys.__excepthook__
 
 
@@ -142,6 +142,73 @@ def test_prepare_rejects_unknown_key_before_writing(tmp_path, keep_excepthook):
     with pytest.raises(InputError, match="max_epochs"):
         prepare(out, [MAIN, "run", "--config_file", str(files), "--max_epoch", "3"])
     assert not (out / "config.yaml").exists()
+
+
+BAD_VALUES = {
+    "--sw_overlap 2": (["--sw_overlap", "2"], "--sw_overlap 2: must be a number in [0, 1)"),
+    "--sw_overlap -0.5": (["--sw_overlap", "-0.5"], "--sw_overlap -0.5: must be a number in [0, 1)"),
+    "--sw_overlap abc": (["--sw_overlap", "abc"], "--sw_overlap 'abc': must be a number in [0, 1)"),
+    "--crop_size abc": (["--crop_size", "abc"], "--crop_size 'abc': must be a positive integer"),
+    "--val_fraction 1.5": (["--val_fraction", "1.5"], "--val_fraction 1.5: must be a number in [0, 1)"),
+    "--max_epochs -1": (["--max_epochs", "-1"], "--max_epochs -1: must be a positive integer"),
+    "reversed percentiles": (
+        ["--intensity_lower", "99.5", "--intensity_upper", "0.5"],
+        "--intensity_lower 99.5 must be below --intensity_upper 0.5",
+    ),
+    "--sw_roi_size": (["--sw_roi_size", "[128, 128]"], "--sw_roi_size [128, 128]: must be a list [z, y, x]"),
+    "--output_dir a file": (["--output_dir", __file__], "must be a folder, not a file"),
+    "--sw_mode foo": (["--sw_mode", "foo"], "--sw_mode 'foo': must be one of constant, gaussian"),
+    "--sharp_domain": (["--sharp_domain", "sharp"], "--sharp_domain 'sharp': must be one of infocus, stack, both"),
+    "--amp_dtype": (["--amp_dtype", "fp8"], "--amp_dtype 'fp8': must be one of float16, bfloat16"),
+    "--cycle_sigma": (["--cycle_sigma", "-1"], "--cycle_sigma -1: must be a number >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_prepare_checks_values_before_writing(case, tmp_path, keep_excepthook):
+    """One table of constraints, checked before the executed config is written: the record of an earlier run
+    in output_dir stays."""
+    args, problem = BAD_VALUES[case]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("the earlier run's")
+    argv = [MAIN, "run", "training", "--config_file", str(BUNDLE / "configs" / "train.yaml"), *args]
+    output_dir = out if case != "--output_dir a file" else None
+    with pytest.raises(InputError) as error:
+        prepare(output_dir, argv)
+    assert problem in str(error.value)
+    assert (out / "config.yaml").read_text() == "the earlier run's"
+
+
+PAIRED_BAD_VALUES = {
+    "3D window on 2D images": (["--sw_roi_size", "[-1, 128, 128]"], "must be a list [y, x] (spatial_dims 2)"),
+    "--spatial_dims 4": (["--spatial_dims", "4"], "--spatial_dims 4: must be one of 2, 3"),
+    "--lambda_l1 -1": (["--lambda_l1", "-1"], "--lambda_l1 -1: must be a number >= 0"),
+    "--max_shift_px -2": (["--max_shift_px", "-2"], "--max_shift_px -2: must be null or a number >= 0"),
+    "--amp_dtype": (["--amp_dtype", "fp8"], "--amp_dtype 'fp8': must be one of float16, bfloat16"),
+}
+
+
+@pytest.mark.parametrize("case", list(PAIRED_BAD_VALUES))
+def test_the_paired_workflow_is_checked_by_the_same_table(case, tmp_path, keep_excepthook):
+    args, problem = PAIRED_BAD_VALUES[case]
+    argv = [MAIN, "run", "training", "--config_file", str(BUNDLE / "configs" / "paired_train.yaml"), *args]
+    with pytest.raises(InputError) as error:
+        prepare(tmp_path / "run", argv)
+    assert problem in str(error.value)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_2d_window_passes_on_2d_images(tmp_path, keep_excepthook):
+    argv = [MAIN, "run", "training", "--config_file", str(BUNDLE / "configs" / "paired_train.yaml")]
+    assert prepare(None, argv)["spatial_dims"] == 2  # its [y, x] window passes
+
+
+def test_prepare_refuses_cuda_on_a_machine_without_it(tmp_path, keep_excepthook, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    argv = [MAIN, "run", "inference", "--config_file", str(BUNDLE / "configs" / "inference.yaml"), "--device", "cuda"]
+    with pytest.raises(InputError, match="--device 'cuda': must be cpu, or cuda on a machine with a CUDA GPU"):
+        prepare(None, argv)
 
 
 def test_prepare_from_python_does_nothing(tmp_path, keep_excepthook):

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import copy
+import random
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.data import DataLoader as MonaiLoader
+from monai.data import Dataset
+from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 from monai.utils import set_determinism
 from torch.utils.data import DataLoader
 
+from scripts.data.datalist import ResumableSampler
+from scripts.errors import InputError
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops import handlers
 from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
@@ -130,6 +138,29 @@ def test_rerunning_a_finished_training_does_nothing(tmp_path):
     assert again.steps == 0 and again.engine.state.iteration == 5
     assert torch.equal(again.model.weight, first.model.weight)
     assert _files(tmp_path) == ["state_checkpoint_4.pt", "state_checkpoint_5.pt"]
+
+
+def test_a_truncated_or_foreign_latest_checkpoint_is_named_with_the_way_on(tmp_path):
+    first = _Counting(seed=0)
+    first.checkpoint(tmp_path, interval=2)
+    first.engine.run(DATA, max_epochs=1)
+    latest = tmp_path / "state_checkpoint_5.pt"
+    data = latest.read_bytes()
+    cases = {
+        "truncated": (data[: len(data) // 2], "cannot resume from it"),
+        "foreign": (None, "holds a model of another architecture"),
+        "not a checkpoint": (None, "is not a checkpoint of this training (no optimizer)"),
+    }
+    for name, (content, problem) in cases.items():
+        if name == "foreign":
+            torch.save({"model": torch.nn.Linear(4, 2).state_dict(), "optimizer": {}}, latest)
+        elif name == "not a checkpoint":
+            torch.save({"model": first.model.state_dict()}, latest)
+        else:
+            latest.write_bytes(content)
+        with pytest.raises(InputError, match=re.escape(problem)) as error:
+            _Counting(seed=1).checkpoint(tmp_path, interval=2)
+        assert error.value.path == str(latest) and "delete it to resume from state_checkpoint_4.pt" in str(error.value)
 
 
 def test_resume_false_starts_over(tmp_path):
@@ -286,3 +317,25 @@ def test_validation_artifacts_write_views_and_per_slice_sharpness(tmp_path):
     assert table.shape == (9, 3) and list(table[:, 0]) == list(range(9))
     assert (table[:, 2] < table[:, 1]).all()  # the blurred output is less sharp on every slice
     assert (tmp_path / "sharpness" / "epoch_0001.png").stat().st_size > 1000
+
+
+def test_random_states_are_saved_and_loaded_whole(tmp_path):
+    """torch's, numpy's and Python's generators, each loader's sampler place and its random transforms' own."""
+    data = [{"image": torch.arange(64.0).reshape(1, 8, 8) + i} for i in range(5)]
+    transform = Compose([RandSpatialCropd("image", (4, 4), random_size=False), RandFlipd("image", prob=0.5)])
+    dataset = Dataset(data, transform)
+    loader = MonaiLoader(dataset, batch_size=2, sampler=ResumableSampler(dataset, 1), generator=torch.Generator())
+    states = handlers.RandomStates([loader])
+    batches = iter(loader)
+    next(batches)  # a pass under way, as when a checkpoint is saved
+
+    def draws(rest_of_pass):
+        images = [b["image"] for b in rest_of_pass] + [b["image"] for b in loader]  # and the next pass
+        return images, torch.rand(3), np.random.rand(3), random.random()
+
+    torch.save(states.state_dict(), tmp_path / "random.pt")
+    first = draws(batches)
+    states.load_state_dict(torch.load(tmp_path / "random.pt", weights_only=True))  # as a checkpoint holds them
+    second = draws(iter(loader))  # resuming: a new iterator takes the pass up where it was
+    assert all(torch.equal(a, b) for a, b in zip(first[0], second[0], strict=True))
+    assert torch.equal(first[1], second[1]) and (first[2] == second[2]).all() and first[3] == second[3]

@@ -31,6 +31,7 @@ from scripts.ops.handlers import save_state_dict_atomic
 from scripts.ops.registry import (
     SETTINGS,
     WEIGHTS,
+    WEIGHTS_TAG,
     ZStackEnhancer,
     check_tracking,
     load_generator,
@@ -147,6 +148,18 @@ def local_registry(tmp_path_factory):
     return SimpleNamespace(folder=folder, uri=uri, client=client, info=info)
 
 
+def test_the_logged_model_is_built_from_code_with_nothing_pickled(
+    local_registry, no_tracking_env, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local_registry.uri)
+    logged = Path(mlflow.artifacts.download_artifacts(local_registry.info.model_uri, dst_path=str(tmp_path)))
+    names = {p.name for p in logged.rglob("*")}
+    assert "zstack_enhancer.py" in names and not [n for n in names if n.endswith((".pkl", ".pickle"))]
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in (logged / "MLmodel").read_text()
+    stack = np.random.default_rng(0).uniform(200, 4000, (7, 45, 38)).astype(np.float32)
+    assert mlflow.pyfunc.load_model(str(logged)).predict(stack).shape == stack.shape
+
+
 def test_alias_moves_only_to_a_better_version(local_registry, no_tracking_env):
     r = local_registry
 
@@ -164,6 +177,21 @@ def test_alias_moves_only_to_a_better_version(local_registry, no_tracking_env):
     assert register(0.1) == ("6", "6")  # a holder without a score loses to a scored version
     version = register_generator(r.info.model_uri, "aliases", r.uri, "val_sharpness", 0.9, None)
     assert str(r.client.get_model_version_by_alias("aliases", "champion").version) == "6" != str(version.version)
+
+
+def test_scores_compare_exactly_and_the_same_weights_register_once(local_registry, no_tracking_env):
+    r = local_registry
+
+    def register(score, digest=None):
+        tags = {WEIGHTS_TAG: digest} if digest else None
+        version = register_generator(r.info.model_uri, "exact", r.uri, "val_sharpness", score, "champion", tags=tags)
+        return str(version.version), str(r.client.get_model_version_by_alias("exact", "champion").version)
+
+    assert register(0.5000004, "a") == ("1", "1")
+    assert register(0.5000002, "b") == ("2", "1")  # worse below 6 digits: stays (rounded, it beat "0.5")
+    assert register(0.5000004, "c") == ("3", "1")  # a tie stays with the holder
+    assert register(0.9, "a") == ("1", "1")  # the same weights again (a finished training rerun): not registered
+    assert len(r.client.search_model_versions("name='exact'")) == 3
 
 
 def test_load_generator_by_alias_or_version_and_clear_errors(local_registry, no_tracking_env):
@@ -355,3 +383,14 @@ def test_an_empty_registered_model_name_logs_g_s_without_registering_it(dataset,
     assert "G_S logged as an MLflow model" in result.stderr + result.stdout
     assert "registered G_S" not in result.stderr + result.stdout
     assert not mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db")).search_registered_models()
+
+
+def test_a_finished_training_run_again_registers_no_duplicate(dataset, tmp_path):
+    args = train_args(dataset, tmp_path, *SHORT, "--registered_model_name", "rerun")
+    for _ in range(2):
+        result = bundle_run("training", "train.yaml", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "G_S's weights are registered already, as model 'rerun' version 1" in result.stderr + result.stdout
+    client = mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db"))
+    assert [str(v.version) for v in client.search_model_versions("name='rerun'")] == ["1"]
+    assert str(client.get_model_version_by_alias("rerun", "champion").version) == "1"

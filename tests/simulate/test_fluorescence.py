@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from scripts.data.io import read_image
+from scripts.errors import InputError
 from scripts.simulate.fluorescence import (
     NUISANCES,
     OFFSET_DN,
@@ -105,3 +106,14 @@ def test_ensure_paired_dataset_generates_once(tmp_path, capsys):
     ensure_paired_dataset(target, n_per_system=1, size=32, progress=False)
     assert capsys.readouterr().out == ""
     assert {p: p.stat().st_mtime_ns for p in target.rglob("*.tif")} == stamps
+
+
+def test_a_paired_folder_the_user_named_is_never_simulated(tmp_path):
+    with pytest.raises(InputError, match="no such dataset folder"):
+        ensure_paired_dataset(tmp_path / "typo", simulate=False)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no widefield") as error:
+        ensure_paired_dataset(tmp_path / "empty", simulate=False)
+    assert error.value.path == str(tmp_path / "empty" / "widefield")
+    assert not any((tmp_path / "empty").iterdir())

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from scripts.errors import InputError
 from scripts.simulate.optics import defocus_otf
 from scripts.simulate.zstacks import ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
 
@@ -234,6 +235,17 @@ def test_ensure_dataset_leaves_user_data_alone(tmp_path, capsys):
     (empty / "stacks").mkdir(parents=True)
     ensure_dataset(empty, n_stacks=1, n_infocus=1, size=32, depth=17, progress=False)
     assert [p.name for p in (empty / "stacks").iterdir()] == ["sim_00000.tif"]
+
+
+def test_a_folder_the_user_named_is_never_simulated(tmp_path):
+    with pytest.raises(InputError, match="no such dataset folder") as error:
+        ensure_dataset(tmp_path / "typo", simulate=False)
+    assert error.value.path == str(tmp_path / "typo") and not (tmp_path / "typo").exists()
+    (tmp_path / "empty" / "stacks").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no stacks") as error:
+        ensure_dataset(tmp_path / "empty", simulate=False)
+    assert error.value.path == str(tmp_path / "empty" / "stacks")
+    assert [p.name for p in (tmp_path / "empty").rglob("*")] == ["stacks"]
 
 
 def test_interrupted_generation_leaves_no_stacks(tmp_path, monkeypatch):

@@ -110,3 +110,34 @@ def test_lowpass_fidelity_ignores_fine_detail_but_not_moved_structure():
     assert lowpass(torch.full_like(x, 0.4), 3.0).allclose(torch.full_like(x, 0.4))
     assert lowpass_fidelity_loss(x, x, 3.0, w) == 0
     assert lowpass_fidelity_loss(x, fine, 3.0, w) < 0.2 * lowpass_fidelity_loss(x, moved, 3.0, w)
+
+
+def test_line_spectrum_shapes_and_frequency():
+    from scripts.zsegan.losses import line_spectrum
+
+    volume = torch.zeros(2, 1, 9, 16, 16)
+    stripes = torch.cos(2 * torch.pi * torch.arange(16) * 3 / 9)  # 3 cycles per 9-sample segment, along x
+    volume[..., :] = stripes
+    along_x, along_y, along_z = line_spectrum(volume, 4, 9), line_spectrum(volume, 3, 9), line_spectrum(volume, 2, 9)
+    assert along_x.shape == along_y.shape == (2, 9, 4) and along_z.shape == (2, 4)
+    assert along_x[0, 0].argmax() == 2  # frequencies 1..4 cycles per segment: the stripes' 3 is index 2
+    assert along_y.abs().max() < 1e-6 and along_z.abs().max() < 1e-6  # constant along y and z
+    with pytest.raises(ValueError, match="segments of 20"):
+        line_spectrum(volume, 2, 20)
+
+
+def test_spectral_loss_asks_for_the_focal_planes_detail_in_every_section():
+    from scripts.zsegan.losses import lowpass, spectral_loss
+
+    torch.manual_seed(0)
+    sharp = torch.randn(1, 1, 9, 32, 32)  # every section, xy and vertical, as detailed as any other
+    focus = torch.tensor([4])
+    stack = lowpass(sharp, 2.0)
+    stack[:, :, 4] = sharp[:, :, 4]  # a stack sharp at its focal plane only
+    copied = sharp[:, :, 4:5].expand_as(sharp)  # the focal plane copied: sharp xy, flat vertical sections
+    assert spectral_loss(stack, sharp, focus) < 0.2
+    assert spectral_loss(stack, stack, focus) > 5 * spectral_loss(stack, sharp, focus)
+    assert spectral_loss(stack, copied, focus) > 5 * spectral_loss(stack, sharp, focus)
+    y = stack.clone().requires_grad_(True)
+    spectral_loss(stack, y, focus).backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0

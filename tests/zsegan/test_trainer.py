@@ -199,21 +199,20 @@ def test_sharp_domain_takes_the_stacks_sharpest_slices(sharp_domain):
         make_trainer(sharp_domain="sharpest")
 
 
-def test_optical_g_b_and_lowpass_loss_train():
+def test_optical_g_b_lowpass_and_spectral_losses_train():
     from scripts.nets.optical import OpticalBlur
 
     set_determinism(seed=0)
-    trainer = make_trainer(n_stacks=1, lambda_lowpass=2.0)
+    trainer = make_trainer(n_stacks=1, lambda_lowpass=2.0, lambda_spectrum=0.5)
     trainer.g_b = OpticalBlur()
     trainer.optical_g_b = True
     trainer.g_optimizer.add_param_group({"params": list(trainer.g_b.parameters())})
     before = trainer.g_b.log_k.detach().clone()
     trainer.run()
     output = trainer.state.output
-    assert output["loss_lowpass"] > 0
-    assert output["loss_G"] == pytest.approx(
-        output["loss_G_S_adv"] + output["loss_G_B_adv"] + output["loss_cycle"] + output["loss_lowpass"]
-    )
+    assert output["loss_lowpass"] > 0 and output["loss_spectrum"] > 0
+    terms = ("loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_lowpass", "loss_spectrum")
+    assert output["loss_G"] == pytest.approx(sum(output[t] for t in terms))
     assert not torch.equal(before, trainer.g_b.log_k)  # the blur is learnt
 
 
@@ -228,3 +227,47 @@ def test_optical_g_b_is_recognised_through_a_wrapper():
         g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer,
     )  # fmt: skip
     assert t.optical_g_b
+
+
+def test_lowpassed_cycle_and_no_d_b():
+    """cycle_sigma compares x and G_B(G_S(x)) low-passed (a noise-only difference costs ~nothing), and
+    lambda_adversarial_b 0 leaves D_B out: its weights stay as they were, its losses are 0."""
+    from scripts.zsegan.losses import lowpass, weighted_cycle_loss
+
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 3, 32, 32)
+    x[..., 10:20, 10:20] = 0.5
+    noisy = x + 0.05 * torch.randn_like(x)
+    w = torch.ones(())
+    assert weighted_cycle_loss(lowpass(noisy, 1.0), lowpass(x, 1.0), w) < 0.4 * weighted_cycle_loss(noisy, x, w)
+
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, cycle_sigma=1.0, lambda_adversarial_b=0.0)
+    before = [p.detach().clone() for p in trainer.d_b.parameters()]
+    trainer.run()
+    output = trainer.state.output
+    assert output["loss_D_B"] == 0 and output["loss_G_B_adv"] == 0 and output["loss_cycle"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.d_b.parameters(), strict=True))
+    assert math.isfinite(output["loss_D_S"])
+
+
+def test_bfloat16_mixed_precision_runs_on_cpu_through_the_autocast_path():
+    """amp with bfloat16 autocasts on the CPU (the code path CUDA's float16 takes, without the scaler);
+    float16 amp on a CPU stays off, as before."""
+    from scripts.nets.optical import OpticalBlur
+
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, amp=True, amp_dtype="bfloat16", lambda_spectrum=0.5, cycle_sigma=1.0)
+    trainer.g_b = OpticalBlur()
+    trainer.optical_g_b = True
+    dtypes = []
+    trainer.g_s.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    before = _snapshot(trainer)["g_s"]
+    trainer.run()
+    assert trainer.autocast and trainer.scaler is None
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert all(math.isfinite(v) for k, v in trainer.state.output.items() if k.startswith("loss"))
+    assert any(not torch.equal(before[k], v) for k, v in trainer.g_s.state_dict().items())
+    assert not make_trainer(n_stacks=1, amp=True).autocast  # float16 needs CUDA
+    with pytest.raises(ValueError, match="amp_dtype"):
+        make_trainer(amp=True, amp_dtype="float8")

@@ -2,17 +2,25 @@
 
 ``atomic(path)`` yields a temporary path beside ``path`` and renames it into place on success
 (``os.replace``, atomic on one file system); ``write_text_atomic`` is the same for a text file.
+``hold_lock(folder)`` keeps other processes out of an output folder while this one writes there.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic", "write_text_atomic"]
+from scripts.errors import InputError
+
+__all__ = ["LOCK_NAME", "atomic", "hold_lock", "write_text_atomic"]
+
+LOCK_NAME = ".zsegan.lock"
+_HELD: dict[str, object] = {}  # folder -> its open lock file, held until this process ends
 
 
 @contextmanager
@@ -38,3 +46,26 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def hold_lock(folder: str | os.PathLike) -> None:
+    """Lock ``folder`` (created if missing) for this process, until it ends: an exclusive ``flock`` on
+    ``<folder>/.zsegan.lock``, which the OS releases when the process dies, however it dies. InputError
+    naming the folder and the process holding it when another process has it."""
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - open as long as this process runs
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise InputError(folder, f"is in use by {holder}: wait for it to end, or choose another output_dir") from None
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _HELD[key] = lock

@@ -59,6 +59,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "STACK_SUFFIXES",
     "ZStackReader",
+    "check_counts",
+    "check_dtype",
+    "check_values",
     "list_files",
     "plain_meta",
     "read_image",
@@ -97,6 +100,8 @@ _TIFF_CORRUPTION = ("invalid page offset", "corrupted", "invalid value offset", 
 # The dtypes ImageJ reads natively; other dtypes are written as plain TIFF with the voxel size
 # in the resolution tags (centimetre unit) and tifffile's JSON description.
 _IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # float64 input beyond it would overflow in G_S's float32
 
 _UM_PER_UNIT = {
     "um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
@@ -306,28 +311,50 @@ def _load(path: Path, fmt: str, kinds: str) -> tuple[np.ndarray, str, dict]:
         raise
     except READ_ERRORS as e:
         raise InputError(path, f"cannot read {path.name} (file truncated or not a {kinds}: {e})") from e
+    except MemoryError as e:  # a corrupt header declaring a huge array, or a stack larger than memory
+        raise InputError(
+            path, f"does not fit in memory ({e}): a corrupt header, or a stack for whole-slide inference "
+            "(inference_wholeslide.yaml reads OME-Zarr/TIFF tile by tile)",
+        ) from e  # fmt: skip
 
 
 def _shape_str(shape: Sequence[int]) -> str:
     return "×".join(str(s) for s in shape)
 
 
-def _check_values(path: Path, data: np.ndarray) -> None:
-    """InputError for an unsupported dtype, or NaN/Inf in float data."""
-    if data.dtype.kind not in "uif":
-        raise InputError(path, f"dtype {data.dtype} is not supported: convert to real intensities")
-    if data.dtype.kind == "f":
+def check_dtype(path: PathLike, dtype: np.dtype) -> None:
+    """InputError for a dtype that is not real intensities (bool, complex, strings, objects)."""
+    if np.dtype(dtype).kind not in "uif":
+        raise InputError(path, f"dtype {dtype} is not supported: convert to real intensities")
+
+
+def check_values(path: PathLike, data: np.ndarray, where: str = "") -> None:
+    """InputError for an unsupported dtype, NaN/Inf in float data, or float values beyond float32's range
+    (G_S computes in float32: the cast would turn them into Inf). ``where`` says which part of the file
+    ``data`` is, e.g. " in the tile at y 0..1024, x 0..1024"."""
+    check_dtype(path, data.dtype)
+    if data.dtype.kind == "f" and data.size:
         n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
-        if n_nan or n_inf:
-            raise InputError(
-                path, f"contains {n_nan} NaN / {n_inf} Inf values: replace them (e.g. by 0) before running"
-            )
+        check_counts(path, n_nan, n_inf, 0.0 if n_nan or n_inf else float(np.abs(data).max()), where)
+
+
+def check_counts(path: PathLike, n_nan: int, n_inf: int, peak: float, where: str = "") -> None:
+    """``check_values``' test from counts already made: NaN and Inf values, ``peak`` the largest magnitude."""
+    if n_nan or n_inf:
+        raise InputError(
+            path, f"contains {n_nan} NaN / {n_inf} Inf values{where}: replace them (e.g. by 0) before running"
+        )
+    if peak > FLOAT32_MAX:
+        raise InputError(
+            path, f"holds values up to {peak:.3g}{where}, beyond float32's range ({FLOAT32_MAX:.3g}) in which "
+            "G_S computes: rescale the intensities",
+        )  # fmt: skip
 
 
 def _to_internal(path: Path, data: np.ndarray, axes: str, ndim: int, min_planes: int = 1) -> np.ndarray:
     """Squeeze singleton axes and reorder to ZYX (``ndim`` 3) or YX (``ndim`` 2), else InputError."""
     if data.dtype.kind in "bcOUSV":
-        _check_values(path, data)
+        check_values(path, data)
     if len(axes) != data.ndim or "Y" not in axes or "X" not in axes:
         axes = "?" * (data.ndim - 2) + "YX"
     keep = [i for i, a in enumerate(axes) if a in "YX" or data.shape[i] > 1]
@@ -359,7 +386,7 @@ def _to_internal(path: Path, data: np.ndarray, axes: str, ndim: int, min_planes:
                 path, f"has {data.shape[axes.index(others[0])]} planes ({what}): expected a 2D image (Y, X)"
             )
         data = data.transpose(axes.index("Y"), axes.index("X"))
-    _check_values(path, data)
+    check_values(path, data)
     if not data.dtype.isnative:  # big-endian TIFF/NIfTI: native order, so meta["dtype"] is e.g. "uint16"
         return data.astype(data.dtype.newbyteorder("="))
     return np.ascontiguousarray(data)

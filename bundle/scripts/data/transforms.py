@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
@@ -27,16 +28,20 @@ def _filename(img) -> str:
     return str(meta.get("filename_or_obj", "<in memory>"))
 
 
-def percentile_range(values, lower: float, upper: float, name: str = "<in memory>") -> tuple[float, float]:
-    """The ``lower``/``upper`` percentiles (lo, hi) of ``values`` (any shape; above 4 million values, of a
-    fixed strided subsample); InputError naming ``name`` when the intensity is (almost) constant."""
-    flat = torch.as_tensor(values).float().flatten()
-    if flat.numel() > 4_000_000:  # percentiles of a large stack: a fixed strided subsample is enough
-        flat = flat[:: flat.numel() // 4_000_000 + 1]
-    lo, hi = torch.quantile(flat, torch.tensor([lower, upper]) / 100.0).tolist()
+def check_range(lo: float, hi: float, name: str = "<in memory>") -> tuple[float, float]:
+    """(lo, hi) as given, or InputError naming ``name`` when they are (almost) equal: constant intensity."""
     if hi - lo < 1e-6:
         raise InputError(name, "has (almost) constant intensity: nothing to enhance")
     return lo, hi
+
+
+def percentile_range(values, lower: float, upper: float, name: str = "<in memory>") -> tuple[float, float]:
+    """The ``lower``/``upper`` percentiles (lo, hi) of all ``values`` (any shape, as float32), exact: linear
+    interpolation between order statistics, as ``torch.quantile`` (which takes at most 16 M values) and
+    ``scripts.inference.wholeslide.stack_range``; InputError naming ``name`` for (almost) constant intensity."""
+    flat = torch.as_tensor(values).detach().cpu().float().flatten().numpy()
+    lo, hi = (float(v) for v in np.quantile(flat, [lower / 100.0, upper / 100.0]))
+    return check_range(lo, hi, name)
 
 
 class RobustNormalised(MapTransform, InvertibleTransform):

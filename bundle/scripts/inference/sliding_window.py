@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Hashable, Mapping
@@ -23,7 +24,7 @@ from scripts.data.io import (
     write_image,
     write_stack,
 )
-from scripts.data.transforms import RobustNormalised
+from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 
 logger = logging.getLogger("zsegan")
@@ -46,15 +47,35 @@ def output_path(input_path: str | Path, output_dir: str | Path, postfix: str = "
     return out
 
 
-def inference_datalist(input_path: str | Path, min_planes: int = 1, ndim: int = 3) -> list[dict[str, str]]:
+def without_outputs(inputs: list[Path], outputs_of) -> list[Path]:
+    """``inputs`` less those that are the output of another input (``outputs_of(path)``: its output paths), so
+    that a run whose output_dir is its input folder does not enhance the outputs of the run before."""
+    made = {out.resolve() for f in inputs for out in outputs_of(f)}
+    kept = [f for f in inputs if f.resolve() not in made]
+    for f in sorted(set(inputs) - set(kept)):
+        logger.info(f"skipped {f}: it is the output of another input")
+    return kept
+
+
+def inference_datalist(
+    input_path: str | Path,
+    min_planes: int = 1,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    output_dir: str | Path | None = None,
+    postfix: str = "_enhanced",
+    ndim: int = 3,
+) -> list[dict[str, str]]:
     """Every stack (``ndim`` 3) or 2D image (``ndim`` 2) of a file or folder, each read and checked before any
-    output is written."""
+    output is written: its values and, with the ``lower``/``upper`` percentiles, its intensity range. With
+    ``output_dir``, the inputs that are outputs of the others (``output_dir`` the input folder, enhanced before)
+    are left out."""
     files = list_files(input_path, STACK_SUFFIXES if ndim == 3 else IMAGE_SUFFIXES)
+    if output_dir is not None:
+        files = without_outputs(files, lambda f: [output_path(f, output_dir, postfix)])
     for i, f in enumerate(files, 1):
-        if ndim == 3:
-            read_stack(f, min_planes=min_planes)
-        else:
-            read_image(f)
+        array, _ = read_stack(f, min_planes=min_planes) if ndim == 3 else read_image(f)
+        percentile_range(array, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
         logger.info(f"checked input {i}/{len(files)}: {f}")
     return [{"image": str(f)} for f in files]
 
@@ -77,6 +98,15 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit the configured network ({str(e).splitlines()[0]})") from e
     return network.to(device).eval()
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state_dict's names and values: the same weights give the same digest, wherever they are."""
+    h = hashlib.sha256()
+    for name, value in state.items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class Accelerated(torch.nn.Module):

@@ -11,10 +11,10 @@ sums waiting for the next row), whatever the slide's size. A network that compil
 before the first tile is read.
 
 Seamless by construction, and each window computed once: the intensity mapping uses the percentiles of
-the whole stack (from a strided subsample, ``stack_range``), tiles follow the sliding window's grid
-(``aligned_tiling``), each window is run whole by the one tile it starts in, and where windows of
-neighbouring tiles overlap, their weighted sums and weights are added before dividing, as MONAI's
-sliding window over the whole stack does. So the result is the in-memory one but for the order of float
+the whole stack (exact, a histogram streamed over every voxel: ``stack_range``), tiles follow the
+sliding window's grid (``aligned_tiling``), each window is run whole by the one tile it starts in, and
+where windows of neighbouring tiles overlap, their weighted sums and weights are added before dividing,
+as MONAI's sliding window over the whole stack does. So the result is the in-memory one but for the order of float
 additions. Cutting windows at tile borders instead shows seams: G_S's instance norm makes a window's
 output depend on all of the window (with the shipped weights and a plain 64-pixel halo, tiles differed
 by up to half the output range at their borders). Running every window that touches a tile within
@@ -29,13 +29,20 @@ write 0.4. The output is built in a hidden folder ``.<name>.partial`` beside it 
 place once every tile is written, so the output path never holds a partial result.
 ``.zsegan/run.json`` records what is computed (input, weights, settings, intensity range) and
 ``.zsegan/done/<i>.<j>`` marks each tile written; the same command run again after an interruption
-skips the tiles already done. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
+skips the tiles already done; a run stopped after its last tile, before or after the rename, is finished
+by the next. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
+
+Bad values are refused, never written: the dtype (bool, complex) when the slide is opened; NaN, Inf and
+float values beyond float32's range by the percentiles' pass over every voxel, before any output is made
+(``enhance_slides`` takes every input's percentiles before the first output); and, should the input change
+during a run (or the range be given), in each tile's input as the tile reads it, before anything computed
+from it is written. A run stopped so keeps the tiles written: once the input is fixed, the same command
+finishes it (or delete the ``.partial`` folder).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import logging
@@ -62,11 +69,11 @@ from monai.utils import ensure_tuple_rep, fall_back_tuple
 from numcodecs import Blosc
 from tqdm import tqdm
 
-from scripts.data.atomic import atomic
-from scripts.data.io import READ_ERRORS, cast_to, tiff_spacing, um_per_unit
-from scripts.data.transforms import RobustNormalised, percentile_range
+from scripts.data.atomic import atomic, hold_lock
+from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, check_values, tiff_spacing, um_per_unit
+from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance
+from scripts.inference.sliding_window import enhance, weights_digest, without_outputs
 
 logger = logging.getLogger("zsegan")
 
@@ -75,6 +82,9 @@ _STATE = ".zsegan"
 # tiles enhanced at once by local threads: two keep the cores busier than one, though torch already uses
 # every core inside a tile (20% faster on 2 cores, docs/benchmarks.md); memory is about two tiles
 LOCAL_THREADS = 2
+RANGE_BINS = 1 << 16  # the exact percentiles' histogram: one bin per value of 8- and 16-bit data
+RANGE_GATHER = 1 << 22  # voxels of a bin read and sorted at most, else its histogram is taken
+_SIGN = np.uint64(1 << 63)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -165,18 +175,103 @@ def open_stack(path: str | os.PathLike, min_planes: int = 1) -> tuple[da.Array, 
     if len(keep) != 3 or [axes[i] for i in keep][-2:] != ["y", "x"]:
         raise InputError(p, f"has shape {stack.shape} (axes {axes}): expected one single-channel z-stack (Z, Y, X)")
     stack = stack.reshape([stack.shape[i] for i in keep])
+    check_dtype(p, stack.dtype)  # the values themselves are checked as they are read, tile by tile
     if stack.shape[0] < min_planes:
         raise InputError(p, f"has {stack.shape[0]} planes; the network needs at least {min_planes}")
     meta = {"filename_or_obj": str(p), "format": fmt, "axes": axes, "dtype": str(stack.dtype)}
     return stack, {**meta, "spacing": spacing, "unit": unit}
 
 
-def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in memory>", samples: int = 4_000_000):
-    """(lo, hi): the ``lower``/``upper`` percentiles of the whole ZYX stack, from every plane on a regular
-    xy grid of at most ``samples`` voxels (all voxels of a stack that small, so they equal
-    ``RobustNormalised``'s); read chunk by chunk, memory bounded by the sample."""
-    step = max(1, math.ceil(math.sqrt(stack.size / samples)))
-    return percentile_range(np.asarray(stack[:, ::step, ::step].compute()), lower, upper, name)
+def _keys(values: np.ndarray) -> np.ndarray:
+    """Each value as a uint64 that sorts as the values do (integers offset, floats by their IEEE-754 bits)."""
+    if values.dtype.kind == "u":
+        return values.astype(np.uint64).ravel()
+    if values.dtype.kind == "i":
+        return values.astype(np.int64).ravel().view(np.uint64) ^ _SIGN
+    bits = (values.astype(np.float64).ravel() + 0.0).view(np.uint64)  # + 0.0: -0.0 is 0.0
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def _value(key: int, dtype: np.dtype) -> float:
+    """The value of a ``_keys`` key."""
+    if dtype.kind == "u":
+        return float(key)
+    if dtype.kind == "i":
+        return float(key - (1 << 63))
+    bits = key ^ (1 << 63) if key >> 63 else ~key & ((1 << 64) - 1)
+    return float(np.array(bits, np.uint64).view(np.float64))
+
+
+def _key_histogram(block: np.ndarray, first: int, last: int, width: int, bins: int) -> np.ndarray:
+    """How many of ``block``'s keys in [first, last] fall in each of ``bins`` bins of ``width`` keys, as a
+    1x1x1xbins block."""
+    keys = _keys_within(block, first, last)
+    counts = np.bincount(((keys - np.uint64(first)) // np.uint64(width)).astype(np.int64), minlength=bins)
+    return counts.reshape(1, 1, 1, bins)
+
+
+def _keys_within(block: np.ndarray, first: int, last: int) -> np.ndarray:
+    keys = _keys(block)
+    return keys[(keys >= first) & (keys <= last)]
+
+
+def _ranked_keys(stack: da.Array, ranks, first: int, last: int) -> dict[int, int]:
+    """The keys of ``stack``'s voxels at the 0-based ``ranks`` (all keys within [first, last]), exactly: a
+    histogram of ``RANGE_BINS`` bins, narrowed to the bin holding each rank until a bin is one key wide or
+    holds at most ``RANGE_GATHER`` voxels, which are then read and sorted. 8- and 16-bit data take one pass."""
+    found: dict[int, int] = {}
+    windows = {r: (first, last, 0) for r in ranks}  # rank -> keys [first, last] holding it, voxels below first
+    while windows:
+        gather = {}
+        for window in sorted(set(windows.values())):
+            a, b, below = window
+            width = -(-(b - a + 1) // RANGE_BINS)  # ceil: bins of whole keys
+            bins = -(-(b - a + 1) // width)
+            counts = stack.map_blocks(
+                _key_histogram, a, b, width, bins, chunks=(1, 1, 1, bins), new_axis=3, dtype=np.int64
+            )
+            cumulative = np.cumsum(counts.sum(axis=(0, 1, 2)).compute(scheduler="threads"))
+            for rank in [r for r, w in windows.items() if w == window]:
+                j = int(np.searchsorted(cumulative, rank - below, side="right"))
+                narrowed = (a + j * width, min(a + (j + 1) * width - 1, b), below + int(cumulative[j - 1] if j else 0))
+                del windows[rank]
+                if width == 1:
+                    found[rank] = narrowed[0]
+                elif cumulative[j] - (cumulative[j - 1] if j else 0) <= RANGE_GATHER:
+                    gather[rank] = narrowed
+                else:
+                    windows[rank] = narrowed
+        for window in sorted(set(gather.values())):  # one read of the voxels of each such bin
+            a, b, below = window
+            blocks = [dask.delayed(_keys_within)(block, a, b) for block in stack.to_delayed().ravel()]
+            keys = np.sort(np.concatenate(dask.compute(*blocks, scheduler="threads")))
+            found.update({r: int(keys[r - below]) for r, w in gather.items() if w == window})
+    return found
+
+
+def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in memory>") -> tuple[float, float]:
+    """(lo, hi): the ``lower``/``upper`` percentiles of every voxel of the ZYX stack, exact (linear interpolation
+    between order statistics, as ``scripts.data.transforms.percentile_range`` of the stack in memory), streamed
+    block by block: memory bounded by the blocks in flight. The values are checked on the way
+    (``scripts.data.io.check_values``): NaN, Inf and values beyond float32 are refused before anything is
+    written. 8- and 16-bit data take one read of the stack, others two to four."""
+    dtype = np.dtype(stack.dtype)
+    check_dtype(name, dtype)
+    if dtype.kind == "f":
+        n_nan, n_inf, low, high = dask.compute(
+            da.isnan(stack).sum(), da.isinf(stack).sum(), stack.min(), stack.max(), scheduler="threads"
+        )
+        check_counts(name, int(n_nan), int(n_inf), max(abs(float(low)), abs(float(high))))
+    else:
+        low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype.itemsize <= 2 else dask.compute(
+            stack.min(), stack.max(), scheduler="threads")  # fmt: skip
+    first, last = (int(_keys(np.array([v], dtype))[0]) for v in (low, high))  # every key lies within
+    positions = [q / 100.0 * (stack.size - 1) for q in (lower, upper)]
+    ranks = sorted({r for p in positions for r in (math.floor(p), min(math.floor(p) + 1, stack.size - 1))})
+    values = {r: _value(k, dtype) for r, k in _ranked_keys(stack, ranks, first, last).items()}
+    lo, hi = (values[math.floor(p)] + (p - math.floor(p)) * (values[min(math.floor(p) + 1, stack.size - 1)]
+              - values[math.floor(p)]) for p in positions)  # fmt: skip
+    return check_range(lo, hi, name)
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -245,11 +340,15 @@ class _Region:
     and none is kept in memory for a neighbour. Overhangs are read twice; memory stays that of the tiles
     in flight."""
 
-    def __init__(self, stack: da.Array, box):
-        self.stack, self.box = stack, box
+    def __init__(self, stack: da.Array, box, name: str):
+        self.stack, self.box, self.name = stack, box, name
 
     def read(self) -> np.ndarray:
-        return np.asarray(self.stack.compute(scheduler="sync"))
+        """The region's voxels, checked (``scripts.data.io.check_values``) before G_S sees them."""
+        values = np.asarray(self.stack.compute(scheduler="sync"))
+        _, (y0, y1), (x0, x1) = self.box
+        check_values(self.name, values, f" in the tile at y {y0}..{y1}, x {x0}..{x1}")
+        return values
 
 
 def _tile_windows(region: _Region, box, leading, trailing, network, inferer, intensity_range, device):
@@ -285,14 +384,17 @@ def _finish_tile(tile, *overhangs) -> np.ndarray:
     return values
 
 
-def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu") -> da.Array:
+def enhance_lazily(
+    network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu", name: str = "<in memory>"
+) -> da.Array:
     """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
     (``chunks``, ``overhangs``: the y and x tiles and overhangs of ``aligned_tiling``).
 
     Each of the sliding window's windows is computed once, by the tile it starts in (a task that reads the
     tile and its overhang from ``stack`` on its own); a second task per tile adds, where the windows of the
     tiles before it (above, left, above-left) overhang it, their weighted sums to its own. The network is
-    one node of the graph, which every tile's task shares (sent once to each worker of a cluster)."""
+    one node of the graph, which every tile's task shares (sent once to each worker of a cluster). Each tile's
+    input is checked as it is read (``scripts.data.io.check_values``; ``name`` names the input in the error)."""
     z = (0, stack.shape[0])
     bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
     (ny, nx), (oy, ox) = stack.shape[1:], overhangs
@@ -307,7 +409,7 @@ def enhance_lazily(network, stack: da.Array, inferer, intensity_range, chunks, o
         sent = [(z, (y0, y2), (x1, x2))] if x2 > x1 else []  # to the right, and the corner below it
         sent += [(z, (y1, y2), (x0, x1))] if y2 > y1 else []
         tiles[i, j], trailing[i, j] = dask.delayed(_tile_windows, nout=2, pure=False)(
-            _Region(stack[:, y0:y2, x0:x2], region), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
+            _Region(stack[:, y0:y2, x0:x2], region, name), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
             intensity_range, device,
         )  # fmt: skip
     rows = []
@@ -379,14 +481,6 @@ def _ship_scripts(client) -> None:
         client.register_plugin(UploadFile(str(archive)), name="zsegan-scripts")
 
 
-def _weights_digest(network: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, value in network.state_dict().items():
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def enhance_slide(
     network: torch.nn.Module,
     input_path: str | os.PathLike,
@@ -398,6 +492,7 @@ def enhance_slide(
     device: str | torch.device = "cpu",
     scheduler_address: str | None = None,
     min_planes: int = 1,
+    intensity_range: tuple[float, float] | None = None,
 ) -> Path:
     """Enhance one large stack (OME-Zarr, zarr or TIFF) into the OME-Zarr ``output_path``, chunk by chunk.
 
@@ -407,6 +502,7 @@ def enhance_slide(
     ``dask.distributed`` scheduler to run on, else dask's local threads. Each tile (all planes) is
     computed and written on its own, then marked done. Resumable (see the module
     docstring); an output already complete with the same input, weights and settings is kept as it is.
+    ``intensity_range``: the stack's ``stack_range`` when already computed (``enhance_slides``' up-front pass).
     """
     output_path = Path(output_path)
     stack, meta = open_stack(input_path, min_planes)
@@ -418,7 +514,7 @@ def enhance_slide(
         "input": str(Path(input_path).resolve()),
         "shape": list(stack.shape),
         "dtype": meta["dtype"],
-        "weights_sha256": _weights_digest(network),
+        "weights_sha256": weights_digest(network.state_dict()),
         "precision": getattr(network, "precision", "float32"),  # scripts.inference.sliding_window.Accelerated's
         "roi_size": [int(r) for r in inferer.roi_size],
         "overlap": overlap,
@@ -427,15 +523,19 @@ def enhance_slide(
         "tiles": [list(c) for c in chunks],
         "overhangs": list(overhangs),
     }
+    done = output_path / _STATE / "done"
     if output_path.exists():
         if _read_run(output_path) == run:
+            shutil.rmtree(done, ignore_errors=True)  # left by a run stopped between its rename and its clean-up
             logger.info(f"{output_path} is already complete")
             return output_path
         raise InputError(output_path, "exists and holds another result: delete it or choose another output_dir")
-    partial = output_path.with_name(f".{output_path.name}.partial")
+    partial = _partial_path(output_path)
     if _read_run(partial) not in (None, run):
         raise InputError(partial, "holds an interrupted run with another input, weights or settings: delete it")
     if _read_run(partial) is None:
+        # the checks that can fail on the whole stack come first: nothing is written for a stack they refuse
+        run["intensity_range"] = list(intensity_range or stack_range(stack, lower, upper, str(input_path)))
         shutil.rmtree(partial, ignore_errors=True)  # never got as far as its record: start again
         group = zarr.open_group(str(partial), mode="w", zarr_format=2)
         group.create_array(
@@ -447,8 +547,6 @@ def enhance_slide(
             compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 on zarr 2 needs "/"
         )
-        run["intensity_range"] = list(stack_range(stack, lower, upper, str(input_path)))
-        (partial / _STATE / "done").mkdir(parents=True)
         with atomic(partial / _STATE / "run.json") as tmp:
             tmp.write_text(json.dumps(run, indent=1))
     run = json.loads((partial / _STATE / "run.json").read_text())  # with the intensity range of the first start
@@ -457,9 +555,11 @@ def enhance_slide(
 
     # one delayed object per tile from the whole graph, so that the tiles' shared tasks stay shared (taken
     # one block at a time, dask would fuse them into each block's own tasks and run them again for each)
-    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device).to_delayed()[0]
+    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path))
+    enhanced = enhanced.to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"
+    done.mkdir(exist_ok=True)
     starts = [np.cumsum((0, *c)) for c in chunks]  # tiles start on zarr chunks: no chunk is written twice
     write = dask.delayed(_write_block, pure=False)
     for i, j in np.ndindex(*enhanced.shape):
@@ -492,8 +592,8 @@ def enhance_slide(
                 dask.compute(*tasks, scheduler="threads", num_workers=LOCAL_THREADS)
     group = zarr.open_group(str(partial), mode="r+", zarr_format=2)
     group.attrs.update(ngff_multiscales(output_path.name, meta["spacing"], meta["unit"]))
-    shutil.rmtree(done)
     os.replace(partial, output_path)  # the output appears only now, complete
+    shutil.rmtree(output_path / _STATE / "done")  # after the rename: a run stopped in between is complete
     logger.info(f"wrote {output_path}")
     return output_path
 
@@ -525,6 +625,11 @@ def write_ome_tiff(source: str | os.PathLike, path: str | os.PathLike, tile: int
     return Path(path)
 
 
+def _partial_path(output_path: Path) -> Path:
+    """Where the output is built until every tile is written: a hidden folder beside it."""
+    return output_path.with_name(f".{output_path.name}.partial")
+
+
 def _read_run(path: Path) -> dict | None:
     """The record of what an output (or partial output) holds, without its intensity range; None if none."""
     try:
@@ -551,25 +656,40 @@ def slide_inputs(input_path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
+def _slide_outputs(input_path: Path, output_dir, postfix: str) -> tuple[Path, Path]:
+    """The OME-Zarr output of an input and the OME-TIFF written from it on request."""
+    out = slide_output_path(input_path, output_dir, postfix)
+    return out, out.with_name(out.name[: -len(".zarr")] + ".tif")
+
+
 def enhance_slides(
     network, input_path, output_dir, inferer, lower=0.5, upper=99.5, tile_size=1024, device="cpu",
     scheduler_address=None, min_planes=1, postfix="_enhanced", output_format="ome-zarr",
 ) -> list[Path]:  # fmt: skip
     """``enhance_slide`` for every input of ``slide_inputs(input_path)`` (all checked first), into
     ``<output_dir>/<name><postfix>.ome.zarr``; ``output_format`` "ome-tiff" also writes
-    ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes)."""
+    ``<name><postfix>.ome.tif`` from it (the OME-Zarr stays: it is what an interrupted run resumes). Inputs
+    that are the outputs of others (``output_dir`` the input folder, enhanced before) are left out. The output
+    folder is locked for this process (``scripts.data.atomic.hold_lock``) once every input is checked."""
     if output_format not in ("ome-zarr", "ome-tiff"):
         raise InputError(None, f"--output_format must be ome-zarr or ome-tiff, not {output_format!r}")
-    inputs = slide_inputs(input_path)
+    inputs = without_outputs(slide_inputs(input_path), lambda f: _slide_outputs(f, output_dir, postfix))
+    ranges = {}  # every check that can fail on a whole stack runs here, before any output is written
     for f in inputs:
-        open_stack(f, min_planes)
+        stack, _ = open_stack(f, min_planes)
+        out = slide_output_path(f, output_dir, postfix)
+        if not out.exists() and _read_run(_partial_path(out)) is None:  # not started yet
+            ranges[f] = stack_range(stack, lower, upper, str(f))
+    hold_lock(output_dir)  # one run at a time into an output folder
     network = network.to("cpu") if scheduler_address else network  # sent to workers as weights, moved there
     outputs = []
     for f in inputs:
         out = slide_output_path(f, output_dir, postfix)
-        enhance_slide(network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes)
+        enhance_slide(
+            network, f, out, inferer, lower, upper, tile_size, device, scheduler_address, min_planes, ranges.get(f)
+        )
         if output_format == "ome-tiff":
-            tiff = out.with_name(out.name[: -len(".zarr")] + ".tif")
+            tiff = _slide_outputs(f, output_dir, postfix)[1]
             out = tiff if tiff.exists() else write_ome_tiff(out, tiff)
         outputs.append(out)
     return outputs

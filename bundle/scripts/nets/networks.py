@@ -18,11 +18,23 @@ import torch.nn.functional as F
 from monai.networks.blocks import ADN, Convolution, SubpixelUpsample
 from torch import nn
 
-__all__ = ["Generator3D", "PatchDiscriminator2D", "init_weights", "unwrap"]
+from scripts.nets.cin import ConditionalInstanceNorm
+
+__all__ = [
+    "Critic",
+    "Generator3D",
+    "PatchDiscriminator",
+    "PatchDiscriminator2D",
+    "ResNetGenerator",
+    "init_weights",
+    "unwrap",
+]
 
 _NORMS = {"instance": "instance", "batch": "batch", "none": None}
 _PADDING_MODES = ("zeros", "replicate")
 _UPSAMPLINGS = ("transpose", "transpose4", "resize", "pixelshuffle")
+_OUTPUTS = ("tanh", "residual", "mean")
+_REPLICATION_PADS = {2: nn.ReplicationPad2d, 3: nn.ReplicationPad3d}
 
 
 def _norm_arg(norm: str | None) -> str | None:
@@ -33,7 +45,8 @@ def _norm_arg(norm: str | None) -> str | None:
     return _NORMS[key]
 
 
-def _conv3d(
+def _conv(
+    spatial_dims: int,
     in_channels: int,
     out_channels: int,
     kernel_size: int,
@@ -42,7 +55,7 @@ def _conv3d(
     act: str | None,
     padding_mode: str,
 ) -> nn.Module:
-    """Conv3d ("same" padding for stride 1) -> norm -> act, with zero or replicate padding.
+    """Conv ("same" padding for stride 1) -> norm -> act, with zero or replicate padding, 2D or 3D.
 
     MONAI's Convolution only zero-pads, so replicate padding is an explicit pad layer before an
     unpadded convolution (as CycleGAN does with reflection padding). Convolutions followed by a
@@ -50,7 +63,7 @@ def _conv3d(
     """
     pad = (kernel_size - 1) // 2
     conv = Convolution(
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
         strides=stride,
@@ -63,17 +76,48 @@ def _conv3d(
     )
     if padding_mode == "zeros" or pad == 0:
         return conv
-    return nn.Sequential(nn.ReplicationPad3d(pad), conv)
+    return nn.Sequential(_REPLICATION_PADS[spatial_dims](pad), conv)
 
 
-class ResidualBlock3D(nn.Module):
-    """CycleGAN's residual block in 3D: x + (conv3-norm-relu-conv3-norm)(x), no activation after."""
+class _ConditionedConv(nn.Module):
+    """Conv (replicate or zero padding, no bias) -> conditional instance norm -> ReLU: the CIN-GAN's
+    conditioned layers, whose forward also takes the condition (the defect type)."""
 
-    def __init__(self, channels: int, norm: str | None = "instance", padding_mode: str = "replicate"):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        n_conditions: int,
+        padding_mode: str,
+    ):
+        super().__init__()
+        self.conv = _conv(spatial_dims, in_channels, out_channels, kernel_size, stride, None, None, padding_mode)
+        for m in self.conv.modules():  # the norm's mean subtraction would cancel a bias
+            if isinstance(m, nn.modules.conv._ConvNd):
+                m.bias = None
+        self.norm = ConditionalInstanceNorm(out_channels, n_conditions, spatial_dims)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """ReLU(CIN(conv(x), condition)); ``condition`` is required."""
+        if condition is None:
+            raise ValueError("this generator is conditioned: give the condition (a defect type per sample)")
+        return self.act(self.norm(self.conv(x), condition))
+
+
+class ResidualBlock(nn.Module):
+    """CycleGAN's residual block, 2D or 3D: x + (conv3-norm-relu-conv3-norm)(x), no activation after."""
+
+    def __init__(
+        self, channels: int, norm: str | None = "instance", padding_mode: str = "replicate", spatial_dims: int = 3
+    ):
         super().__init__()
         self.body = nn.Sequential(
-            _conv3d(channels, channels, 3, 1, norm, "relu", padding_mode),
-            _conv3d(channels, channels, 3, 1, norm, None, padding_mode),
+            _conv(spatial_dims, channels, channels, 3, 1, norm, "relu", padding_mode),
+            _conv(spatial_dims, channels, channels, 3, 1, norm, None, padding_mode),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +125,173 @@ class ResidualBlock3D(nn.Module):
         return x + self.body(x)
 
 
-class Generator3D(nn.Module):
+class ResNetGenerator(nn.Module):
+    """ResNet generator, 2D or 3D: an image B,C,(Z,)Y,X in, one of the same size out.
+
+    Layout (CycleGAN's, Johnson et al. 2016): conv ``first_kernel_size`` -> ``channels``;
+    ``n_downsampling`` stride-2 conv 3 blocks, doubling channels; ``n_residual_blocks`` residual blocks
+    at the deepest level; as many stride-2 upsamplings back; conv ``first_kernel_size`` ->
+    ``out_channels``. Every hidden convolution is followed by ``norm`` (instance norm without affine
+    parameters, as in CycleGAN) and ReLU. :class:`Generator3D` documents the options shared with it;
+    this class adds:
+
+    ``spatial_dims``: 2 (B,C,Y,X) or 3 (B,C,Z,Y,X).
+
+    ``output``: "tanh" (tanh of the last convolution), "residual" (input + correction, no tanh, the last
+    convolution zero-initialised) or "mean" ((tanh + input) / 2: MicroscopyGAN's input skip).
+
+    ``n_conditions``: 0, or the number of conditions (defect types) S: the first ``1 + n_downsampling``
+    convolutions (MicroscopyGAN's first three) then use conditional instance norm
+    (:class:`~scripts.nets.cin.ConditionalInstanceNorm`, one gamma and beta per channel and condition)
+    instead of ``norm``, and ``forward(x, condition)`` needs the condition (a B long tensor or an int);
+    every other weight is shared between the conditions. Those convolutions are then held in
+    ``encoder`` (a ModuleList) rather than ``model``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: int = 16,
+        n_downsampling: int = 2,
+        n_residual_blocks: int = 6,
+        first_kernel_size: int = 5,
+        norm: str | None = "instance",
+        padding_mode: str = "replicate",
+        upsampling: str = "transpose",
+        output: str = "tanh",
+        n_conditions: int = 0,
+    ):
+        super().__init__()
+        if spatial_dims not in _REPLICATION_PADS:
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {list(_OUTPUTS)}, got {output!r}")
+        if output != "tanh" and in_channels != out_channels:
+            raise ValueError(f"{output} output needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}")
+        if upsampling not in _UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {list(_UPSAMPLINGS)}, got {upsampling!r}")
+        if first_kernel_size < 1 or first_kernel_size % 2 == 0:
+            raise ValueError(f"first_kernel_size must be odd and positive, got {first_kernel_size}")
+        if n_downsampling < 0 or n_residual_blocks < 0 or channels < 1 or n_conditions < 0:
+            raise ValueError("channels must be >= 1, n_downsampling, n_residual_blocks and n_conditions >= 0")
+        norm = _norm_arg(norm)
+        self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
+        self.n_downsampling = n_downsampling
+        self.multiple = 2**n_downsampling  # each spatial size is padded to a multiple of this
+        self._message = f"{type(self).__name__} expects a B,C,{'Z,Y,X' if spatial_dims == 3 else 'Y,X'} tensor, got "
+
+        # the encoder: the first convolution and the downsamplings, conditioned when n_conditions > 0
+        kernels = [first_kernel_size] + [3] * n_downsampling
+        widths = [in_channels] + [channels * 2**i for i in range(n_downsampling + 1)]
+        encoder: list[nn.Module] = []
+        for i, kernel in enumerate(kernels):
+            stride = 1 if i == 0 else 2
+            if n_conditions:
+                block = _ConditionedConv(
+                    spatial_dims, widths[i], widths[i + 1], kernel, stride, n_conditions, padding_mode
+                )
+            else:
+                block = _conv(spatial_dims, widths[i], widths[i + 1], kernel, stride, norm, "relu", padding_mode)
+            encoder.append(block)
+        ch = widths[-1]
+        self.encoder = nn.ModuleList(encoder if n_conditions else [])
+        layers: list[nn.Module] = [] if n_conditions else encoder
+        layers += [ResidualBlock(ch, norm, padding_mode, spatial_dims) for _ in range(n_residual_blocks)]
+        for _ in range(n_downsampling):
+            layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
+            ch //= 2
+        last = _conv(spatial_dims, ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
+        layers.append(last)
+        self.residual = output == "residual"
+        self.skip = {"residual": _ResidualSkip, "mean": _MeanSkip, "tanh": _NoSkip}[output]()
+        if self.residual:
+            _zero_last_conv(last)
+        else:
+            layers.append(nn.Tanh())
+        self.model = nn.Sequential(*layers)
+
+    def _upsample(self, in_ch: int, out_ch: int, norm: str | None, padding_mode: str, upsampling: str) -> nn.Module:
+        """One x2 upsampling block -> norm -> ReLU."""
+        dims = self.spatial_dims
+        if upsampling in ("transpose", "transpose4"):  # kernel 3 or 4, output padding 1 (MONAI's default)
+            kernel = 3 if upsampling == "transpose" else 4
+            return Convolution(
+                spatial_dims=dims,
+                in_channels=in_ch,
+                out_channels=out_ch,
+                strides=2,
+                kernel_size=kernel,
+                padding=1,
+                output_padding=1,
+                is_transposed=True,
+                norm=norm,
+                act="relu",
+                bias=norm is None,
+            )
+        if upsampling == "pixelshuffle":
+            shuffle = SubpixelUpsample(dims, in_ch, out_ch, scale_factor=2, bias=norm is None)
+            shuffle.conv_block.keep_init = True  # ICNR: init_weights must not overwrite it
+            adn = ADN(ordering="NA", in_channels=out_ch, act="relu", norm=norm, norm_dim=dims)
+            return nn.Sequential(shuffle, adn)
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="trilinear" if dims == 3 else "bilinear", align_corners=False),
+            _conv(dims, in_ch, out_ch, 3, 1, norm, "relu", padding_mode),
+        )
+
+    def padded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The (Z,) Y, X the network runs on for an input of spatial ``shape`` (see :class:`Generator3D`)."""
+        return tuple(self._padded_sizes(list(shape)))
+
+    def _padded_sizes(self, sizes: list[int]) -> list[int]:
+        m = self.multiple
+        blocks = [(s + m - 1) // m for s in sizes]  # blocks of m
+        count = 1
+        for b in blocks:
+            count = count * b
+        # a single deepest voxel (count == 1) gets a second one along the first axis: 2 // (n + 1) is 1 for
+        # n = 1, else 0 (not 1 // n: onnxruntime's optimizer rewrites m * (1 // n) as m // n)
+        blocks[0] = blocks[0] + 2 // (count + 1)
+        return [b * m for b in blocks]
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """x: B,C,(Z,)Y,X (any sizes >= 1) -> B,out_channels,(Z,)Y,X; ``condition`` (B defect types, or one)
+        only for a conditioned generator."""
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(self._message + f"{x.dim()} dimensions")
+        sizes: list[int] = []
+        for d in range(self.spatial_dims):
+            sizes.append(x.shape[2 + d])
+        targets = self._padded_sizes(sizes)
+        # F.pad takes (last before, last after, ..., first before, first after); always padded (maybe by 0),
+        # as a branch on the size would be frozen into an exported graph
+        before: list[int] = []
+        pads: list[int] = []
+        for d in range(self.spatial_dims):
+            before.append((targets[d] - sizes[d]) // 2)
+        for d in range(self.spatial_dims - 1, -1, -1):
+            pads += [before[d], targets[d] - sizes[d] - before[d]]
+        h = F.pad(x, pads, mode="replicate")
+        for block in self.encoder:  # empty unless conditioned
+            h = block(h, condition)
+        out = self.model(h)
+        if self.spatial_dims == 3:
+            out = out[
+                :,
+                :,
+                before[0] : before[0] + sizes[0],
+                before[1] : before[1] + sizes[1],
+                before[2] : before[2] + sizes[2],
+            ]
+        else:
+            out = out[:, :, before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
+        return self.skip(x, out)
+
+
+class Generator3D(ResNetGenerator):
     """3D ResNet generator (G_S or G_B): a volume B,C,Z,Y,X in, a volume of the same size out.
 
     Layout (the reference code's): conv 5^3 -> ``channels`` (16); ``n_downsampling`` (2) stride-2
@@ -128,89 +338,21 @@ class Generator3D(nn.Module):
         upsampling: str = "transpose",
         residual: bool = False,
     ):
-        super().__init__()
         if residual and in_channels != out_channels:
             raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {list(_PADDING_MODES)}, got {padding_mode!r}")
-        if upsampling not in _UPSAMPLINGS:
-            raise ValueError(f"upsampling must be one of {list(_UPSAMPLINGS)}, got {upsampling!r}")
-        if first_kernel_size < 1 or first_kernel_size % 2 == 0:
-            raise ValueError(f"first_kernel_size must be odd and positive, got {first_kernel_size}")
-        if n_downsampling < 0 or n_residual_blocks < 0 or channels < 1:
-            raise ValueError("channels must be >= 1, n_downsampling and n_residual_blocks >= 0")
-        norm = _norm_arg(norm)
-        self.n_downsampling = n_downsampling
-        self.multiple = 2**n_downsampling  # each spatial size is padded to a multiple of this
-
-        layers: list[nn.Module] = [_conv3d(in_channels, channels, first_kernel_size, 1, norm, "relu", padding_mode)]
-        ch = channels
-        for _ in range(n_downsampling):
-            layers.append(_conv3d(ch, ch * 2, 3, 2, norm, "relu", padding_mode))
-            ch *= 2
-        layers += [ResidualBlock3D(ch, norm, padding_mode) for _ in range(n_residual_blocks)]
-        for _ in range(n_downsampling):
-            layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
-            ch //= 2
-        last = _conv3d(ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
-        layers.append(last)
-        self.residual = residual
-        self.skip = _ResidualSkip() if residual else _NoSkip()
-        if residual:
-            _zero_last_conv(last)
-        else:
-            layers.append(nn.Tanh())
-        self.model = nn.Sequential(*layers)
-
-    @staticmethod
-    def _upsample(in_ch: int, out_ch: int, norm: str | None, padding_mode: str, upsampling: str) -> nn.Module:
-        """One x2 upsampling block -> norm -> ReLU."""
-        if upsampling in ("transpose", "transpose4"):  # kernel 3 or 4, output padding 1 (MONAI's default)
-            kernel = 3 if upsampling == "transpose" else 4
-            return Convolution(
-                spatial_dims=3,
-                in_channels=in_ch,
-                out_channels=out_ch,
-                strides=2,
-                kernel_size=kernel,
-                padding=1,
-                output_padding=1,
-                is_transposed=True,
-                norm=norm,
-                act="relu",
-                bias=norm is None,
-            )
-        if upsampling == "pixelshuffle":
-            shuffle = SubpixelUpsample(3, in_ch, out_ch, scale_factor=2, bias=norm is None)
-            shuffle.conv_block.keep_init = True  # ICNR: init_weights must not overwrite it
-            adn = ADN(ordering="NA", in_channels=out_ch, act="relu", norm=norm, norm_dim=3)
-            return nn.Sequential(shuffle, adn)
-        return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
-            _conv3d(in_ch, out_ch, 3, 1, norm, "relu", padding_mode),
+        super().__init__(
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=channels,
+            n_downsampling=n_downsampling,
+            n_residual_blocks=n_residual_blocks,
+            first_kernel_size=first_kernel_size,
+            norm=norm,
+            padding_mode=padding_mode,
+            upsampling=upsampling,
+            output="residual" if residual else "tanh",
         )
-
-    def padded_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """The Z, Y, X the network runs on for an input of spatial ``shape`` (see the class doc)."""
-        m = self.multiple
-        z, y, x = (shape[0] + m - 1) // m, (shape[1] + m - 1) // m, (shape[2] + m - 1) // m  # blocks of m
-        # a single deepest voxel (z * y * x == 1) gets a second one in Z: 2 // (n + 1) is 1 for n = 1, else 0
-        # (not 1 // n: onnxruntime's optimizer rewrites m * (1 // n) as m // n)
-        z += 2 // (z * y * x + 1)
-        return z * m, y * m, x * m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B,C,Z,Y,X (any sizes >= 1) -> B,out_channels,Z,Y,X in [-1, 1]."""
-        if x.dim() != 5:
-            raise ValueError(f"Generator3D expects a B,C,Z,Y,X tensor, got {x.dim()} dimensions")
-        z, y, w = x.shape[2], x.shape[3], x.shape[4]
-        tz, ty, tw = self.padded_shape((z, y, w))
-        # F.pad takes (X_before, X_after, Y_before, Y_after, Z_before, Z_after); always padded (maybe by 0),
-        # as a branch on the size would be frozen into an exported graph
-        bz, by, bw = (tz - z) // 2, (ty - y) // 2, (tw - w) // 2
-        padded = F.pad(x, [bw, tw - w - bw, by, ty - y - by, bz, tz - z - bz], mode="replicate")
-        out = self.model(padded)[:, :, bz : bz + z, by : by + y, bw : bw + w]
-        return self.skip(x, out)
 
 
 class _ResidualSkip(nn.Module):
@@ -225,6 +367,19 @@ class _ResidualSkip(nn.Module):
     def forward(self, x: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
         """x + gain * correction."""
         return x + self.gain * correction
+
+
+class _MeanSkip(nn.Module):
+    """MicroscopyGAN's input skip: (tanh output + input) / 2. Its ``mean`` buffer (0.5) keeps its weights
+    and another kind of generator's from loading into each other, as ``skip.gain`` does."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.full((), 0.5))
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(out + x) / 2."""
+        return self.mean * (out + x)
 
 
 class _NoSkip(nn.Module):
@@ -261,32 +416,39 @@ class _SkipSinglePixel(nn.Module):
         return x if math.prod(x.shape[2:]) == 1 else self.norm(x)
 
 
-class PatchDiscriminator2D(nn.Module):
-    """2D PatchGAN discriminator (D_S or D_B): N,C,H,W images -> N,1,h,w patch logits.
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator, 2D or 3D: N,C,(D,)H,W images -> N,``out_channels``,(d,)h,w patch logits.
 
-    ``n_layers`` (4, the reference code's; the configs default to 3, whose receptive field is smaller
-    than a 64-px crop, so that D judges local sharpness rather than layout) stride-2 conv 4x4 (padding
-    1) blocks with ``channels`` * 2**i channels (32, 64, 128, 256), LeakyReLU 0.2, ``norm`` on all but
-    the first; then a 1-channel conv 3x3 (stride 1, padding 1). Each stride-2 block halves a side
-    (floor), so H and W must both be at least :attr:`min_size` = 2**n_layers (16): a 128x128 image
-    gives 8x8 logits, a 29x128 vertical section 1x8, a 16x16 image 1x1. The kernel 3 of the last
-    conv (the reference code's was 2, which changes the map size) keeps h, w equal to the last
-    block's map, so every input >= ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides
-    min_size to 2 min_size - 1), instance norm is skipped in that layer (it is undefined on one pixel).
+    ``n_layers`` stride-2 conv 4 (padding 1) blocks with ``channels`` * 2**i channels, LeakyReLU 0.2,
+    ``norm`` on all but the first; then a conv 3 (stride 1, padding 1) to ``out_channels``.
+    :class:`PatchDiscriminator2D` documents the sizes.
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 32, n_layers: int = 4, norm: str | None = "instance"):
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        channels: int = 32,
+        n_layers: int = 4,
+        norm: str | None = "instance",
+        out_channels: int = 1,
+    ):
         super().__init__()
-        if n_layers < 1 or channels < 1:
-            raise ValueError(f"n_layers and channels must be >= 1, got {n_layers}, {channels}")
+        if n_layers < 1 or channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"n_layers, channels and out_channels must be >= 1, got {n_layers}, {channels}, {out_channels}"
+            )
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         norm = _norm_arg(norm)
-        self.n_layers = n_layers
+        self.spatial_dims, self.n_layers = spatial_dims, n_layers
+        self._axes = "N,C,H,W" if spatial_dims == 2 else "N,C,D,H,W"
         layers: list[nn.Module] = []
         ch_in, ch = in_channels, channels
         for i in range(n_layers):
             layer_norm = norm if i > 0 else None
             block = Convolution(
-                spatial_dims=2,
+                spatial_dims=spatial_dims,
                 in_channels=ch_in,
                 out_channels=ch,
                 strides=2,
@@ -302,9 +464,9 @@ class PatchDiscriminator2D(nn.Module):
             ch_in, ch = ch, ch * 2
         layers.append(
             Convolution(
-                spatial_dims=2,
+                spatial_dims=spatial_dims,
                 in_channels=ch_in,
-                out_channels=1,
+                out_channels=out_channels,
                 strides=1,
                 kernel_size=3,
                 padding=1,
@@ -316,23 +478,72 @@ class PatchDiscriminator2D(nn.Module):
 
     @property
     def min_size(self) -> int:
-        """Smallest height and width accepted: 2**n_layers."""
+        """Smallest side accepted: 2**n_layers."""
         return 2**self.n_layers
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """The h, w of the logit map for an H x W input."""
-        return height // self.min_size, width // self.min_size
+    def output_size(self, *sizes: int) -> tuple[int, ...]:
+        """The sizes of the logit map for an input of spatial ``sizes``."""
+        return tuple(size // self.min_size for size in sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: N,C,H,W with H, W >= min_size -> N,1,H // min_size, W // min_size logits."""
-        if x.ndim != 4:
-            raise ValueError(f"PatchDiscriminator2D expects an N,C,H,W tensor, got shape {tuple(x.shape)}")
+        """x: N,C,(D,)H,W with every side >= min_size -> N,out_channels,(D,)H,W // min_size logits."""
+        name = type(self).__name__
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"{name} expects an {self._axes} tensor, got shape {tuple(x.shape)}")
         if min(x.shape[2:]) < self.min_size:
+            sides = "H, W" if self.spatial_dims == 2 else "D, H, W"
             raise ValueError(
-                f"PatchDiscriminator2D with {self.n_layers} layers needs H, W >= {self.min_size}, "
-                f"got an image of {x.shape[2]}x{x.shape[3]}"
+                f"{name} with {self.n_layers} layers needs {sides} >= {self.min_size}, "
+                f"got an image of {'x'.join(str(s) for s in x.shape[2:])}"
             )
         return self.model(x)
+
+
+class PatchDiscriminator2D(PatchDiscriminator):
+    """2D PatchGAN discriminator (D_S or D_B): N,C,H,W images -> N,1,h,w patch logits.
+
+    ``n_layers`` (4, the reference code's; the configs default to 3, whose receptive field is smaller
+    than a 64-px crop, so that D judges local sharpness rather than layout) stride-2 conv 4x4 (padding
+    1) blocks with ``channels`` * 2**i channels (32, 64, 128, 256), LeakyReLU 0.2, ``norm`` on all but
+    the first; then a 1-channel conv 3x3 (stride 1, padding 1). Each stride-2 block halves a side
+    (floor), so H and W must both be at least :attr:`min_size` = 2**n_layers (16): a 128x128 image
+    gives 8x8 logits, a 29x128 vertical section 1x8, a 16x16 image 1x1. The kernel 3 of the last
+    conv (the reference code's was 2, which changes the map size) keeps h, w equal to the last
+    block's map, so every input >= ``min_size`` gives at least one logit. Where the deepest map is a single pixel (sides
+    min_size to 2 min_size - 1), instance norm is skipped in that layer (it is undefined on one pixel).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, n_layers: int = 4, norm: str | None = "instance"):
+        super().__init__(spatial_dims=2, in_channels=in_channels, channels=channels, n_layers=n_layers, norm=norm)
+
+
+class Critic(PatchDiscriminator):
+    """WGAN-GP critic (Gulrajani et al. 2017), 2D or 3D: N,C,(D,)H,W -> N scores, the mean of a patch map.
+
+    A :class:`PatchDiscriminator` without normalisation: the gradient penalty is taken per sample
+    (``scripts.cingan.losses.gradient_penalty``), which batch norm would couple and the paper advises
+    against. With ``n_conditions`` > 0 (one per defect type) the last convolution gives one map per
+    condition and ``forward(x, condition)`` scores each sample with its condition's map, so one critic
+    judges every defect type with all other weights shared.
+    """
+
+    def __init__(
+        self, spatial_dims: int = 2, in_channels: int = 1, channels: int = 32, n_layers: int = 3, n_conditions: int = 0
+    ):
+        if n_conditions < 0:
+            raise ValueError(f"n_conditions must be >= 0, got {n_conditions}")
+        super().__init__(spatial_dims, in_channels, channels, n_layers, norm=None, out_channels=max(1, n_conditions))
+        self.n_conditions = n_conditions
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | int | None = None) -> torch.Tensor:
+        """x: N,C,(D,)H,W -> N critic values (higher: more like the real images of ``condition``)."""
+        maps = super().forward(x).flatten(2).mean(dim=2)  # N, max(1, n_conditions)
+        if self.n_conditions == 0:
+            return maps[:, 0]
+        if condition is None:
+            raise ValueError("this critic is conditioned: give the condition (a defect type per sample)")
+        condition = torch.as_tensor(condition, device=x.device).long().reshape(-1).expand(x.shape[0])
+        return maps.gather(1, condition[:, None])[:, 0]
 
 
 def init_weights(module: nn.Module, gain: float | None = 0.02) -> nn.Module:

@@ -1,28 +1,120 @@
-"""The command-line layer of ``python -m monai.bundle run …``: key checks, executed config, clear errors.
+"""The command-line layer of ``python -m monai.bundle run …``: key checks, value checks, executed config,
+clear errors.
 
 MONAI's bundle CLI accepts any ``--key value`` and silently adds unknown keys to the config, so a
-typo (``--max_epoch 5``) would train with the default. ``prepare`` rejects such keys, writes the
-executed config (files + overrides) beside the run, and makes bad input exit with one clear line.
+typo (``--max_epoch 5``) would train with the default. ``prepare`` rejects such keys and values out of
+``CONSTRAINTS`` (one table for every workflow), then writes the executed config (files + overrides) beside
+the run, and makes bad input exit with one clear line.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import math
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from scripts.data.atomic import write_text_atomic
+from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
+from scripts.inference.sliding_window import PRECISIONS
+from scripts.ops.pack import check_complete
+from scripts.zsegan.trainer import AMP_DTYPES, SHARP_DOMAINS
 
 # arguments of monai.bundle's ``run`` itself, not config keys
 RUN_ARGUMENTS = {
     "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
     "args_file", "workflow_type", "properties_path",
 }  # fmt: skip
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _device_here(v) -> bool:
+    try:
+        device = torch.device(v)
+    except (RuntimeError, TypeError):
+        return False
+    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available())
+
+
+# What each config key must hold, checked on its value (after overrides, expressions evaluated) before a
+# workflow writes anything; a key a workflow does not have is skipped.
+CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
+    (
+        ("max_epochs", "crop_size", "batch_size", "n_horizontal", "n_vertical", "checkpoint_interval",
+         "val_interval", "log_interval", "min_planes", "sw_batch_size", "tile_size", "rl_num_iter",
+         "histogram_bins", "d_channels", "d_layers"),
+        "a positive integer", lambda v: _integer(v) and v > 0,
+    ),
+    (("epoch_length",), "null or a positive integer", lambda v: v is None or (_integer(v) and v > 0)),
+    (
+        ("num_workers", "seed", "pool_size", "n_views", "u_res_units"),
+        "an integer >= 0", lambda v: _integer(v) and v >= 0,
+    ),
+    (("sw_overlap", "val_fraction", "test_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
+    (("lr",), "a positive number", lambda v: _number(v) and v > 0),
+    (
+        ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
+         "lambda_spectrum", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial", "lambda_l1", "lambda_ssim"),
+        "a number >= 0", lambda v: _number(v) and v >= 0,
+    ),
+    (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
+    (
+        ("sw_roi_size",), "a list [z, y, x] ([y, x] with spatial_dims 2) of positive integers, -1 for the full size",
+        lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3)
+        and all(_integer(n) and (n > 0 or n == -1) for n in v),
+    ),
+    (("output_dir",), "a folder, not a file", lambda v: isinstance(v, str) and not Path(v).is_file()),
+    (("device",), "cpu, or cuda on a machine with a CUDA GPU", _device_here),
+] + [
+    ((key,), "one of " + ", ".join(map(str, choices)), lambda v, choices=choices: v in choices)
+    for key, choices in {
+        "sw_mode": ("constant", "gaussian"),
+        "precision": PRECISIONS,
+        "focus_weights": ("dynamic", "reference"),
+        "adversarial_loss": ("lsgan", "bce"),
+        "g_b_kind": ("optical", "generator"),
+        "sharp_domain": SHARP_DOMAINS,
+        "amp_dtype": tuple(AMP_DTYPES),
+        "tracking_fallback": ("fail", "local"),
+        "output_format": ("ome-zarr", "ome-tiff"),
+        "subset": ("held_out", "all"),
+        "spatial_dims": (2, 3),
+    }.items()
+]  # fmt: skip
+
+
+def check_values(parser: ConfigParser) -> None:
+    """InputError naming the key, its value and what it must be, for the first value out of ``CONSTRAINTS``."""
+    config = parser.get()
+    values = {}
+    for keys, must_be, ok in CONSTRAINTS:
+        for key in keys:
+            if key in config:
+                values[key] = parser.get_parsed_content(key)
+                if not ok(values[key]):  # type: ignore[operator]
+                    raise InputError(None, f"--{key} {values[key]!r}: must be {must_be}")
+    roi, dims = values.get("sw_roi_size"), values.get("spatial_dims", 3)
+    if roi is not None and len(roi) != dims:
+        axes = "[z, y, x]" if dims == 3 else "[y, x]"
+        raise InputError(None, f"--sw_roi_size {roi!r}: must be a list {axes} (spatial_dims {dims})")
+    if values.get("intensity_lower", 0) >= values.get("intensity_upper", 100):
+        raise InputError(
+            None, f"--intensity_lower {values['intensity_lower']!r} must be below --intensity_upper "
+            f"{values['intensity_upper']!r}: they are the percentiles mapped to -1 and 1",
+        )  # fmt: skip
 
 
 def command_line_arguments(argv: list[str] | None = None) -> dict | None:
@@ -95,12 +187,15 @@ def check_tracking_option(config: dict, tracking) -> None:
 
 
 def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None) -> dict:
-    """Start of every workflow: clear errors for bad input, reject unknown keys, save the executed config.
+    """Start of every workflow: clear errors for bad input, reject unknown keys and values out of
+    ``CONSTRAINTS``, save the executed config.
 
     The executed config (files + command-line overrides) goes to ``<output_dir>/config.yaml`` when
-    ``output_dir`` is given. Returns its top-level scalar settings (for MLflow params).
+    ``output_dir`` is given, locked for this process first (``scripts.data.atomic.hold_lock``). Returns its
+    top-level scalar settings (for MLflow params).
     """
     install_excepthook()
+    check_complete()  # a bundle unpacked part way stops here, with what to do
     command = bundle_command_line(argv)
     if command is None:  # called from Python: nothing to check
         return {}
@@ -110,7 +205,9 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     check_overrides(parser.get(), overrides)
     check_tracking_option(parser.get(), command_line_arguments(argv).get("tracking"))
     parser.update(overrides)
+    check_values(parser)  # before anything is written: the record of an earlier run in output_dir stays
     config = parser.get()
     if output_dir is not None:
+        hold_lock(output_dir)  # one run at a time in an output folder
         write_text_atomic(Path(output_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")}

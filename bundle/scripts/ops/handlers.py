@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
 
 from scripts.data.atomic import atomic
+from scripts.errors import InputError
 from scripts.evaluation.views import comparison_png, sharpness_plot
 from scripts.nets.networks import unwrap
 from scripts.ops.metrics import sharpness_ratios
@@ -21,14 +24,103 @@ from scripts.zsegan.focus import sharpest_index
 logger = logging.getLogger("zsegan")
 
 
-def latest_checkpoint(save_dir: str | Path, prefix: str = "state") -> Path | None:
-    """The checkpoint of the highest iteration in ``save_dir``, or None."""
+def checkpoints(save_dir: str | Path, prefix: str = "state") -> list[Path]:
+    """The checkpoints in ``save_dir``, from the lowest iteration to the highest."""
     found = []
     for path in Path(save_dir).glob(f"{prefix}_*.pt"):
         match = re.search(r"_(\d+)\.pt$", path.name)
         if match:
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(save_dir: str | Path, prefix: str = "state") -> Path | None:
+    """The checkpoint of the highest iteration in ``save_dir``, or None."""
+    found = checkpoints(save_dir, prefix)
+    return found[-1] if found else None
+
+
+def check_checkpoint(path: Path, save_dict: dict) -> set[str]:
+    """InputError naming ``path`` when training cannot resume from it: unreadable (truncated), not a
+    checkpoint of ``save_dict``'s objects, or networks of another architecture; says how to go on.
+    Returns the names of what it holds."""
+    earlier = [p for p in checkpoints(path.parent) if p != path]
+    fix = f"delete it to resume from {earlier[-1].name}" if earlier else "delete it to start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
+        problem = f"cannot resume from it: unreadable (truncated, or not a checkpoint: {type(e).__name__})"
+        raise InputError(path, f"{problem}: {fix}") from e
+    missing = [k for k in save_dict if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputError(path, f"is not a checkpoint of this training (no {', '.join(missing)}): {fix}")
+    for name, obj in save_dict.items():
+        if isinstance(obj, torch.nn.Module):
+            expected = {k: tuple(v.shape) for k, v in unwrap(obj).state_dict().items()}
+            if {k: tuple(v.shape) for k, v in state[name].items()} != expected:
+                raise InputError(
+                    path, f"holds a {name} of another architecture: {fix}, or train with the settings it was made with"
+                )
+    return set(state)
+
+
+def _generators(obj, found: list, seen: set) -> list:
+    """Every numpy RandomState inside ``obj`` (a dataset and its transforms, nested ones included), in a fixed
+    order: the attributes walked as ``monai.data.utils.set_rnd`` walks them to seed the transforms."""
+    if id(obj) in seen or isinstance(obj, (torch.Tensor, np.ndarray, str, bytes, dict)):
+        return found
+    seen.add(id(obj))
+    if isinstance(obj, np.random.RandomState):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _generators(item, found, seen)
+    elif hasattr(obj, "__dict__"):
+        for key, value in vars(obj).items():
+            if not key.startswith("__"):
+                _generators(value, found, seen)
+    return found
+
+
+class RandomStates:
+    """What a run's next random numbers depend on, for a checkpoint that resumes bit for bit: torch's (CPU and
+    CUDA), numpy's and Python's global generators, and for each of ``loaders`` its sampler's place
+    (``scripts.data.datalist.ResumableSampler``) and the generators of its dataset's random transforms.
+    Loading sets them all at once; the loaders must draw their own seeds from generators of their own
+    (``DataLoader(generator=...)``), so that making their iterators anew on resuming draws nothing here."""
+
+    def __init__(self, loaders=()):
+        self.loaders = list(loaders)
+
+    def state_dict(self) -> dict:
+        def numpy_state(state):
+            return (state[0], torch.from_numpy(state[1].astype(np.int64)), *state[2:])
+
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": numpy_state(np.random.get_state()),
+            "python": random.getstate(),
+            "samplers": [getattr(loader.sampler, "state_dict", dict)() for loader in self.loaders],
+            "transforms": [
+                [numpy_state(g.get_state()) for g in _generators(loader.dataset, [], set())] for loader in self.loaders
+            ],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        def numpy_state(saved):
+            return (saved[0], saved[1].numpy().astype(np.uint32), *saved[2:])
+
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        np.random.set_state(numpy_state(state["numpy"]))
+        random.setstate(state["python"])
+        for loader, sampler, generators in zip(self.loaders, state["samplers"], state["transforms"], strict=True):
+            if sampler:
+                loader.sampler.load_state_dict(sampler)
+            for generator, saved in zip(_generators(loader.dataset, [], set()), generators, strict=True):
+                generator.set_state(numpy_state(saved))
 
 
 class ResumableCheckpoint:
@@ -37,19 +129,26 @@ class ResumableCheckpoint:
     ``save_dict`` names everything to save (networks, optimisers, schedulers, the trainer, whose state
     includes the image pools). Files are written atomically (temporary file, then rename), so an
     interruption never leaves a truncated checkpoint. When ``save_dir`` already holds checkpoints at
-    start, training resumes from the latest one.
+    start, training resumes from the latest one, checked first (``check_checkpoint``). With ``loaders``
+    (their samplers ``ResumableSampler``s, ``num_workers=0``) the random states are saved too
+    (``RandomStates``), so that on one process a resumed training ends bit for bit as an uninterrupted one.
     Under DDP (several processes), only rank 0 writes (ignite's ``DiskSaver``), networks without their
     DDP wrapper; every process resumes from the same file.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, interval: int = 100, n_saved: int = 2, resume: bool = True):
+    def __init__(
+        self, save_dir: str, save_dict: dict, interval: int = 100, n_saved: int = 2, resume: bool = True, loaders=()
+    ):
         self.save_dir, self.save_dict, self.interval = str(save_dir), dict(save_dict), interval
-        self.n_saved, self.resume = n_saved, resume
+        self.n_saved, self.resume, self.loaders = n_saved, resume, list(loaders)
         self.checkpoint: Checkpoint | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Save ``save_dict`` plus the engine itself; load the latest checkpoint when the engine starts."""
+        """Save ``save_dict`` plus the engine itself (and the random states, ``RandomStates`` of ``loaders``, on
+        one process); load the latest checkpoint when the engine starts."""
         to_save = {**self.save_dict, "trainer": engine}
+        if self.loaders and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            to_save["random"] = RandomStates(self.loaders)  # under DDP each process has its own: not saved
         self.checkpoint = Checkpoint(
             to_save,
             DiskSaver(self.save_dir, atomic=True, require_empty=False),
@@ -60,8 +159,10 @@ class ResumableCheckpoint:
         )
         latest = latest_checkpoint(self.save_dir) if self.resume else None
         if latest is not None:
+            held = check_checkpoint(latest, self.save_dict)
             logger.info(f"resuming from {latest}")
-            load_dict = {**to_save, "checkpointer": self.checkpoint}
+            load_dict = {k: v for k, v in to_save.items() if k in held or k != "random"}  # "random": since issue 16
+            load_dict["checkpointer"] = self.checkpoint
             device = getattr(engine.state, "device", None) or "cpu"  # MONAI workflows set it; plain engines may not
             CheckpointLoader(str(latest), load_dict, map_location=str(device)).attach(engine)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval) | Events.COMPLETED, self._save)

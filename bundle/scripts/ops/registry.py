@@ -6,7 +6,8 @@
   in its own intensity units in, the enhanced stack (same shape, same units) out. It normalises the
   stack (``transforms.RobustNormalised``), runs G_S by MONAI's sliding window and maps the result back.
   Its artifacts are G_S's state_dict and its settings (JSON); its code is the bundle's ``scripts``
-  package, so it loads anywhere MLflow, torch and MONAI are installed, without the bundle.
+  package, so it loads anywhere MLflow, torch and MONAI are installed, without the bundle. It is logged as
+  MLflow's "models from code" (``MODEL_CODE`` builds it when loaded): nothing is pickled.
 - ``RegisterGenerator``: after training, logs that model in the training's MLflow run, registers it as
   a new version of ``registered_model_name`` (tagged with its validation score) and moves
   ``model_alias`` to the new version only if its score beats the holder's.
@@ -43,7 +44,7 @@ from monai.inferers import SlidingWindowInferer
 
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, load_weights
+from scripts.inference.sliding_window import enhance, load_weights, weights_digest
 from scripts.nets.networks import Generator3D, unwrap
 from scripts.nets.paired import residual_unet
 
@@ -51,6 +52,15 @@ logger = logging.getLogger("zsegan")
 
 WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
 MODEL_NAME = "model"  # the logged model's name in its run
+WEIGHTS_TAG = "weights_sha256"  # a registered version's tag: the digest of the generator's state_dict
+# the logged model is "models from code" (MLflow): this file, run when the model is loaded, builds it from the
+# logged copy of ``scripts``; its weights and settings are artifacts. Nothing is pickled.
+MODEL_CODE = (
+    "zstack_enhancer.py",
+    '"""G_S as an MLflow pyfunc model (scripts.ops.registry.ZStackEnhancer), built from code."""\n\n'
+    "import mlflow.models\n\nfrom scripts.ops.registry import ZStackEnhancer\n\n"
+    "mlflow.models.set_model(ZStackEnhancer())\n",
+)
 #: what rebuilds a logged generator from its ``network_args`` (settings.json's ``builder``): G_S's class, the
 #: default, or the paired workflow's G
 BUILDERS = {"Generator3D": Generator3D, "residual_unet": residual_unet}
@@ -208,7 +218,8 @@ def requirements() -> list[str]:
 def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracking_uri: str):
     """Log ``model_path`` (G_S's state_dict) as a ``ZStackEnhancer`` model named "model" in run ``run_id``.
 
-    The model's code is a copy of the bundle's ``scripts`` package (its .py files). Returns MLflow's ModelInfo.
+    The model is MLflow's "models from code": its code is a copy of the bundle's ``scripts`` package (its .py
+    files) and ``MODEL_CODE``, which builds it; nothing is pickled. Returns MLflow's ModelInfo.
     """
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "scripts"
@@ -218,10 +229,11 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
             shutil.copy2(source, code / source.relative_to(package))
         (Path(tmp) / SETTINGS).write_text(json.dumps(dict(settings), indent=2))
         shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
+        (Path(tmp) / MODEL_CODE[0]).write_text(MODEL_CODE[1])
         with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
-                python_model=ZStackEnhancer(),
+                python_model=str(Path(tmp) / MODEL_CODE[0]),  # models from code: nothing pickled
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
                 signature=signature(spatial_dims(settings)),
@@ -248,10 +260,18 @@ def register_generator(
     better=lambda current, best: current > best,
     tags: Mapping[str, str] | None = None,
 ):
-    """Register ``model_uri`` as a new version of ``name``, tagged ``{score_name: score}``; move ``alias`` to it
-    when there is no holder yet, or when ``better(score, holder's score)``. Returns the new ModelVersion."""
-    tags = {**(tags or {}), **({} if score is None else {score_name: f"{score:.6g}"})}
+    """Register ``model_uri`` as a new version of ``name``, tagged ``{score_name: score}`` (exact: ``repr``);
+    move ``alias`` to it when there is no holder yet, or when ``better(score, holder's score)`` (a tie stays
+    with the holder). Returns the new ModelVersion; with a ``weights_sha256`` tag (``WEIGHTS_TAG``) that a
+    version of ``name`` already has, that version, registered once (a finished training run again)."""
+    tags = {**(tags or {}), **({} if score is None else {score_name: repr(float(score))})}
     with _tracking(tracking_uri) as client:
+        digest = tags.get(WEIGHTS_TAG)
+        if digest is not None:
+            same = [v for v in client.search_model_versions(f"name={name!r}") if v.tags.get(WEIGHTS_TAG) == digest]
+            if same:
+                logger.info(f"G_S's weights are registered already, as model {name!r} version {same[0].version}")
+                return same[0]
         new = mlflow.register_model(model_uri, name, tags=tags)
         scored = f"{score_name} {score:.6g}" if score is not None else f"no {score_name}"
         logger.info(f"registered G_S as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
@@ -268,7 +288,7 @@ def register_generator(
         else:
             move = bool(better(score, float(held)))
             relation = "beats" if move else "does not beat"
-            why = f"{score_name} {score:.6g} {relation} version {holder.version}'s {float(held):.6g}"
+            why = f"{score_name} {score!r} {relation} version {holder.version}'s {float(held)!r}"
         if move:
             client.set_registered_model_alias(name, alias, new.version)
             logger.info(f"alias {alias!r} of model {name!r} moved to version {new.version}: {why}")
@@ -288,8 +308,9 @@ class RegisterGenerator:
        after the last epoch, running that validation now if the last epoch was not validated;
     2. logs ``model_path`` as a ``ZStackEnhancer`` model in the training's MLflow run (the run of
        ``mlflow_handler``, whose handler must not close it on completion: this step closes it);
-    3. registers it as a new version of ``registered_model_name`` (None: log only) with the score as a
-       version tag, and moves ``model_alias`` (None: none) to it if the score beats the holder's.
+    3. registers it as a new version of ``registered_model_name`` (None: log only) with the score and the
+       weights' digest as version tags (weights registered already are not registered again), and moves
+       ``model_alias`` (None: none) to it if the score beats the holder's (exactly; a tie stays).
 
     If logging or registering fails, the run is marked FAILED and InputError says where the weights are
     and how to finish: running the same training command again resumes from the final checkpoint,
@@ -356,7 +377,8 @@ class RegisterGenerator:
             new = None
             if self.registered_model_name:
                 better = getattr(self.validator, "metric_cmp_fn", lambda current, best: current > best)
-                tags = {"epoch": str(trainer.state.epoch)}
+                weights = torch.load(self.model_path, map_location="cpu", weights_only=True)
+                tags = {"epoch": str(trainer.state.epoch), WEIGHTS_TAG: weights_digest(weights)}
                 new = register_generator(
                     info.model_uri, self.registered_model_name, uri, score_name, score, self.model_alias, better, tags
                 )

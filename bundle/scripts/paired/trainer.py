@@ -53,7 +53,9 @@ class PairedGANTrainer(GANTrainer):
         lambda_l1: λ of the L1 term, 100 as in pix2pix.
         lambda_ssim: weight of the optional 1 - SSIM term (MONAI's ``SSIMLoss``, data range 2 for [-1, 1]).
         epoch_length: iterations per epoch (default: the loader's length).
-        amp: mixed precision (float16 autocast and gradient scaling); only used on CUDA.
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed).
         train_handlers: Ignite/MONAI handlers to attach.
     """
 
@@ -73,8 +75,9 @@ class PairedGANTrainer(GANTrainer):
         epoch_length: int | None = None,
         amp: bool = False,
         train_handlers: Sequence | None = None,
+        amp_dtype: str = "float16",
     ) -> None:
-        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp)
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
         if lambda_adversarial > 0 and d_optimizer is None:
             raise ValueError("an adversarial term (lambda_adversarial > 0) needs d_optimizer")
         self.generator, self.discriminator = generator, discriminator

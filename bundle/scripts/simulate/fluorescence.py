@@ -183,8 +183,10 @@ def simulate_pairs(
     }
 
 
-def ensure_paired_dataset(dataset_dir, **kwargs) -> Path:
-    """If ``dataset_dir`` has no wide-field images, simulate the pairs there (``kwargs`` to :func:`simulate_pairs`)."""
+def ensure_paired_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
+    """If ``dataset_dir`` has no wide-field images, simulate the pairs there (``kwargs`` to :func:`simulate_pairs`).
+    With ``simulate`` False (a folder the user named: a typo must not train on simulated data), a folder
+    without wide-field images is an InputError."""
 
     def describe(summary: dict) -> str:
         return (
@@ -192,4 +194,7 @@ def ensure_paired_dataset(dataset_dir, **kwargs) -> Path:
             f"into {dataset_dir} in {summary['seconds']:.1f} s"
         )
 
-    return ensure_generated(dataset_dir, "widefield", simulate_pairs, describe, **kwargs)
+    hint = "put the wide-field images there and their confocal partners in confocal/, see docs/paired.md"
+    return ensure_generated(
+        dataset_dir, "widefield", simulate_pairs, describe, "paired dataset", simulate, hint, **kwargs
+    )

@@ -75,9 +75,20 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, signal
 
+from scripts.data.io import STACK_SUFFIXES, write_image, write_stack
+from scripts.errors import InputError
 from scripts.simulate.optics import OPTICS, frequency_grid, otf
 
-__all__ = ["DEFAULTS", "ensure_dataset", "ensure_generated", "simulate_dataset", "simulate_infocus", "simulate_stack"]
+__all__ = [
+    "DEFAULTS",
+    "ensure_dataset",
+    "ensure_generated",
+    "generate_atomically",
+    "say",
+    "simulate_dataset",
+    "simulate_infocus",
+    "simulate_stack",
+]
 
 logger = logging.getLogger("zsegan")
 
@@ -593,8 +604,6 @@ def simulate_dataset(
     ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
     0-based) and ``seconds``.
     """
-    from scripts.data.io import write_image, write_stack
-
     out = Path(out_dir)
     start = time.perf_counter()
     focal = []
@@ -629,7 +638,7 @@ def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in folder.iterdir())
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     """Log ``message``, or print it where logging would not show it (no handler, or level above INFO)."""
     if logger.hasHandlers() and logger.isEnabledFor(logging.INFO):
         logger.info(message)
@@ -637,20 +646,11 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def ensure_generated(
-    dataset_dir, required: str, simulate: Callable[..., dict], describe: Callable[[dict], str], **kwargs
-):
-    """If ``dataset_dir/required`` holds no files, ``simulate(folder, **kwargs)`` a dataset there and say so
-    and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it untouched.
-    Return the path. ``describe`` turns ``simulate``'s summary into the closing message.
-
-    The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
-    ``required`` last: an interrupted generation leaves no ``required`` files behind, so the next call starts over.
-    """
-    path = Path(dataset_dir)
-    if _has_files(path / required):
-        return path
-    _say(f"{path} holds no {required}: generating the simulated dataset there")
+def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
+    """Run ``simulate(folder, **kwargs)`` in a hidden folder inside ``path``, then move every file it wrote
+    to the same place under ``path``, those in the top-level folder ``last`` at the end (the one whose
+    presence says the data is there): an interrupted generation leaves no ``last`` behind, so the next call
+    starts over. Returns what ``simulate`` returned."""
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob(".simulating-*"):  # left by an interrupted generation
         if time.time() - stale.stat().st_mtime > 600:
@@ -658,21 +658,50 @@ def ensure_generated(
     tmp = path / f".simulating-{os.getpid()}-{time.time_ns()}"
     try:
         summary = simulate(tmp, **kwargs)
-        kinds = sorted((f.name for f in tmp.iterdir() if f.is_dir()), key=lambda name: name == required)
-        for kind in kinds:
-            (path / kind).mkdir(exist_ok=True)
-            for f in sorted((tmp / kind).iterdir()):
-                os.replace(f, path / kind / f.name)
+        files = sorted(f for f in tmp.rglob("*") if f.is_file())
+        for f in sorted(files, key=lambda f: f.relative_to(tmp).parts[0] == last):  # stable: `last` at the end
+            target = path / f.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _say(describe(summary))
+    return summary
+
+
+def ensure_generated(
+    dataset_dir,
+    required: str,
+    simulate: Callable[..., dict],
+    describe: Callable[[dict], str],
+    what: str = "dataset",
+    allowed: bool = True,
+    hint: str = "",
+    **kwargs,
+) -> Path:
+    """If ``dataset_dir/required`` holds no files (missing or empty), ``simulate(folder, **kwargs)`` the
+    simulated ``what`` there (:func:`generate_atomically`, ``required`` moved in last: an interrupted
+    generation leaves no ``required`` files behind, so the next call starts over) and say so and where
+    (:func:`say`); otherwise leave it untouched. Return the path. ``describe`` turns ``simulate``'s summary
+    into the closing message. With ``allowed`` False (a folder the user named: a typo must not train on
+    simulated data), a folder without ``required`` files is an InputError (``hint``: what to put there).
+    """
+    path = Path(dataset_dir)
+    if _has_files(path / required):
+        return path
+    if not allowed:
+        if not path.is_dir():
+            raise InputError(path, "no such dataset folder: check --dataset_dir")
+        raise InputError(path / required, f"holds no {required}" + (f": {hint}" if hint else ""))
+    say(f"{path} holds no {required}/ files: generating the simulated {what} there")
+    say(describe(generate_atomically(path, simulate, required, **kwargs)))
     return path
 
 
-def ensure_dataset(dataset_dir, **kwargs) -> Path:
+def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
     """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
     (:func:`ensure_generated`); otherwise leave it untouched. Return the path. ``kwargs`` go to
-    ``simulate_dataset``.
+    ``simulate_dataset``. With ``simulate`` False (a folder the user named: a typo must not train on
+    simulated data), a folder without stacks is an InputError.
     """
 
     def describe(summary: dict) -> str:
@@ -681,4 +710,5 @@ def ensure_dataset(dataset_dir, **kwargs) -> Path:
             f"in-focus images into {dataset_dir} in {summary['seconds']:.1f} s"
         )
 
-    return ensure_generated(dataset_dir, "stacks", simulate_dataset, describe, **kwargs)
+    hint = f"put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout"
+    return ensure_generated(dataset_dir, "stacks", simulate_dataset, describe, "dataset", simulate, hint, **kwargs)

@@ -20,6 +20,8 @@ __all__ = [
     "anisotropic_adversarial_loss",
     "lowpass",
     "lowpass_fidelity_loss",
+    "line_spectrum",
+    "spectral_loss",
     "weighted_cycle_loss",
     "weighted_identity_loss",
 ]
@@ -126,3 +128,47 @@ def lowpass_fidelity_loss(x: torch.Tensor, y: torch.Tensor, sigma: float, weight
     here. Not in the paper.
     """
     return _weighted_slice_l1(lowpass(x, sigma), lowpass(y, sigma), weight)
+
+
+def line_spectrum(volume: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    """Mean power spectrum of ``length``-sample segments along ``dim`` (mean removed, Hann window, DC left out).
+
+    volume: B,C,Z,Y,X; ``dim`` 2 (z), 3 (y) or 4 (x). Segments start every ``length // 2`` samples.
+    Returns (B, Z, F) for ``dim`` 3 or 4 (one spectrum per plane) and (B, F) for ``dim`` 2, with
+    ``F = length // 2`` frequencies (1 .. length // 2 cycles per segment).
+    """
+    if volume.ndim != 5 or dim not in (2, 3, 4):
+        raise ValueError(f"expected a B,C,Z,Y,X volume and dim 2, 3 or 4, got shape {tuple(volume.shape)}, dim {dim}")
+    if volume.shape[dim] < length or length < 4:
+        raise ValueError(f"segments of {length} samples need 4 <= length <= {volume.shape[dim]} along dim {dim}")
+    segments = volume.float().unfold(dim, length, max(length // 2, 1))  # ..., n_segments (at dim), length
+    segments = segments - segments.mean(dim=-1, keepdim=True)  # no leak of each segment's mean into low bins
+    window = torch.hann_window(length, periodic=False, device=volume.device)
+    power = torch.fft.rfft(segments * window, dim=-1).abs().square()[..., 1 : length // 2 + 1]
+    keep = (0, 2) if dim != 2 else (0,)  # batch and, for lines within planes, the plane
+    return power.mean(dim=[d for d in range(power.ndim - 1) if d not in keep])
+
+
+def spectral_loss(x: torch.Tensor, y: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+    """|log S(G_S(x)) - log S(x at focus)|: every section of y with the power spectrum of the in-focus slice.
+
+    S is :func:`line_spectrum` over segments as long as the stack is deep (so that lines along z,
+    x and y are compared at the same frequencies): along x and y in every plane of ``y`` (the xy
+    sections), and along z (the vertical sections), each against the spectrum along x and y of the
+    stack's own focal plane ``focus`` (B,). Phase-free: it asks for as much detail per frequency as
+    the in-focus slice has, not for any particular detail, and leaves where the specimen is to the
+    cycle and identity terms; a band of invented ripples raises its band above the target and costs.
+    The two terms (xy, z) are averaged. Not in the paper.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    length = x.shape[2]
+    planes = x[torch.arange(x.shape[0], device=x.device), :, focus.long()].unsqueeze(2)  # B,C,1,Y,X
+    target = 0.5 * (line_spectrum(planes, 3, length) + line_spectrum(planes, 4, length))  # (B, 1, F)
+    eps = 1e-6 * target.mean(dim=-1, keepdim=True)
+    log_target = torch.log(target + eps)
+    xy = 0.5 * (line_spectrum(y, 3, length) + line_spectrum(y, 4, length))  # (B, Z, F)
+    z = line_spectrum(y, 2, length)  # (B, F)
+    return 0.5 * (
+        (torch.log(xy + eps) - log_target).abs().mean() + (torch.log(z + eps[:, 0]) - log_target[:, 0]).abs().mean()
+    )

@@ -29,7 +29,9 @@ from scripts.nets.networks import unwrap
 from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
+    lowpass,
     lowpass_fidelity_loss,
+    spectral_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
@@ -37,6 +39,7 @@ from scripts.zsegan.pool import ImagePool
 from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 SHARP_DOMAINS = ("infocus", "stack", "both")
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def linear_decay(total_iterations: int, start_fraction: float = 0.5):
@@ -70,8 +73,8 @@ def _cycle(loader: Iterable):
 
 class GANTrainer(Trainer):
     """What every GAN trainer of the bundle shares: MONAI's ``Trainer`` set up for a hand-written
-    ``_iteration`` (no decollation, mixed precision on CUDA only) and one optimiser step, with the
-    gradient scaler when mixed precision is on. ZSE-GAN's and the paired trainer subclass it.
+    ``_iteration`` (no decollation), mixed precision (``_autocast``) and one optimiser step, with the
+    gradient scaler when float16 mixed precision is on. ZSE-GAN's and the paired trainer subclass it.
 
     Args:
         device: where the networks run.
@@ -79,7 +82,10 @@ class GANTrainer(Trainer):
         data_loader: the training batches.
         epoch_length: iterations per epoch (default: the loader's length).
         handlers: Ignite/MONAI handlers to attach.
-        amp: mixed precision (float16 autocast and gradient scaling); only used on CUDA.
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed): the same code path either way, so a CPU run with
+            bfloat16 exercises what a GPU runs.
     """
 
     def __init__(
@@ -90,20 +96,26 @@ class GANTrainer(Trainer):
         epoch_length: int | None = None,
         handlers: Sequence | None = None,
         amp: bool = False,
+        amp_dtype: str = "float16",
     ) -> None:
         device = torch.device(device)
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        scaled = amp and device.type == "cuda" and amp_dtype == "float16"
         super().__init__(
             device=device,
             max_epochs=max_epochs,
             data_loader=data_loader,
             epoch_length=epoch_length,
             handlers=handlers,
-            amp=amp and device.type == "cuda",
+            amp=scaled,  # MONAI's Trainer makes the gradient scaler of float16
             decollate=False,
         )
+        self.autocast = scaled or (amp and amp_dtype == "bfloat16")  # MONAI's self.amp: float16 with its scaler
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        return torch.autocast(self.state.device.type, dtype=self.amp_dtype) if self.autocast else nullcontext()
 
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -133,16 +145,26 @@ class ZSEGANTrainer(GANTrainer):
         criterion: adversarial criterion (least squares or the paper's log form).
         p: weight of the vertical sections y⊥ in the anisotropic adversarial loss (eqs 2-3).
         lambda_cycle: λ of the cycle-consistency loss (eq 9).
+        cycle_sigma: if > 0, the cycle loss compares x and G_B(G_S(x)) after a Gaussian low-pass of this
+            sigma (px): the camera noise of x, which a blur cannot reproduce, then asks G_S for no
+            amplified noise (the ringing of a deconvolution) to match it.
+        lambda_adversarial_b: weight of G_B's adversarial term (eqs 4-6); 0 leaves D_B out (its fakes
+            from an optical G_B, a blur without noise, differ from real slices by their noise alone).
         lambda_identity: weight of the optional identity loss |G_S(x) - x| (per slice times its sharpness).
         lambda_lowpass: weight of the optional low-pass fidelity loss |lowpass(G_S(x)) - lowpass(x)|.
         lowpass_sigma: the Gaussian sigma (px) of that low-pass.
+        lambda_spectrum: weight of the optional spectral loss: every xy and vertical section of G_S(x)
+            with the power spectrum of the stack's focal plane (``losses.spectral_loss``).
         sharp_domain: what D_S takes as real: "infocus" (the in-focus images), "stack" (each stack's
             sharpest slices, the paper's x∥*) or "both" (half of each).
         n_horizontal: horizontal sections per stack and step, for D_S and D_B.
         n_vertical: vertical sections per stack and step (half xz, half yz), for D_S.
         pool_size: earlier fakes kept for the discriminators (CycleGAN's image pool).
         epoch_length: iterations per epoch (default: the loader's length).
-        amp: mixed precision (float16 autocast and gradient scaling); only used on CUDA.
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed): the same code path either way, so a CPU run with
+            bfloat16 exercises what a GPU runs.
         train_handlers: Ignite/MONAI handlers to attach.
     """
 
@@ -162,17 +184,21 @@ class ZSEGANTrainer(GANTrainer):
         p: float = 2.0,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
+        cycle_sigma: float = 0.0,
+        lambda_adversarial_b: float = 1.0,
         lambda_lowpass: float = 0.0,
         lowpass_sigma: float = 3.0,
+        lambda_spectrum: float = 0.0,
         sharp_domain: str = "infocus",
         n_horizontal: int = 4,
         n_vertical: int = 4,
         pool_size: int = 50,
         epoch_length: int | None = None,
         amp: bool = False,
+        amp_dtype: str = "float16",
         train_handlers: Sequence | None = None,
     ) -> None:
-        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp)
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
         self.g_s, self.g_b, self.d_s, self.d_b = g_s, g_b, d_s, d_b
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("lsgan")
@@ -180,6 +206,11 @@ class ZSEGANTrainer(GANTrainer):
             raise ValueError(f"sharp_domain must be one of {list(SHARP_DOMAINS)}, got {sharp_domain!r}")
         self.p, self.lambda_cycle, self.lambda_identity = p, lambda_cycle, lambda_identity
         self.lambda_lowpass, self.lowpass_sigma, self.sharp_domain = lambda_lowpass, lowpass_sigma, sharp_domain
+        self.lambda_spectrum, self.cycle_sigma, self.lambda_adversarial_b = (
+            lambda_spectrum,
+            cycle_sigma,
+            lambda_adversarial_b,
+        )
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
@@ -238,10 +269,11 @@ class ZSEGANTrainer(GANTrainer):
         # ---- generators: eqs (1)-(9), minimised over G_S and G_B ----
         for d in (engine.d_s, engine.d_b):
             d.requires_grad_(False)
+        focus = sharpness.argmax(dim=1)  # the focal plane of each stack: its sharpest slice
         with engine._autocast():
             y = engine.g_s(x)
-            if engine.optical_g_b:  # the focal plane of each stack: its sharpest slice
-                x_rec = engine.g_b(y, sharpness.argmax(dim=1).float())  # G_B(G_S(x)), eq (7)
+            if engine.optical_g_b:
+                x_rec = engine.g_b(y, focus.float())  # G_B(G_S(x)), eq (7)
             else:
                 x_rec = engine.g_b(y)
             z = sample_depths(batch, depth, min(engine.n_horizontal, depth), device=device)
@@ -250,8 +282,14 @@ class ZSEGANTrainer(GANTrainer):
             rec_par = horizontal_sections(x_rec, z)
             alpha_z = alpha.gather(1, z).flatten()
             loss_g_s = anisotropic_adversarial_loss(crit, engine.d_s(y_par), engine.d_s(y_perp), True, p)  # (1)-(3)
-            loss_g_b = crit(engine.d_b(rec_par), True, alpha_z)  # (4)-(6)
-            loss_cycle = engine.lambda_cycle * weighted_cycle_loss(x, x_rec, cycle_weight)  # (8)
+            loss_g_b = torch.zeros((), device=device)
+            if engine.lambda_adversarial_b > 0:
+                loss_g_b = engine.lambda_adversarial_b * crit(engine.d_b(rec_par), True, alpha_z)  # (4)-(6)
+            if engine.cycle_sigma > 0:
+                x_cyc, rec_cyc = lowpass(x, engine.cycle_sigma), lowpass(x_rec, engine.cycle_sigma)
+            else:
+                x_cyc, rec_cyc = x, x_rec
+            loss_cycle = engine.lambda_cycle * weighted_cycle_loss(x_cyc, rec_cyc, cycle_weight)  # (8)
             loss_g = loss_g_s + loss_g_b + loss_cycle  # (9)
             loss_identity = torch.zeros((), device=device)
             if engine.lambda_identity > 0:
@@ -261,6 +299,10 @@ class ZSEGANTrainer(GANTrainer):
             if engine.lambda_lowpass > 0:
                 loss_lowpass = engine.lambda_lowpass * lowpass_fidelity_loss(x, y, engine.lowpass_sigma, x.new_ones(()))
                 loss_g = loss_g + loss_lowpass
+            loss_spectrum = torch.zeros((), device=device)
+            if engine.lambda_spectrum > 0:
+                loss_spectrum = engine.lambda_spectrum * spectral_loss(x, y, focus)
+                loss_g = loss_g + loss_spectrum
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- discriminators: maximised over D_S and D_B, eq (10) ----
@@ -268,15 +310,19 @@ class ZSEGANTrainer(GANTrainer):
             d.requires_grad_(True)
         fake_par, _ = engine.pools["S_parallel"].query(y_par.detach())
         fake_perp, _ = engine.pools["S_perpendicular"].query(y_perp.detach())
-        fake_rec, alpha_fake = engine.pools["B_parallel"].query(rec_par.detach(), alpha_z.detach())
         with engine._autocast():
             real_perp = random_crops(y_star, (depth, width), y_perp.shape[0])
             loss_d_s = 0.5 * (
                 anisotropic_adversarial_loss(crit, engine.d_s(y_star), engine.d_s(real_perp), True, p)
                 + anisotropic_adversarial_loss(crit, engine.d_s(fake_par), engine.d_s(fake_perp), False, p)
             )
-            x_par = horizontal_sections(x, z)  # real stack slices at the same depths
-            loss_d_b = 0.5 * (crit(engine.d_b(x_par), True, alpha_z) + crit(engine.d_b(fake_rec), False, alpha_fake))
+            loss_d_b = torch.zeros((), device=device)
+            if engine.lambda_adversarial_b > 0:
+                fake_rec, alpha_fake = engine.pools["B_parallel"].query(rec_par.detach(), alpha_z.detach())
+                x_par = horizontal_sections(x, z)  # real stack slices at the same depths
+                loss_d_b = 0.5 * (
+                    crit(engine.d_b(x_par), True, alpha_z) + crit(engine.d_b(fake_rec), False, alpha_fake)
+                )
             loss_d = loss_d_s + loss_d_b
         engine._step(loss_d, engine.d_optimizer)
         if engine.scaler is not None:
@@ -289,6 +335,7 @@ class ZSEGANTrainer(GANTrainer):
             "loss_cycle": loss_cycle.item(),
             "loss_identity": loss_identity.item(),
             "loss_lowpass": loss_lowpass.item(),
+            "loss_spectrum": loss_spectrum.item(),
             "loss_D_S": loss_d_s.item(),
             "loss_D_B": loss_d_b.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],
