@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 
-from scripts.data.io import ZStackReader, read_stack, write_stack
+from scripts.data.io import ZStackReader, read_image, read_stack, write_image, write_stack
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import (
@@ -328,3 +328,32 @@ def test_accelerated_really_compiles():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), network(x), atol=1e-5, rtol=1e-4)
     assert fast.compile and "network" in fast._compiled  # compiled, not fallen back
+
+
+# ----------------------------------------------------------------------------- 2D images (the paired workflow)
+
+
+def test_2d_images_are_listed_checked_and_written_in_their_format(tmp_path):
+    array = np.random.default_rng(0).integers(10, 60000, size=(12, 10)).astype(np.uint16)
+    write_image(tmp_path / "in" / "cells.png", array, spacing=(0.25, 0.25))
+    write_image(tmp_path / "in" / "more.tif", array, spacing=(0.5, 0.5))
+    assert [Path(i["image"]).name for i in inference_datalist(tmp_path / "in", ndim=2)] == ["cells.png", "more.tif"]
+    assert output_path(tmp_path / "in" / "cells.png", tmp_path / "out", "_confocal").name == "cells_confocal.png"
+    load = LoadImaged(keys="image", reader=ZStackReader(ndim=2), image_only=True)
+    for name in ("cells.png", "more.tif"):
+        image = EnsureChannelFirstd(keys="image", channel_dim="no_channel")(
+            load({"image": str(tmp_path / "in" / name)})
+        )
+        pred = MetaTensor(image["image"].as_tensor().float() + 0.4, meta=dict(image["image"].meta))
+        SaveStackd(keys="pred", output_dir=str(tmp_path / "out"), postfix="_confocal")({"pred": pred})
+        out, meta = read_image(tmp_path / "out" / name.replace(".", "_confocal."))
+        np.testing.assert_array_equal(out, array)
+        assert out.dtype == np.uint16 and meta["spacing"] == pytest.approx(
+            (0.25, 0.25) if "png" in name else (0.5, 0.5)
+        )
+
+
+def test_2d_inference_refuses_a_stack_with_one_line(tmp_path):
+    _write(tmp_path / "in" / "stack.tif")
+    with pytest.raises(InputError, match="stack.tif: has 5 planes .* expected a 2D image"):
+        inference_datalist(tmp_path / "in", ndim=2)

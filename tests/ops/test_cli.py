@@ -180,6 +180,30 @@ def test_prepare_checks_values_before_writing(case, tmp_path, keep_excepthook):
     assert (out / "config.yaml").read_text() == "the earlier run's"
 
 
+PAIRED_BAD_VALUES = {
+    "3D window on 2D images": (["--sw_roi_size", "[-1, 128, 128]"], "must be a list [y, x] (spatial_dims 2)"),
+    "--spatial_dims 4": (["--spatial_dims", "4"], "--spatial_dims 4: must be one of 2, 3"),
+    "--lambda_l1 -1": (["--lambda_l1", "-1"], "--lambda_l1 -1: must be a number >= 0"),
+    "--max_shift_px -2": (["--max_shift_px", "-2"], "--max_shift_px -2: must be null or a number >= 0"),
+    "--amp_dtype": (["--amp_dtype", "fp8"], "--amp_dtype 'fp8': must be one of float16, bfloat16"),
+}
+
+
+@pytest.mark.parametrize("case", list(PAIRED_BAD_VALUES))
+def test_the_paired_workflow_is_checked_by_the_same_table(case, tmp_path, keep_excepthook):
+    args, problem = PAIRED_BAD_VALUES[case]
+    argv = [MAIN, "run", "training", "--config_file", str(BUNDLE / "configs" / "paired_train.yaml"), *args]
+    with pytest.raises(InputError) as error:
+        prepare(tmp_path / "run", argv)
+    assert problem in str(error.value)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_2d_window_passes_on_2d_images(tmp_path, keep_excepthook):
+    argv = [MAIN, "run", "training", "--config_file", str(BUNDLE / "configs" / "paired_train.yaml")]
+    assert prepare(None, argv)["spatial_dims"] == 2  # its [y, x] window passes
+
+
 def test_prepare_refuses_cuda_on_a_machine_without_it(tmp_path, keep_excepthook, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     argv = [MAIN, "run", "inference", "--config_file", str(BUNDLE / "configs" / "inference.yaml"), "--device", "cuda"]

@@ -25,7 +25,7 @@ from monai.engines import Trainer
 
 from scripts.cingan.losses import ContentLoss, StyleLoss, critic_loss, generator_adversarial_loss, gradient_penalty
 from scripts.nets.networks import unwrap
-from scripts.zsegan.trainer import _cycle, _plain
+from scripts.zsegan.trainer import _cycle, plain
 
 __all__ = ["CINGANTrainer"]
 
@@ -114,7 +114,7 @@ class CINGANTrainer(Trainer):
         """A batch of real defective images of type ``condition`` (each loader cycled endlessly)."""
         if self._defective is None:
             self._defective = [_cycle(loader) for loader in self.defective_loaders]
-        return _plain(next(self._defective[condition])["image"], self.state.device, self.non_blocking)
+        return plain(next(self._defective[condition])["image"], self.state.device, self.non_blocking)
 
     def _score(self, images: torch.Tensor, condition: int) -> torch.Tensor:
         return self.critic(images, condition) if self.critic_conditioned else self.critic(images)
@@ -126,7 +126,7 @@ class CINGANTrainer(Trainer):
         optimizer.step()
 
     def _iteration(self, engine: CINGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:
-        x = _plain(batchdata["image"], engine.state.device, engine.non_blocking)
+        x = plain(batchdata["image"], engine.state.device, engine.non_blocking)
         s = (engine.state.iteration - 1) % engine.n_types  # the defect types in turn
         condition = torch.full((x.shape[0],), s, dtype=torch.long, device=x.device)
         engine.generator.train()

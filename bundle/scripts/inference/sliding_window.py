@@ -13,7 +13,17 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from scripts.data.io import STACK_SUFFIXES, list_files, read_stack, write_stack
+from scripts.data.io import (
+    IMAGE_SUFFIXES,
+    STACK_SUFFIXES,
+    cast_to,
+    list_files,
+    plain_meta,
+    read_image,
+    read_stack,
+    write_image,
+    write_stack,
+)
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 
@@ -23,7 +33,8 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def _suffix(path: Path) -> str:
-    return next((s for s in sorted(STACK_SUFFIXES, key=len, reverse=True) if path.name.lower().endswith(s)), "")
+    suffixes = sorted(set(STACK_SUFFIXES + IMAGE_SUFFIXES), key=len, reverse=True)
+    return next((s for s in suffixes if path.name.lower().endswith(s)), "")
 
 
 def output_path(input_path: str | Path, output_dir: str | Path, postfix: str = "_enhanced") -> Path:
@@ -53,16 +64,18 @@ def inference_datalist(
     upper: float = 99.5,
     output_dir: str | Path | None = None,
     postfix: str = "_enhanced",
+    ndim: int = 3,
 ) -> list[dict[str, str]]:
-    """Every stack of a file or folder, each read and checked before any output is written: its values and,
-    with the ``lower``/``upper`` percentiles, its intensity range. With ``output_dir``, the stacks that are
-    outputs of the others (``output_dir`` the input folder, enhanced before) are left out."""
-    files = list_files(input_path, STACK_SUFFIXES)
+    """Every stack (``ndim`` 3) or 2D image (``ndim`` 2) of a file or folder, each read and checked before any
+    output is written: its values and, with the ``lower``/``upper`` percentiles, its intensity range. With
+    ``output_dir``, the inputs that are outputs of the others (``output_dir`` the input folder, enhanced before)
+    are left out."""
+    files = list_files(input_path, STACK_SUFFIXES if ndim == 3 else IMAGE_SUFFIXES)
     if output_dir is not None:
         files = without_outputs(files, lambda f: [output_path(f, output_dir, postfix)])
     for i, f in enumerate(files, 1):
-        stack, _ = read_stack(f, min_planes=min_planes)
-        percentile_range(stack, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
+        array, _ = read_stack(f, min_planes=min_planes) if ndim == 3 else read_image(f)
+        percentile_range(array, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
         logger.info(f"checked input {i}/{len(files)}: {f}")
     return [{"image": str(f)} for f in files]
 
@@ -180,7 +193,8 @@ def enhance(
 
 
 class SaveStackd(MapTransform):
-    """Write ``data[key]`` (CZYX, back in input units) in the input's format, dtype, axes and voxel size."""
+    """Write ``data[key]`` (CZYX, or CYX for a 2D image; back in input units) in the input's format, dtype,
+    axes and voxel size."""
 
     def __init__(self, keys: str = "pred", output_dir: str = "output", postfix: str = "_enhanced"):
         super().__init__(keys)
@@ -192,6 +206,10 @@ class SaveStackd(MapTransform):
             meta = dict(d[key].meta)
             path = output_path(meta["filename_or_obj"], self.output_dir, self.postfix)
             array = d[key].detach().cpu().numpy()[0].astype(np.float32)
-            write_stack(path, array, meta)
+            if array.ndim == 2:
+                plain = plain_meta(meta)
+                write_image(path, cast_to(array, plain.get("dtype")), plain.get("spacing"))
+            else:
+                write_stack(path, array, meta)
             logger.info(f"wrote {path}")
         return d

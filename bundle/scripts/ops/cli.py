@@ -54,27 +54,32 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (
         ("max_epochs", "crop_size", "batch_size", "n_horizontal", "n_vertical", "checkpoint_interval",
          "val_interval", "log_interval", "min_planes", "sw_batch_size", "tile_size", "rl_num_iter",
-         "histogram_bins"),
+         "histogram_bins", "d_channels", "d_layers"),
         "a positive integer", lambda v: _integer(v) and v > 0,
     ),
     (("epoch_length",), "null or a positive integer", lambda v: v is None or (_integer(v) and v > 0)),
-    (("num_workers", "seed", "pool_size", "n_views"), "an integer >= 0", lambda v: _integer(v) and v >= 0),
-    (("sw_overlap", "val_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    (
+        ("num_workers", "seed", "pool_size", "n_views", "u_res_units"),
+        "an integer >= 0", lambda v: _integer(v) and v >= 0,
+    ),
+    (("sw_overlap", "val_fraction", "test_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
     (("lr",), "a positive number", lambda v: _number(v) and v > 0),
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
-         "lambda_spectrum", "cycle_sigma", "lambda_adversarial_b"),
+         "lambda_spectrum", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial", "lambda_l1", "lambda_ssim"),
         "a number >= 0", lambda v: _number(v) and v >= 0,
     ),
+    (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
     (
-        ("sw_roi_size",), "a list [z, y, x] of positive integers, -1 for the full size",
-        lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_integer(n) and (n > 0 or n == -1) for n in v),
+        ("sw_roi_size",), "a list [z, y, x] ([y, x] with spatial_dims 2) of positive integers, -1 for the full size",
+        lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3)
+        and all(_integer(n) and (n > 0 or n == -1) for n in v),
     ),
     (("output_dir",), "a folder, not a file", lambda v: isinstance(v, str) and not Path(v).is_file()),
     (("device",), "cpu, or cuda on a machine with a CUDA GPU", _device_here),
 ] + [
-    ((key,), "one of " + ", ".join(choices), lambda v, choices=choices: v in choices)
+    ((key,), "one of " + ", ".join(map(str, choices)), lambda v, choices=choices: v in choices)
     for key, choices in {
         "sw_mode": ("constant", "gaussian"),
         "precision": PRECISIONS,
@@ -86,6 +91,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "tracking_fallback": ("fail", "local"),
         "output_format": ("ome-zarr", "ome-tiff"),
         "subset": ("held_out", "all"),
+        "spatial_dims": (2, 3),
     }.items()
 ]  # fmt: skip
 
@@ -100,6 +106,10 @@ def check_values(parser: ConfigParser) -> None:
                 values[key] = parser.get_parsed_content(key)
                 if not ok(values[key]):  # type: ignore[operator]
                     raise InputError(None, f"--{key} {values[key]!r}: must be {must_be}")
+    roi, dims = values.get("sw_roi_size"), values.get("spatial_dims", 3)
+    if roi is not None and len(roi) != dims:
+        axes = "[z, y, x]" if dims == 3 else "[y, x]"
+        raise InputError(None, f"--sw_roi_size {roi!r}: must be a list {axes} (spatial_dims {dims})")
     if values.get("intensity_lower", 0) >= values.get("intensity_upper", 100):
         raise InputError(
             None, f"--intensity_lower {values['intensity_lower']!r} must be below --intensity_upper "

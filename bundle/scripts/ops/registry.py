@@ -46,12 +46,13 @@ from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, load_weights, weights_digest
 from scripts.nets.networks import Generator3D, unwrap
+from scripts.nets.paired import residual_unet
 
 logger = logging.getLogger("zsegan")
 
 WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
 MODEL_NAME = "model"  # the logged model's name in its run
-WEIGHTS_TAG = "weights_sha256"
+WEIGHTS_TAG = "weights_sha256"  # a registered version's tag: the digest of the generator's state_dict
 # the logged model is "models from code" (MLflow): this file, run when the model is loaded, builds it from the
 # logged copy of ``scripts``; its weights and settings are artifacts. Nothing is pickled.
 MODEL_CODE = (
@@ -59,12 +60,28 @@ MODEL_CODE = (
     '"""G_S as an MLflow pyfunc model (scripts.ops.registry.ZStackEnhancer), built from code."""\n\n'
     "import mlflow.models\n\nfrom scripts.ops.registry import ZStackEnhancer\n\n"
     "mlflow.models.set_model(ZStackEnhancer())\n",
-)  # a registered version's tag: the digest of G_S's state_dict
-# any Z, Y, X: the spatial sizes are dynamic
-SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
-    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
 )
+#: what rebuilds a logged generator from its ``network_args`` (settings.json's ``builder``): G_S's class, the
+#: default, or the paired workflow's G
+BUILDERS = {"Generator3D": Generator3D, "residual_unet": residual_unet}
+
+
+def build(settings: Mapping) -> torch.nn.Module:
+    """The generator that ``settings`` (``builder``, ``network_args``) describe, untrained."""
+    return BUILDERS[settings.get("builder", "Generator3D")](**settings["network_args"])
+
+
+def spatial_dims(settings: Mapping) -> int:
+    """3 for G_S (ZYX stacks), the paired G's ``spatial_dims`` (2: YX images)."""
+    return int(settings["network_args"].get("spatial_dims", 3))
+
+
+def signature(ndim: int = 3) -> ModelSignature:
+    """Float32 in and out, ``ndim`` axes of any size (ZYX stacks or YX images)."""
+    spec = TensorSpec(np.dtype(np.float32), (-1,) * ndim)
+    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
+
+
 # what importing scripts.ops.registry needs (the logged model's environment)
 REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "nibabel", "tifffile", "pillow")
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
@@ -163,18 +180,20 @@ def check_tracking(tracking_uri: str | None, fallback: str = "fail", local_uri: 
 
 
 class ZStackEnhancer(mlflow.pyfunc.PythonModel):
-    """G_S as an MLflow pyfunc model: ``predict(stack)`` enhances a z-stack, any size, in its own units.
+    """G_S as an MLflow pyfunc model: ``predict(stack)`` enhances a z-stack, any size, in its own units (or the
+    paired workflow's G, ``builder`` "residual_unet": ``predict(image)`` for a YX image, or a ZYX stack in 3D).
 
-    Artifacts: ``generator.pt`` (G_S's plain state_dict) and ``settings.json``: ``network_args``
-    (``networks.Generator3D``'s arguments), ``intensity_lower``/``intensity_upper`` (percentiles
-    mapped to -1/1 per stack) and the sliding window's ``sw_roi_size``, ``sw_batch_size``,
-    ``sw_overlap``, ``sw_mode`` (as in inference.yaml). Runs on CUDA when available.
+    Artifacts: ``generator.pt`` (the plain state_dict) and ``settings.json``: ``builder`` (a key of
+    :data:`BUILDERS`, "Generator3D" when absent), ``network_args`` (its arguments),
+    ``intensity_lower``/``intensity_upper`` (percentiles mapped to -1/1 per stack) and the sliding window's
+    ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_mode`` (as in inference.yaml). Runs on CUDA when
+    available.
     """
 
     def load_context(self, context) -> None:
         settings = json.loads(Path(context.artifacts[SETTINGS]).read_text())
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.network = load_weights(Generator3D(**settings["network_args"]), context.artifacts[WEIGHTS], self.device)
+        self.network = load_weights(build(settings), context.artifacts[WEIGHTS], self.device)
         self.normalise = RobustNormalised("image", settings["intensity_lower"], settings["intensity_upper"])
         self.inferer = SlidingWindowInferer(
             settings["sw_roi_size"], settings["sw_batch_size"], settings["sw_overlap"], mode=settings["sw_mode"]
@@ -217,7 +236,7 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
                 python_model=str(Path(tmp) / MODEL_CODE[0]),  # models from code: nothing pickled
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
-                signature=SIGNATURE,
+                signature=signature(spatial_dims(settings)),
                 pip_requirements=requirements(),
             )
 
@@ -298,7 +317,7 @@ class RegisterGenerator:
     trains no further, and does this step again.
 
     Args:
-        network_args: ``networks.Generator3D``'s arguments for G_S (as in ``network_def``).
+        network_args: the generator's arguments (as in ``network_def``): ``networks.Generator3D``'s for G_S.
         inference: the logged model's ``intensity_lower``, ``intensity_upper``, ``sw_roi_size``,
             ``sw_batch_size``, ``sw_overlap``, ``sw_mode``.
         model_path: G_S's weights file written by training (models/model.pt).
@@ -308,6 +327,8 @@ class RegisterGenerator:
         registered_model_name: the registered model's name; None: the model is logged, not registered.
         model_alias: the alias that follows the best validated version; None: no alias.
         checkpoint_dir: where the final checkpoint is (named in messages).
+        builder: what rebuilds the generator from ``network_args``, a key of :data:`BUILDERS`
+            ("residual_unet" for the paired workflow's G).
     """
 
     def __init__(
@@ -321,8 +342,11 @@ class RegisterGenerator:
         registered_model_name: str | None = "zsegan",
         model_alias: str | None = "champion",
         checkpoint_dir: str | None = None,
+        builder: str = "Generator3D",
     ):
-        self.settings = {"network_args": dict(network_args), **dict(inference)}
+        if builder not in BUILDERS:
+            raise ValueError(f"builder must be one of {list(BUILDERS)}, got {builder!r}")
+        self.settings = {"builder": builder, "network_args": dict(network_args), **dict(inference)}
         self.model_path, self.mlflow_handler, self.tracking_uri = Path(model_path), mlflow_handler, tracking_uri
         self.validator, self.checkpoint_dir = validator, checkpoint_dir
         self.registered_model_name, self.model_alias = registered_model_name, model_alias
@@ -365,13 +389,14 @@ class RegisterGenerator:
 
     def _check_settings(self, trainer) -> None:
         """The logged model must compute what the trained G_S computes: same weights, same outputs."""
-        network = getattr(trainer, "g_s", None)
+        network = getattr(trainer, "g_s", None) or getattr(trainer, "generator", None)
         if network is None:
             return
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
         device = next(network.parameters()).device
-        rebuilt = load_weights(Generator3D(**self.settings["network_args"]), self.model_path, device)
-        x = torch.rand(1, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+        rebuilt = load_weights(build(self.settings), self.model_path, device)
+        shape = (1, 1, 8, 16, 16) if spatial_dims(self.settings) == 3 else (1, 1, 16, 16)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
         with torch.no_grad():
             same = torch.allclose(network.eval()(x), rebuilt(x), atol=1e-4)
         if not same:

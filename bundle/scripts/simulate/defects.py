@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from scripts.errors import InputError
-from scripts.simulate.zstacks import _STACK_META, _child, generate_atomically, say, simulate_stack
+from scripts.simulate.zstacks import _STACK_META, _child, ensure_generated, simulate_stack
 
 __all__ = [
     "DEFECTS",
@@ -188,24 +188,17 @@ def simulate_defect_dataset(
     }
 
 
-def _has_clean(dataset_dir: Path) -> bool:
-    clean = dataset_dir / "clean"
-    return clean.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in clean.iterdir())
-
-
 def ensure_defect_dataset(dataset_dir, **kwargs) -> Path:
     """If ``dataset_dir`` has no clean volumes (missing or empty clean/), generate the defect dataset there
     (the unpaired clean volumes moved in last, so an interrupted generation starts over) and say so;
     otherwise leave it untouched. Returns the path; ``kwargs`` go to :func:`simulate_defect_dataset`."""
-    path = Path(dataset_dir)
     for task in kwargs.get("tasks", TASKS):
         check_task(task)
-    if _has_clean(path):
-        return path
-    say(f"{path} holds no clean volumes: generating the simulated defect dataset there")
-    summary = generate_atomically(path, simulate_defect_dataset, "clean", **kwargs)
-    say(
-        f"simulated {summary['n_pairs']} + {summary['n_test']} test pairs for {', '.join(summary['tasks'])} and "
-        f"{summary['n_clean']} unpaired clean volumes into {path} in {summary['seconds']:.1f} s"
-    )
-    return path
+
+    def describe(summary: dict) -> str:
+        return (
+            f"simulated {summary['n_pairs']} + {summary['n_test']} test pairs for {', '.join(summary['tasks'])} "
+            f"and {summary['n_clean']} unpaired clean volumes into {dataset_dir} in {summary['seconds']:.1f} s"
+        )
+
+    return ensure_generated(dataset_dir, "clean", simulate_defect_dataset, describe, "defect dataset", **kwargs)

@@ -67,6 +67,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,6 +82,7 @@ from scripts.simulate.optics import OPTICS, frequency_grid, otf
 __all__ = [
     "DEFAULTS",
     "ensure_dataset",
+    "ensure_generated",
     "generate_atomically",
     "say",
     "simulate_dataset",
@@ -632,9 +634,8 @@ def simulate_dataset(
     }
 
 
-def _has_stacks(dataset_dir: Path) -> bool:
-    stacks = dataset_dir / "stacks"
-    return stacks.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in stacks.iterdir())
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in folder.iterdir())
 
 
 def say(message: str) -> None:
@@ -667,30 +668,47 @@ def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
     return summary
 
 
-def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
-    """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
-    and say so and where (the "zsegan" logger, or print where logging shows nothing); otherwise leave it
-    untouched. Return the path. ``kwargs`` go to ``simulate_dataset``. With ``simulate`` False (a folder
-    the user named: a typo must not train on simulated data), a folder without stacks is an InputError.
-
-    The set is generated in a hidden folder inside ``dataset_dir`` and moved into place when complete,
-    the stacks last: an interrupted generation leaves no stacks behind, so the next call starts over.
+def ensure_generated(
+    dataset_dir,
+    required: str,
+    simulate: Callable[..., dict],
+    describe: Callable[[dict], str],
+    what: str = "dataset",
+    allowed: bool = True,
+    hint: str = "",
+    **kwargs,
+) -> Path:
+    """If ``dataset_dir/required`` holds no files (missing or empty), ``simulate(folder, **kwargs)`` the
+    simulated ``what`` there (:func:`generate_atomically`, ``required`` moved in last: an interrupted
+    generation leaves no ``required`` files behind, so the next call starts over) and say so and where
+    (:func:`say`); otherwise leave it untouched. Return the path. ``describe`` turns ``simulate``'s summary
+    into the closing message. With ``allowed`` False (a folder the user named: a typo must not train on
+    simulated data), a folder without ``required`` files is an InputError (``hint``: what to put there).
     """
     path = Path(dataset_dir)
-    if _has_stacks(path):
+    if _has_files(path / required):
         return path
-    if not simulate:
+    if not allowed:
         if not path.is_dir():
             raise InputError(path, "no such dataset folder: check --dataset_dir")
-        raise InputError(
-            path / "stacks",
-            f"holds no stacks: put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout",
-        )
-    say(f"{path} holds no stacks: generating the simulated dataset there")
-    summary = generate_atomically(path, simulate_dataset, "stacks", **kwargs)
-    done = (
-        f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
-        f"in-focus images into {path} in {summary['seconds']:.1f} s"
-    )
-    say(done)
+        raise InputError(path / required, f"holds no {required}" + (f": {hint}" if hint else ""))
+    say(f"{path} holds no {required}/ files: generating the simulated {what} there")
+    say(describe(generate_atomically(path, simulate, required, **kwargs)))
     return path
+
+
+def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
+    """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
+    (:func:`ensure_generated`); otherwise leave it untouched. Return the path. ``kwargs`` go to
+    ``simulate_dataset``. With ``simulate`` False (a folder the user named: a typo must not train on
+    simulated data), a folder without stacks is an InputError.
+    """
+
+    def describe(summary: dict) -> str:
+        return (
+            f"simulated {summary['n_stacks']} stacks (with their truth in truth/) and {summary['n_infocus']} "
+            f"in-focus images into {dataset_dir} in {summary['seconds']:.1f} s"
+        )
+
+    hint = f"put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout"
+    return ensure_generated(dataset_dir, "stacks", simulate_dataset, describe, "dataset", simulate, hint, **kwargs)

@@ -55,7 +55,7 @@ def linear_decay(total_iterations: int, start_fraction: float = 0.5):
     return factor
 
 
-def _plain(tensor: torch.Tensor, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
+def plain(tensor: torch.Tensor, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
     """A plain tensor on ``device`` (MetaTensors' tracing has no place in losses or checkpoints)."""
     tensor = tensor.as_tensor() if isinstance(tensor, MetaTensor) else torch.as_tensor(tensor)
     return tensor.to(device, non_blocking=non_blocking)
@@ -71,7 +71,63 @@ def _cycle(loader: Iterable):
         yield from loader
 
 
-class ZSEGANTrainer(Trainer):
+class GANTrainer(Trainer):
+    """What every GAN trainer of the bundle shares: MONAI's ``Trainer`` set up for a hand-written
+    ``_iteration`` (no decollation), mixed precision (``_autocast``) and one optimiser step, with the
+    gradient scaler when float16 mixed precision is on. ZSE-GAN's and the paired trainer subclass it.
+
+    Args:
+        device: where the networks run.
+        max_epochs: epochs to train.
+        data_loader: the training batches.
+        epoch_length: iterations per epoch (default: the loader's length).
+        handlers: Ignite/MONAI handlers to attach.
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed): the same code path either way, so a CPU run with
+            bfloat16 exercises what a GPU runs.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        data_loader: Iterable,
+        epoch_length: int | None = None,
+        handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_dtype: str = "float16",
+    ) -> None:
+        device = torch.device(device)
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        scaled = amp and device.type == "cuda" and amp_dtype == "float16"
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=data_loader,
+            epoch_length=epoch_length,
+            handlers=handlers,
+            amp=scaled,  # MONAI's Trainer makes the gradient scaler of float16
+            decollate=False,
+        )
+        self.autocast = scaled or (amp and amp_dtype == "bfloat16")  # MONAI's self.amp: float16 with its scaler
+
+    def _autocast(self):
+        return torch.autocast(self.state.device.type, dtype=self.amp_dtype) if self.autocast else nullcontext()
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+
+
+class ZSEGANTrainer(GANTrainer):
     """Trains G_S, G_B, D_S and D_B of ZSE-GAN.
 
     Args:
@@ -142,21 +198,7 @@ class ZSEGANTrainer(Trainer):
         amp_dtype: str = "float16",
         train_handlers: Sequence | None = None,
     ) -> None:
-        device = torch.device(device)
-        if amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
-        self.amp_dtype = AMP_DTYPES[amp_dtype]
-        scaled = amp and device.type == "cuda" and amp_dtype == "float16"
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            handlers=train_handlers,
-            amp=scaled,  # MONAI's Trainer makes the gradient scaler of float16
-            decollate=False,
-        )
-        self.autocast = scaled or (amp and amp_dtype == "bfloat16")  # MONAI's self.amp: float16 with its scaler
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
         self.g_s, self.g_b, self.d_s, self.d_b = g_s, g_b, d_s, d_b
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("lsgan")
@@ -191,7 +233,7 @@ class ZSEGANTrainer(Trainer):
     def _next_infocus(self) -> torch.Tensor:
         if self._infocus is None:
             self._infocus = _cycle(self.infocus_loader)
-        return _plain(next(self._infocus)["image"], self.state.device, self.non_blocking)
+        return plain(next(self._infocus)["image"], self.state.device, self.non_blocking)
 
     def _sharp_examples(self, x: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
         """y*, the real examples of D_S: N,C,Y,X in-focus images, sharpest stack slices, or half of each."""
@@ -208,24 +250,12 @@ class ZSEGANTrainer(Trainer):
         half = own.shape[0] // 2
         return torch.cat([infocus[: own.shape[0] - half], own[:half]])
 
-    def _autocast(self):
-        return torch.autocast(self.state.device.type, dtype=self.amp_dtype) if self.autocast else nullcontext()
-
-    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
-
     def _iteration(self, engine: ZSEGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:
         device = engine.state.device
-        x = _plain(batchdata["image"], device, engine.non_blocking)
-        alpha = _plain(batchdata["alpha"], device).float()
-        cycle_weight = _plain(batchdata["cycle_weight"], device).float()
-        sharpness = _plain(batchdata["sharpness"], device).float()
+        x = plain(batchdata["image"], device, engine.non_blocking)
+        alpha = plain(batchdata["alpha"], device).float()
+        cycle_weight = plain(batchdata["cycle_weight"], device).float()
+        sharpness = plain(batchdata["sharpness"], device).float()
         y_star = engine._sharp_examples(x, sharpness)
         batch, depth, width = x.shape[0], x.shape[2], x.shape[-1]
         if y_star.shape[-2] < depth or y_star.shape[-1] < width:

@@ -1,0 +1,111 @@
+"""Paired datasets (wide-field → confocal): the layout, the checks of every pair, the split by image.
+
+``<dataset_dir>/widefield/`` the inputs (2D images: TIFF/PNG; or z-stacks: TIFF/npz/NIfTI, ``ndim`` 3)
+``<dataset_dir>/confocal/``  the targets, the same file names
+``<dataset_dir>/truth/``     optional, the same file names (not used for training)
+
+Every pair is read and checked before training or evaluation starts; a bad pair stops the run with one
+:class:`~scripts.errors.InputError` naming the file: a partner missing on either side, a wrong number of
+dimensions (the readers'), sizes that differ, or a misregistration larger than ``max_shift_px`` as
+measured by phase correlation (``skimage.registration.phase_cross_correlation``, to 0.1 px).
+
+The split is by image (pair), made before any augmentation, so no view of a test image is trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from skimage.registration import phase_cross_correlation
+
+from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files, read_image, read_stack
+from scripts.errors import InputError
+
+__all__ = ["misregistration", "paired_datalist", "split_by_image"]
+
+logger = logging.getLogger("zsegan")
+
+
+def _read(path: Path, ndim: int) -> np.ndarray:
+    return (read_image(path) if ndim == 2 else read_stack(path))[0]
+
+
+def misregistration(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The shift (px, one value per axis) that registers ``b`` onto ``a``, by phase correlation to 0.1 px."""
+    shift, _, _ = phase_cross_correlation(np.asarray(a, np.float32), np.asarray(b, np.float32), upsample_factor=10)
+    return np.asarray(shift, dtype=float)
+
+
+def paired_datalist(
+    dataset_dir: str | Path,
+    ndim: int = 2,
+    max_shift_px: float | None = 2.0,
+    inputs: str = "widefield",
+    targets: str = "confocal",
+) -> list[dict[str, str]]:
+    """``[{"image": input, "label": target}, ...]`` of a paired dataset, sorted by name, every pair checked.
+
+    ``ndim``: 2 for images, 3 for z-stacks; ``max_shift_px``: the largest misregistration accepted (None:
+    not measured).
+    """
+    suffixes = IMAGE_SUFFIXES if ndim == 2 else STACK_SUFFIXES
+    root = Path(dataset_dir)
+    sources = {f.name: f for f in list_files(root / inputs, suffixes)}
+    partners = {f.name: f for f in list_files(root / targets, suffixes)} if (root / targets).is_dir() else {}
+    for here, there, files, others in ((inputs, targets, sources, partners), (targets, inputs, partners, sources)):
+        for name, path in files.items():
+            if name not in others:
+                raise InputError(
+                    path, f"has no partner in {root / there}: every {here} file needs one of the same name"
+                )
+    items = []
+    for name in sorted(sources):
+        x, y = _read(sources[name], ndim), _read(partners[name], ndim)
+        if x.shape != y.shape:
+            sizes = f"{'x'.join(map(str, x.shape))} and {'x'.join(map(str, y.shape))}"
+            raise InputError(sources[name], f"and its {targets} partner differ in size ({sizes}): register them first")
+        if max_shift_px is not None:
+            shift = misregistration(x, y)
+            if np.abs(shift).max() > max_shift_px:
+                shift_str = ", ".join(f"{s:.1f}" for s in shift)
+                raise InputError(
+                    sources[name],
+                    f"is misregistered with its {targets} partner by ({shift_str}) px (phase correlation), more than "
+                    f"max_shift_px {max_shift_px}: register the pair, or leave it out",
+                )
+        items.append({"image": str(sources[name]), "label": str(partners[name])})
+    logger.info(f"checked {len(items)} pairs in {root}")
+    return items
+
+
+def split_by_image(
+    items: Sequence[dict], val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, train_prefixes=None
+) -> tuple[list, list, list]:
+    """(train, validation, test) by image: a seeded shuffle of the pairs, before any augmentation.
+
+    ``train_prefixes``: when given, only pairs whose file name starts with one of them (a simulated system,
+    e.g. ["A", "B"]) may be trained or validated on; the others all go to the test set (unseen systems).
+    """
+    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+        raise ValueError(
+            f"need val_fraction, test_fraction >= 0 with a sum below 1, got {val_fraction}, {test_fraction}"
+        )
+
+    def seen(item) -> bool:
+        return train_prefixes is None or Path(item["image"]).name.startswith(tuple(train_prefixes))
+
+    order, unseen = [i for i in items if seen(i)], [i for i in items if not seen(i)]
+    random.Random(seed).shuffle(order)
+    n_test, n_val = round(len(order) * test_fraction), round(len(order) * val_fraction)
+    if len(order) - n_test - n_val < 1:
+        raise InputError(None, f"{len(order)} pairs are too few to train on after the validation and test splits")
+
+    def by_name(part) -> list:
+        return sorted(part, key=lambda item: item["image"])
+
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return by_name(train), by_name(val), by_name(test + unseen)

@@ -1,0 +1,68 @@
+"""The paired workflow's networks (wide-field → confocal, arXiv 2403.18026): a residual U-Net G and a conditional D.
+
+- G: MONAI's ``UNet`` with residual units (Kerfoot et al. 2018), 2D by default, 3D with ``spatial_dims=3``;
+  no output activation (outputs live in the normalised [-1, 1] range, unclipped, like the inputs). With
+  ``residual`` (the default) G(x) = x + UNet(x): it starts from the input and learns the correction (the haze
+  to remove, the contrast to change), which a U-Net with small initial weights otherwise reaches only after
+  thousands of Adam steps (its output starts near 0, far from the targets' -1 background).
+  Inputs of any size: padded (replicate) to a multiple of the strides' product (8) and cropped back.
+- D: the bundle's :class:`~scripts.nets.networks.PatchDiscriminator2D` with two input channels, the input x and
+  an output y side by side (pix2pix's conditional PatchGAN); raw logits, no activation.
+
+The configs (paired_train/inference/evaluate) declare the same ``u_*`` and ``d_*`` keys and build both here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import UNet
+
+from scripts.nets.networks import PatchDiscriminator2D
+
+__all__ = ["PairedGenerator", "conditional_discriminator", "residual_unet"]
+
+
+class PairedGenerator(torch.nn.Module):
+    """``net`` on inputs of any size: padded (replicate) at the end of each spatial axis to a multiple of
+    ``multiple`` (what the U-Net's strides need) and cropped back; ``x + net(x)`` when ``residual``."""
+
+    def __init__(self, net: torch.nn.Module, multiple: int, residual: bool = True):
+        super().__init__()
+        self.net, self.multiple, self.residual = net, int(multiple), bool(residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads: list[int] = []
+        for d in range(x.dim() - 1, 1, -1):  # F.pad takes the last axis first
+            pads.append(0)
+            pads.append((-x.shape[d]) % self.multiple)
+        padded = F.pad(x, pads, mode="replicate")
+        y = self.net(padded)
+        if self.residual:
+            y = y + padded
+        for d in range(2, x.dim()):
+            y = y.narrow(d, 0, x.shape[d])
+        return y
+
+
+def residual_unet(
+    spatial_dims: int = 2,
+    channels: Sequence[int] = (32, 64, 128, 256),
+    strides: Sequence[int] = (2, 2, 2),
+    num_res_units: int = 2,
+    norm: str = "instance",
+    residual: bool = True,
+) -> PairedGenerator:
+    """G: a one-channel residual U-Net for inputs of any size, x + UNet(x) when ``residual``."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    unet = UNet(spatial_dims, 1, 1, tuple(channels), tuple(strides), num_res_units=num_res_units, norm=norm)
+    return PairedGenerator(unet, math.prod(strides), residual)
+
+
+def conditional_discriminator(channels: int = 64, n_layers: int = 3, norm: str = "instance") -> PatchDiscriminator2D:
+    """D(x, y): a PatchGAN on the input and an output stacked as two channels."""
+    return PatchDiscriminator2D(in_channels=2, channels=channels, n_layers=n_layers, norm=norm)

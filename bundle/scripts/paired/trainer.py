@@ -1,0 +1,134 @@
+"""The paired GAN step (pix2pix, Isola et al. 2017) as a MONAI trainer, for wide-field → confocal (arXiv 2403.18026).
+
+Paper → code: x = ``batch["image"]`` (the low-quality, wide-field image), y = ``batch["label"]`` (its registered
+high-quality, confocal partner), G = ``generator`` (the residual U-Net), D = ``discriminator`` (a conditional
+PatchGAN that sees the input beside an output: ``D(x, y)`` is ``discriminator(cat([x, y], channels))``).
+λ = ``lambda_l1``. Objective (pix2pix eq. 4):
+
+    G* = arg min_G max_D  L_cGAN(G, D) + λ L_L1(G)  (+ λ_SSIM (1 - SSIM(G(x), y)), optional)
+
+One iteration updates G, then D, as pix2pix's ``optimize_parameters``. ``lambda_adversarial`` 0 trains G with
+the pixel losses only (the L1-only, CARE-like baseline) and leaves D untouched. Any generator that maps a batch
+of inputs to a batch of outputs of the target's shape fits, 2D (N,C,Y,X) or 3D (N,C,Z,Y,X); for 3D the 2D
+discriminator judges every z-plane. The trainer knows nothing of microscopy: another paired restorer
+(e.g. a multi-defect one, whose inputs carry their defects) uses it with its own loaders and networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.losses import SSIMLoss
+
+from scripts.zsegan.losses import AdversarialCriterion
+from scripts.zsegan.trainer import GANTrainer, plain
+
+__all__ = ["PairedGANTrainer", "planes"]
+
+
+def planes(tensor: torch.Tensor) -> torch.Tensor:
+    """N,C,Y,X as it is; N,C,Z,Y,X as the N*Z planes N*Z,C,Y,X (what a 2D discriminator judges)."""
+    if tensor.ndim == 5:
+        return tensor.transpose(1, 2).flatten(0, 1)
+    return tensor
+
+
+class PairedGANTrainer(GANTrainer):
+    """Trains a generator G and a conditional discriminator D on registered pairs (x, y).
+
+    Args:
+        device: where the networks run.
+        max_epochs: epochs to train.
+        train_data_loader: batches of ``{"image": x, "label": y}``, both N,C,Y,X (or N,C,Z,Y,X), normalised
+            to about [-1, 1].
+        generator: G, x -> ŷ of y's shape.
+        discriminator: D, 2D, taking x's and y's channels together (``in_channels`` = C_x + C_y).
+        g_optimizer, d_optimizer: their optimisers (``d_optimizer`` may be None when ``lambda_adversarial`` is 0).
+        criterion: the adversarial criterion on D's patch logits (default: "bce", pix2pix's vanilla GAN loss;
+            "lsgan" squares D's raw logits, no activation on them).
+        lambda_adversarial: weight of G's adversarial term (0: the L1-only baseline, D is not trained).
+        lambda_l1: λ of the L1 term, 100 as in pix2pix.
+        lambda_ssim: weight of the optional 1 - SSIM term (MONAI's ``SSIMLoss``, data range 2 for [-1, 1]).
+        epoch_length: iterations per epoch (default: the loader's length).
+        amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
+        amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
+            (CUDA or CPU, no scaling needed).
+        train_handlers: Ignite/MONAI handlers to attach.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer | None,
+        criterion: AdversarialCriterion | None = None,
+        lambda_adversarial: float = 1.0,
+        lambda_l1: float = 100.0,
+        lambda_ssim: float = 0.0,
+        epoch_length: int | None = None,
+        amp: bool = False,
+        train_handlers: Sequence | None = None,
+        amp_dtype: str = "float16",
+    ) -> None:
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
+        if lambda_adversarial > 0 and d_optimizer is None:
+            raise ValueError("an adversarial term (lambda_adversarial > 0) needs d_optimizer")
+        self.generator, self.discriminator = generator, discriminator
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.criterion = criterion or AdversarialCriterion("bce")
+        self.lambda_adversarial, self.lambda_l1, self.lambda_ssim = lambda_adversarial, lambda_l1, lambda_ssim
+        self.ssim_loss: SSIMLoss | None = None  # built for the data's dimensionality at the first step
+
+    def _ssim(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if self.ssim_loss is None:
+            self.ssim_loss = SSIMLoss(spatial_dims=fake.ndim - 2, data_range=2.0)
+        return self.ssim_loss(fake.float(), real.float())
+
+    def _judge(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """D(x, y): the conditional discriminator's patch logits for output y of input x."""
+        return self.discriminator(planes(torch.cat([x, y], dim=1)))
+
+    def _iteration(self, engine: PairedGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:
+        device = engine.state.device
+        x = plain(batchdata["image"], device, engine.non_blocking)
+        y = plain(batchdata["label"], device, engine.non_blocking)
+        crit, adversarial = engine.criterion, engine.lambda_adversarial > 0
+        engine.generator.train()  # validation (MONAI's evaluator) leaves it in eval mode
+        engine.discriminator.train()
+        zero = torch.zeros((), device=device)
+
+        # ---- G: min L_cGAN + λ L_L1 (+ λ_SSIM L_SSIM) ----
+        engine.discriminator.requires_grad_(False)
+        with engine._autocast():
+            fake = engine.generator(x)
+            loss_g_gan = engine.lambda_adversarial * crit(engine._judge(x, fake), True) if adversarial else zero
+            loss_g_l1 = engine.lambda_l1 * F.l1_loss(fake, y)
+            loss_g_ssim = engine.lambda_ssim * engine._ssim(fake, y) if engine.lambda_ssim > 0 else zero
+            loss_g = loss_g_gan + loss_g_l1 + loss_g_ssim
+        engine._step(loss_g, engine.g_optimizer)
+
+        # ---- D: max L_cGAN, real pairs (x, y) against fake pairs (x, G(x)) ----
+        loss_d = zero
+        if adversarial:
+            engine.discriminator.requires_grad_(True)
+            with engine._autocast():
+                loss_d = 0.5 * (crit(engine._judge(x, y), True) + crit(engine._judge(x, fake.detach()), False))
+            engine._step(loss_d, engine.d_optimizer)
+        if engine.scaler is not None:
+            engine.scaler.update()
+
+        return {
+            "loss_G": loss_g.item(),
+            "loss_G_GAN": loss_g_gan.item(),
+            "loss_G_L1": loss_g_l1.item(),
+            "loss_G_SSIM": loss_g_ssim.item(),
+            "loss_D": loss_d.item(),
+            "lr_G": engine.g_optimizer.param_groups[0]["lr"],
+        }

@@ -1,0 +1,82 @@
+"""Paired datasets: every bad pair is one clear InputError naming the file; the split is by image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scripts.data.io import write_image, write_stack
+from scripts.data.pairs import misregistration, paired_datalist, split_by_image
+from scripts.errors import InputError
+from scripts.simulate.fluorescence import simulate_pair
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Two registered pairs of 64 px (no jitter, so registration is exact)."""
+    for i in range(2):
+        widefield, confocal, _ = simulate_pair(np.random.default_rng(i), 64, "A", jitter_px=0.0)
+        write_image(tmp_path / "widefield" / f"A_{i:05d}.tif", widefield)
+        write_image(tmp_path / "confocal" / f"A_{i:05d}.tif", confocal)
+    return tmp_path
+
+
+def test_good_pairs_are_listed(dataset):
+    items = paired_datalist(dataset)
+    assert [(p["image"].split("/")[-2:], p["label"].split("/")[-2:]) for p in items] == [
+        (["widefield", "A_00000.tif"], ["confocal", "A_00000.tif"]),
+        (["widefield", "A_00001.tif"], ["confocal", "A_00001.tif"]),
+    ]
+
+
+def test_a_missing_partner_on_either_side(dataset):
+    (dataset / "confocal" / "A_00001.tif").rename(dataset / "confocal" / "A_00009.tif")
+    with pytest.raises(InputError, match="A_00001.tif: has no partner in .*confocal"):
+        paired_datalist(dataset)
+    (dataset / "widefield" / "A_00001.tif").unlink()
+    with pytest.raises(InputError, match="A_00009.tif: has no partner in .*widefield"):
+        paired_datalist(dataset)
+
+
+def test_sizes_that_differ(dataset):
+    write_image(dataset / "confocal" / "A_00001.tif", np.zeros((64, 48), np.uint16))
+    with pytest.raises(InputError, match=r"A_00001.tif: and its confocal partner differ in size \(64x64 and 64x48\)"):
+        paired_datalist(dataset)
+
+
+def test_a_misregistered_pair(dataset):
+    path = dataset / "widefield" / "A_00000.tif"
+    widefield, confocal, _ = simulate_pair(np.random.default_rng(0), 64, "A", jitter_px=0.0)
+    write_image(path, np.roll(widefield, 6, axis=1))
+    with pytest.raises(
+        InputError, match=r"A_00000.tif: is misregistered .* by \(0.0, (5.9|6.0)\) px .* max_shift_px 2.0"
+    ):
+        paired_datalist(dataset)
+    assert len(paired_datalist(dataset, max_shift_px=None)) == 2  # not measured
+    assert misregistration(widefield, confocal) == pytest.approx([0, 0], abs=0.5)
+
+
+def test_wrong_dimensionality(dataset):
+    write_stack(dataset / "widefield" / "A_00001.tif", np.zeros((3, 64, 64), np.uint16), {"dtype": "uint16"})
+    with pytest.raises(InputError, match="A_00001.tif: has 3 planes .* expected a 2D image"):
+        paired_datalist(dataset)
+    with pytest.raises(InputError, match="A_00000.tif: is a 2D image .* expected a z-stack"):
+        paired_datalist(dataset, ndim=3)
+
+
+def _items(names):
+    return [{"image": f"/d/widefield/{n}", "label": f"/d/confocal/{n}"} for n in names]
+
+
+def test_the_split_is_by_image_reproducible_and_keeps_unseen_systems_for_testing():
+    items = _items([f"{s}_{i:05d}.tif" for s in "ABC" for i in range(10)])
+    train, val, test = split_by_image(items, 0.1, 0.2, seed=0, train_prefixes=["A_", "B_"])
+    assert (len(train), len(val), len(test)) == (14, 2, 4 + 10)
+    images = [i["image"] for i in train + val + test]
+    assert sorted(images) == sorted(i["image"] for i in items)  # each image in exactly one part
+    assert not any("/C_" in i["image"] for i in train + val)
+    assert split_by_image(items, 0.1, 0.2, seed=0, train_prefixes=["A_", "B_"]) == (train, val, test)
+    assert split_by_image(items, 0.1, 0.2, seed=1, train_prefixes=["A_", "B_"])[0] != train
+    assert len(split_by_image(items, 0.1, 0.2)[0]) == 21  # no prefixes: every system is trained on
+    with pytest.raises(InputError, match="too few"):
+        split_by_image(_items(["a.tif", "b.tif"]), 0.5, 0.4)

@@ -1,0 +1,44 @@
+"""The paired workflow's networks: residual U-Net G (2D, 3D) and the conditional PatchGAN D."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.blocks import ResidualUnit
+
+from scripts.nets.paired import conditional_discriminator, residual_unet
+
+TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
+
+
+@pytest.mark.parametrize("spatial_dims, shape", [(2, (2, 1, 32, 32)), (3, (1, 1, 8, 16, 16))])
+def test_the_generator_keeps_the_shape(spatial_dims, shape):
+    g = residual_unet(spatial_dims, **TINY)
+    assert g(torch.zeros(shape)).shape == shape
+    assert any(isinstance(m, ResidualUnit) for m in g.modules())  # a residual U-Net
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_generator_takes_any_size_and_scripts(residual):
+    g = residual_unet(2, **TINY, residual=residual).eval()
+    x = torch.rand(1, 1, 33, 47)
+    assert g(x).shape == x.shape
+    assert residual_unet(3, **TINY)(torch.zeros(1, 1, 5, 18, 20)).shape == (1, 1, 5, 18, 20)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(g)(x), g(x))  # the zoo's TorchScript export
+    zero = residual_unet(2, **TINY, residual=residual)
+    for p in zero.parameters():
+        torch.nn.init.zeros_(p)
+    assert torch.equal(zero(x), x if residual else torch.zeros_like(x))  # x + UNet(x)
+
+
+def test_the_generator_refuses_other_dimensionalities():
+    with pytest.raises(ValueError, match="spatial_dims"):
+        residual_unet(1)
+
+
+def test_the_discriminator_sees_input_and_output_together():
+    d = conditional_discriminator(channels=8, n_layers=3)
+    assert d(torch.zeros(2, 2, 32, 32)).shape == (2, 1, 4, 4)
+    with pytest.raises(RuntimeError):
+        d(torch.zeros(2, 1, 32, 32))  # the output alone is not enough

@@ -1,0 +1,178 @@
+"""End-to-end runs of the paired workflow's configs (train, inference, evaluate) on tiny simulated pairs, and its
+clean refusals of bad pairs (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from test_workflows import _expect_clean_failure, bundle_run
+
+from scripts.data.io import read_image, read_stack, write_image, write_stack
+from scripts.nets.paired import residual_unet
+from scripts.simulate.fluorescence import simulate_pairs
+
+pytestmark = pytest.mark.slow
+
+TINY_NET = ["--u_channels", "[4, 8, 16, 32]", "--sw_roi_size", "[32, 32]"]
+TINY_TRAIN = TINY_NET + ["--d_channels", "8", "--crop_size", "32", "--batch_size", "2", "--log_interval", "1"]
+SYSTEMS = ["--train_systems", "['A_', 'B_']"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("paired")
+    simulate_pairs(path, n_per_system=4, size=48, seed=0, progress=False)
+    return path
+
+
+def train(dataset: Path, out: Path, *extra: str):
+    args = ["--dataset_dir", str(dataset), "--output_dir", str(out / "run"), "--model_path", str(out / "paired.pt")]
+    return bundle_run("training", "paired_train.yaml", *args, *TINY_TRAIN, *SYSTEMS, *extra)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("paired_trained")
+    result = train(dataset, out, "--max_epochs", "2", "--val_interval", "1", "--checkpoint_interval", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_training_writes_weights_checkpoints_and_tracks(trained):
+    assert (trained / "paired.pt").is_file()
+    assert list((trained / "run" / "checkpoints").glob("state_*.pt"))
+    assert (trained / "run" / "mlflow.db").is_file() and (trained / "run" / "config.yaml").is_file()
+
+
+def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_path):
+    uri = f"sqlite:///{trained / 'run' / 'mlflow.db'}"
+    # in a fresh process: mlflow.set_tracking_uri would leak into this one's environment (and its subprocesses)
+    load = (
+        "import sys, mlflow, numpy as np, tifffile; "
+        "model = mlflow.pyfunc.load_model('models:/zsegan_paired@champion'); "
+        "image = tifffile.imread(sys.argv[1]).astype(np.float32); "
+        "print(model.predict(image).shape == image.shape)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MLFLOW_TRACKING_URI": uri}
+    image = str(dataset / "widefield" / "C_00000.tif")
+    result = subprocess.run([sys.executable, "-c", load, image], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.strip().endswith("True"), result.stderr[-3000:]  # a YX image in, the same shape out
+    args = ["--input_path", image, "--output_dir", str(tmp_path / "out")]
+    result = bundle_run(
+        "inference", "paired_inference.yaml", *args, "--model_uri", "models:/zsegan_paired@champion",
+        "--tracking_uri", uri, *TINY_NET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "C_00000_confocal.tif").is_file()
+
+
+def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):
+    args = [
+        "--input_path",
+        str(dataset / "widefield"),
+        "--output_dir",
+        str(tmp_path),
+        "--model_path",
+        str(trained / "paired.pt"),
+    ]
+    result = bundle_run("inference", "paired_inference.yaml", *args, *TINY_NET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, meta = read_image(tmp_path / "C_00001_confocal.tif")
+    original, original_meta = read_image(dataset / "widefield" / "C_00001.tif")
+    assert out.shape == original.shape and out.dtype == original.dtype
+    assert meta["spacing"] == pytest.approx(original_meta["spacing"])
+
+
+def test_evaluation_reports_every_method_on_the_test_pairs(trained, dataset, tmp_path):
+    args = [
+        "--dataset_dir", str(dataset), "--output_dir", str(tmp_path), "--model_path", str(trained / "paired.pt"),
+        "--l1_model_path", str(trained / "paired.pt"), "--rl_iterations", "3",
+    ]  # fmt: skip
+    result = bundle_run("evaluate", "paired_evaluate.yaml", *args, *TINY_NET, *SYSTEMS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"input", "gan", "l1", "richardson_lucy", "confocal"}
+    assert {r["view"] for r in rows} >= {"all", "C"}  # the unseen system is tested
+    assert (tmp_path / "views" / "test_pairs.png").is_file()
+
+
+def _break(folder: Path, how: str) -> None:
+    name = "A_00001.tif"
+    if how == "missing partner":
+        (folder / "confocal" / name).unlink()
+    elif how == "size mismatch":
+        write_image(folder / "confocal" / name, np.zeros((48, 40), np.uint16))
+    elif how == "misregistration":
+        write_image(folder / "widefield" / name, np.roll(read_image(folder / "widefield" / name)[0], 8, axis=0))
+    else:
+        write_stack(folder / "widefield" / name, np.ones((3, 48, 48), np.uint16), {"dtype": "uint16"})
+
+
+@pytest.mark.parametrize(
+    "how, phrase",
+    [
+        ("missing partner", "has no partner"),
+        ("size mismatch", "differ in size"),
+        ("misregistration", "misregistered"),
+        ("wrong dimensionality", "expected a 2D image"),
+    ],
+)
+def test_a_bad_pair_is_one_clear_line_and_no_output(dataset, tmp_path, how, phrase):
+    bad = tmp_path / "bad"
+    shutil.copytree(dataset, bad)
+    _break(bad, how)
+    out = tmp_path / "out"
+    result = train(bad, out, "--max_epochs", "1")
+    _expect_clean_failure(result, "A_00001.tif", phrase)
+    assert result.returncode == 2
+    assert not out.exists()
+
+
+def test_torchscript_export_gives_the_generators_output(trained, tmp_path):
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "paired.ts"),
+        "--ckpt_file", str(trained / "paired.pt"), "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/paired_inference.yaml", "--u_channels", "[4, 8, 16, 32]",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1] / "bundle", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    g = residual_unet(2, (4, 8, 16, 32))
+    g.load_state_dict(torch.load(trained / "paired.pt", weights_only=True))
+    x = torch.rand(1, 1, 40, 56) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(tmp_path / "paired.ts")(x), g.eval()(x), atol=1e-5)
+
+
+def test_z_stack_pairs_train_and_infer_in_3d(tmp_path):
+    rng = np.random.default_rng(0)
+    meta = {"dtype": "uint16", "spacing": (1.0, 0.5, 0.5), "unit": "um"}
+    for i in range(4):
+        confocal = ndimage.gaussian_filter(rng.random((8, 32, 32)), 1) * 1000
+        widefield = ndimage.gaussian_filter(confocal, 2) + rng.normal(0, 5, confocal.shape) + 100
+        write_stack(tmp_path / "data" / "widefield" / f"s{i}.tif", widefield, meta)
+        write_stack(tmp_path / "data" / "confocal" / f"s{i}.tif", confocal, meta)
+    three_d = ["--spatial_dims", "3", "--u_channels", "[4, 8, 16, 32]", "--sw_roi_size", "[-1, 16, 16]"]
+    args = [
+        "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"),
+        "--model_path", str(tmp_path / "paired3d.pt"), "--d_channels", "8", "--crop_size", "16", "--batch_size", "1",
+        "--max_epochs", "1", "--val_fraction", "0.25", "--test_fraction", "0.25",
+    ]  # fmt: skip
+    result = bundle_run("training", "paired_train.yaml", *args, *three_d)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = ["--input_path", str(tmp_path / "data" / "widefield"), "--output_dir", str(tmp_path / "out")]
+    result = bundle_run(
+        "inference", "paired_inference.yaml", *args, "--model_path", str(tmp_path / "paired3d.pt"), *three_d
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, out_meta = read_stack(tmp_path / "out" / "s0_confocal.tif")
+    assert out.shape == (8, 32, 32) and out.dtype == np.uint16 and out_meta["spacing"] == pytest.approx((1.0, 0.5, 0.5))
