@@ -21,16 +21,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 
 from scripts.cingan.losses import ContentLoss, StyleLoss, critic_loss, generator_adversarial_loss, gradient_penalty
 from scripts.nets.networks import unwrap
-from scripts.zsegan.trainer import _cycle, plain
+from scripts.zsegan.trainer import GANTrainer, _cycle, plain
 
 __all__ = ["CINGANTrainer"]
 
 
-class CINGANTrainer(Trainer):
+class CINGANTrainer(GANTrainer):
     """Trains the CIN-GAN's generator and critic.
 
     Args:
@@ -74,15 +73,7 @@ class CINGANTrainer(Trainer):
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
     ) -> None:
-        device = torch.device(device)
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            handlers=train_handlers,
-            decollate=False,
-        )
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers)
         n_types = getattr(unwrap(generator), "n_conditions", 0)
         if n_types < 1 or len(defective_loaders) != n_types:
             raise ValueError(
@@ -118,12 +109,6 @@ class CINGANTrainer(Trainer):
 
     def _score(self, images: torch.Tensor, condition: int) -> torch.Tensor:
         return self.critic(images, condition) if self.critic_conditioned else self.critic(images)
-
-    @staticmethod
-    def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
     def _iteration(self, engine: CINGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:
         x = plain(batchdata["image"], engine.state.device, engine.non_blocking)
