@@ -72,10 +72,11 @@ def start_from(
     else:
         path = Path(source)
         load_generator(networks["g_s"], model_path=path, device=device)  # a G_S file, or a checkpoint's g_s
-        state = torch.load(path, map_location=device, weights_only=True)
         loaded = ["g_s"]
-        for name in parts:
-            if name != "g_s" and isinstance(state, Mapping) and name in state:
+        others = [name for name in parts if name != "g_s"]
+        state = torch.load(path, map_location=device, weights_only=True) if others else {}  # read again only if asked
+        for name in others:
+            if isinstance(state, Mapping) and name in state:
                 _load_part(networks[name], state[name], path, name)
                 loaded.append(name)
     done = f"starting from {source} ({', '.join(loaded)})"
