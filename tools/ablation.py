@@ -45,6 +45,8 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "lambda_spectrum": 0,
     "cycle_sigma": 0,
     "lambda_adversarial_b": 1,
+    "g_focus_guide": False,
+    "lambda_correction_tv": 0,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -90,9 +92,17 @@ VARIANTS["optical_p2"] = (
     {**VARIANTS["optical"][1], "p": 2.0},
 )
 VARIANTS["optical_noid"] = ("optical without the identity loss", {**VARIANTS["optical"][1], "lambda_identity": 0})
+VARIANTS["optical_guide"] = (
+    "optical + focus-guided G_S (every plane also sees the focal plane and its distance from it)",
+    {**VARIANTS["optical"][1], "g_focus_guide": True},
+)
+VARIANTS["optical_tv"] = (
+    "optical + total-variation prior 1 on the correction G_S(x) - x",
+    {**VARIANTS["optical"][1], "lambda_correction_tv": 1.0},
+)
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
-ARCHITECTURE += ("g_upsampling", "g_residual")
+ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide")
 REFERENCE = "reference"  # the evaluation of the non-learned reference methods
 
 

@@ -20,6 +20,7 @@ key                       constructor argument    meaning
 ``g_padding_mode``        ``padding_mode``        "replicate" or "zeros"
 ``g_upsampling``          ``upsampling``          "transpose", "transpose4", "resize" or "pixelshuffle"
 ``g_residual``            ``residual``            output = input + correction (no tanh)
+``g_focus_guide``         ``focus_guide``         every plane also sees the focal plane (focal_guide)
 ``d_channels``            ``channels``            channels of the discriminator's first layer
 ``d_layers``              ``n_layers``            stride-2 layers (inputs need sides >= 2**d_layers)
 ``d_norm``                ``norm``                "instance", "batch" or "none"
@@ -52,6 +53,7 @@ GENERATOR_KEYS = {
     "g_padding_mode": "padding_mode",
     "g_upsampling": "upsampling",
     "g_residual": "residual",
+    "g_focus_guide": "focus_guide",
 }
 #: config key -> PatchDiscriminator2D argument, in the order :func:`discriminator_args` takes them
 DISCRIMINATOR_KEYS = {"d_channels": "channels", "d_layers": "n_layers", "d_norm": "norm"}
@@ -95,6 +97,7 @@ def generator_args(*values) -> dict:
     """Generator3D's keyword arguments from the values of :data:`GENERATOR_KEYS`, in that order."""
     args = _arguments(GENERATOR_KEYS, values)
     args["residual"] = _as_bool("g_residual", args["residual"])
+    args["focus_guide"] = _as_bool("g_focus_guide", args["focus_guide"])
     return args
 
 

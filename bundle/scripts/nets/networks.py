@@ -26,6 +26,7 @@ __all__ = [
     "PatchDiscriminator",
     "PatchDiscriminator2D",
     "ResNetGenerator",
+    "focal_guide",
     "init_weights",
     "unwrap",
 ]
@@ -162,6 +163,7 @@ class ResNetGenerator(nn.Module):
         upsampling: str = "transpose",
         output: str = "tanh",
         n_conditions: int = 0,
+        focus_guide: bool = False,
     ):
         super().__init__()
         if spatial_dims not in _REPLICATION_PADS:
@@ -178,15 +180,19 @@ class ResNetGenerator(nn.Module):
             raise ValueError(f"first_kernel_size must be odd and positive, got {first_kernel_size}")
         if n_downsampling < 0 or n_residual_blocks < 0 or channels < 1 or n_conditions < 0:
             raise ValueError("channels must be >= 1, n_downsampling, n_residual_blocks and n_conditions >= 0")
+        if focus_guide and spatial_dims != 3:
+            raise ValueError("focus_guide needs a 3D generator (spatial_dims 3): it guides each plane by the focal one")
         norm = _norm_arg(norm)
         self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
+        self.focus_guide = bool(focus_guide)
         self.n_downsampling = n_downsampling
         self.multiple = 2**n_downsampling  # each spatial size is padded to a multiple of this
         self._message = f"{type(self).__name__} expects a B,C,{'Z,Y,X' if spatial_dims == 3 else 'Y,X'} tensor, got "
 
         # the encoder: the first convolution and the downsamplings, conditioned when n_conditions > 0
         kernels = [first_kernel_size] + [3] * n_downsampling
-        widths = [in_channels] + [channels * 2**i for i in range(n_downsampling + 1)]
+        first_in = 2 * in_channels + 1 if focus_guide else in_channels  # focal_guide's channels
+        widths = [first_in] + [channels * 2**i for i in range(n_downsampling + 1)]
         encoder: list[nn.Module] = []
         for i, kernel in enumerate(kernels):
             stride = 1 if i == 0 else 2
@@ -274,7 +280,8 @@ class ResNetGenerator(nn.Module):
             before.append((targets[d] - sizes[d]) // 2)
         for d in range(self.spatial_dims - 1, -1, -1):
             pads += [before[d], targets[d] - sizes[d] - before[d]]
-        h = F.pad(x, pads, mode="replicate")
+        h = focal_guide(x) if self.focus_guide else x
+        h = F.pad(h, pads, mode="replicate")
         for block in self.encoder:  # empty unless conditioned
             h = block(h, condition)
         out = self.model(h)
@@ -289,6 +296,29 @@ class ResNetGenerator(nn.Module):
         else:
             out = out[:, :, before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
         return self.skip(x, out)
+
+
+def focal_guide(x: torch.Tensor) -> torch.Tensor:
+    """x (B,C,Z,Y,X) -> B,2C+1,Z,Y,X: x, its focal plane repeated at every depth, and each plane's signed
+    distance from the focal plane (in units of the depth Z), the input of a focus-guided generator.
+
+    The focal plane of each volume is its plane of greatest gradient energy (squared finite differences
+    in y and x after a 3x3 box smoothing against noise, averaged over channels), as the training's
+    sharpness weights find it. Nothing is learnt here: the guide only puts the sharp detail that the
+    stack holds within reach of every plane, so that a plane far from focus can borrow it instead of
+    inventing texture (a 3D network sees the focal plane only through many layers otherwise).
+    """
+    b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    smooth = F.avg_pool3d(x, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    dy = smooth[:, :, :, 1:, :] - smooth[:, :, :, :-1, :]
+    dx = smooth[:, :, :, :, 1:] - smooth[:, :, :, :, :-1]
+    energy = dy.pow(2).mean(dim=(1, 3, 4)) + dx.pow(2).mean(dim=(1, 3, 4))  # B, Z
+    focus = energy.argmax(dim=1)  # B
+    index = focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width)
+    sharp = x.gather(2, index).expand(b, c, depth, height, width)
+    planes = torch.arange(depth, device=x.device).view(1, 1, depth, 1, 1)
+    distance = (planes - focus.view(b, 1, 1, 1, 1)).to(x.dtype) / depth
+    return torch.cat([x, sharp, distance.expand(b, 1, depth, height, width)], dim=1)
 
 
 class Generator3D(ResNetGenerator):
@@ -310,6 +340,12 @@ class Generator3D(ResNetGenerator):
     so that it starts as nearest-neighbour upsampling, then a 3D pixel shuffle; MONAI's
     ``SubpixelUpsample``, with its blur pooling).
     ``padding_mode`` ("replicate" or "zeros") pads the stride-1 and downsampling convolutions.
+
+    ``focus_guide=True`` gives the first convolution, besides the volume, its focal plane repeated at every
+    depth and each plane's distance from it (:func:`focal_guide`): every plane can then borrow the sharp
+    detail of the focal plane directly. The input stays a plain volume (the guide is computed inside), so
+    inference, export and the registry need nothing else; the window must hold the focal plane (the
+    configs' windows span the whole depth).
 
     ``residual=True`` makes the network learn a correction: output = input + r(input), with the last
     convolution zero-initialised so that training starts from the identity (residual learning, as
@@ -337,6 +373,7 @@ class Generator3D(ResNetGenerator):
         padding_mode: str = "replicate",
         upsampling: str = "transpose",
         residual: bool = False,
+        focus_guide: bool = False,
     ):
         if residual and in_channels != out_channels:
             raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
@@ -352,6 +389,7 @@ class Generator3D(ResNetGenerator):
             padding_mode=padding_mode,
             upsampling=upsampling,
             output="residual" if residual else "tanh",
+            focus_guide=focus_guide,
         )
 
 

@@ -67,7 +67,8 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (("lr",), "a positive number", lambda v: _number(v) and v > 0),
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
-         "lambda_spectrum", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial", "lambda_l1", "lambda_ssim"),
+         "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
+         "lambda_l1", "lambda_ssim"),
         "a number >= 0", lambda v: _number(v) and v >= 0,
     ),
     (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),

@@ -18,6 +18,7 @@ from monai.networks.layers import gaussian_1d, separable_filtering
 __all__ = [
     "AdversarialCriterion",
     "anisotropic_adversarial_loss",
+    "correction_tv_loss",
     "lowpass",
     "lowpass_fidelity_loss",
     "line_spectrum",
@@ -128,6 +129,19 @@ def lowpass_fidelity_loss(x: torch.Tensor, y: torch.Tensor, sigma: float, weight
     here. Not in the paper.
     """
     return _weighted_slice_l1(lowpass(x, sigma), lowpass(y, sigma), weight)
+
+
+def correction_tv_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Total variation of G_S's correction y - x within each plane: mean |d/dy (y - x)| + |d/dx (y - x)|.
+
+    A prior on what G_S adds (``y`` = G_S(x)): a correction made of few edges costs little, one made of
+    ripples or a grid costs in proportion to its amplitude and frequency. The blur it undoes is left to
+    the cycle and the adversarial terms. Not in the paper.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    r = y - x
+    return (r[..., 1:, :] - r[..., :-1, :]).abs().mean() + (r[..., :, 1:] - r[..., :, :-1]).abs().mean()
 
 
 def line_spectrum(volume: torch.Tensor, dim: int, length: int) -> torch.Tensor:

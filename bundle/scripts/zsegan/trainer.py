@@ -29,6 +29,7 @@ from scripts.nets.networks import unwrap
 from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
+    correction_tv_loss,
     lowpass,
     lowpass_fidelity_loss,
     spectral_loss,
@@ -155,6 +156,8 @@ class ZSEGANTrainer(GANTrainer):
         lowpass_sigma: the Gaussian sigma (px) of that low-pass.
         lambda_spectrum: weight of the optional spectral loss: every xy and vertical section of G_S(x)
             with the power spectrum of the stack's focal plane (``losses.spectral_loss``).
+        lambda_correction_tv: weight of the optional total-variation prior on G_S's correction G_S(x) - x
+            (``losses.correction_tv_loss``).
         sharp_domain: what D_S takes as real: "infocus" (the in-focus images), "stack" (each stack's
             sharpest slices, the paper's x∥*) or "both" (half of each).
         n_horizontal: horizontal sections per stack and step, for D_S and D_B.
@@ -189,6 +192,7 @@ class ZSEGANTrainer(GANTrainer):
         lambda_lowpass: float = 0.0,
         lowpass_sigma: float = 3.0,
         lambda_spectrum: float = 0.0,
+        lambda_correction_tv: float = 0.0,
         sharp_domain: str = "infocus",
         n_horizontal: int = 4,
         n_vertical: int = 4,
@@ -211,6 +215,7 @@ class ZSEGANTrainer(GANTrainer):
             cycle_sigma,
             lambda_adversarial_b,
         )
+        self.lambda_correction_tv = lambda_correction_tv
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
@@ -303,6 +308,10 @@ class ZSEGANTrainer(GANTrainer):
             if engine.lambda_spectrum > 0:
                 loss_spectrum = engine.lambda_spectrum * spectral_loss(x, y, focus)
                 loss_g = loss_g + loss_spectrum
+            loss_correction_tv = torch.zeros((), device=device)
+            if engine.lambda_correction_tv > 0:
+                loss_correction_tv = engine.lambda_correction_tv * correction_tv_loss(x, y)
+                loss_g = loss_g + loss_correction_tv
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- discriminators: maximised over D_S and D_B, eq (10) ----
@@ -336,6 +345,7 @@ class ZSEGANTrainer(GANTrainer):
             "loss_identity": loss_identity.item(),
             "loss_lowpass": loss_lowpass.item(),
             "loss_spectrum": loss_spectrum.item(),
+            "loss_correction_tv": loss_correction_tv.item(),
             "loss_D_S": loss_d_s.item(),
             "loss_D_B": loss_d_b.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],
