@@ -59,6 +59,7 @@ def test_configs_pass_the_keys_in_the_helpers_order():
         {"g_channels": 4, "g_residual_blocks": 1, "g_downsamplings": 1, "g_first_kernel": 3, "g_norm": "batch",
          "g_padding_mode": "zeros", "g_upsampling": "pixelshuffle", "g_residual": True,
          "d_channels": 8, "d_layers": 3, "d_norm": "none"},
+        {"g_channels": 4, "g_residual_blocks": 1, "g_focus_guide": True},
     ],
 )  # fmt: skip
 def test_train_inference_evaluate_and_registration_build_the_same_networks(overrides):
@@ -68,7 +69,7 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
     register_args = train.get_parsed_content("train#register#network_args")
     assert json.loads(json.dumps(register_args)) == register_args == expected  # what the MLflow model stores
     reference = layout(Generator3D(**expected))
-    built = [train.get_parsed_content("network_def"), train.get_parsed_content("g_b_generator")]  # G_S, G_B
+    built = [train.get_parsed_content("network_def")]  # G_S
     built += [p.get_parsed_content("network_def") for p in others]
     built.append(Generator3D(**register_args))  # what ZStackEnhancer rebuilds
     for network in built:
@@ -76,6 +77,8 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
         assert network.residual == expected["residual"]
     for p in others:
         assert p.get_parsed_content("generator_args") == expected
+    g_b = train.get_parsed_content("g_b_generator")  # the paper's G_B: G_S's architecture, never focus-guided
+    assert layout(g_b) == layout(Generator3D(**{**expected, "focus_guide": False})) and not g_b.focus_guide
     assert isinstance(train.get_parsed_content("g_b_def"), OpticalBlur)  # the default G_B: g_b_kind optical
     d_expected = {DISCRIMINATOR_KEYS[k]: v for k, v in {**DEFAULTS, **overrides}.items() if k in DISCRIMINATOR_KEYS}
     d_reference = layout(PatchDiscriminator2D(**d_expected))

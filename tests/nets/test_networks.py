@@ -187,6 +187,52 @@ def test_residual_and_plain_weights_never_load_into_each_other():
     Generator3D(channels=4, n_residual_blocks=1, residual=True).load_state_dict(residual.state_dict())
 
 
+def test_focal_guide_gives_each_plane_the_focal_plane_and_its_distance():
+    from scripts.nets.networks import focal_guide
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 7, 12, 10) * 0.1  # low-contrast planes ...
+    x[0, :, 2] = torch.rand(12, 10)  # ... and one sharp plane per volume, at another depth in each
+    x[1, :, 5] = torch.rand(12, 10)
+    h = focal_guide(x)
+    assert h.shape == (2, 3, 7, 12, 10)
+    assert torch.equal(h[:, :1], x)
+    assert all(torch.equal(h[0, 1, z], x[0, 0, 2]) and torch.equal(h[1, 1, z], x[1, 0, 5]) for z in range(7))
+    assert torch.allclose(h[0, 2, :, 0, 0], (torch.arange(7) - 2) / 7)
+    assert torch.allclose(h[1, 2, :, 3, 4], (torch.arange(7) - 5) / 7)
+
+
+def test_focus_guided_generator_starts_as_the_identity_scripts_and_learns_from_the_guide():
+    g = init_weights(
+        Generator3D(channels=4, n_residual_blocks=1, upsampling="pixelshuffle", residual=True, focus_guide=True)
+    )
+    x = torch.rand(1, 1, 9, 16, 12) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(g(x), x)
+        assert torch.equal(torch.jit.script(g)(x), x)  # the guide is inside: a plain volume in, as exported
+    first = [m for m in g.modules() if isinstance(m, torch.nn.Conv3d)][0]
+    assert first.in_channels == 3  # x, its focal plane, the distance from it
+    optimiser = torch.optim.SGD(g.parameters(), lr=0.1)
+    for _ in range(2):  # the first step moves the zero-initialised last convolution, the second reaches the first
+        optimiser.zero_grad()
+        (g(x) - x.flip(2)).square().mean().backward()
+        optimiser.step()
+    assert first.weight.grad[:, 1:].abs().sum() > 0  # the guide's channels take part
+
+
+def test_focus_guided_and_plain_weights_never_load_into_each_other_and_2d_is_refused():
+    from scripts.nets.networks import ResNetGenerator
+
+    guided = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True)
+    plain = Generator3D(channels=4, n_residual_blocks=1, residual=True)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        plain.load_state_dict(guided.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        guided.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="focus_guide needs a 3D"):
+        ResNetGenerator(spatial_dims=2, focus_guide=True)
+
+
 # ---------------------------------------------------------------- the shared ResNet generator (2D, CIN), critic
 
 

@@ -8,6 +8,7 @@ import torch
 from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
+    correction_tv_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
@@ -141,3 +142,15 @@ def test_spectral_loss_asks_for_the_focal_planes_detail_in_every_section():
     y = stack.clone().requires_grad_(True)
     spectral_loss(stack, y, focus).backward()
     assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_correction_tv_costs_ripples_by_amplitude_and_frequency_not_an_offset():
+    x = torch.rand(1, 1, 3, 32, 32)
+    assert correction_tv_loss(x, x + 0.3) < 1e-6  # a constant correction has no variation (but float rounding)
+    columns = torch.arange(32.0)
+    slow = 0.1 * torch.sin(2 * math.pi * columns / 16).expand(1, 1, 3, 32, 32)
+    fast = 0.1 * torch.sin(2 * math.pi * columns / 4).expand(1, 1, 3, 32, 32)
+    assert correction_tv_loss(x, x + fast) > 2.5 * correction_tv_loss(x, x + slow) > 0
+    assert correction_tv_loss(x, x + 2 * fast) == pytest.approx(2 * correction_tv_loss(x, x + fast).item())
+    with pytest.raises(ValueError, match="one shape"):
+        correction_tv_loss(x, x[:, :, :2])

@@ -216,6 +216,16 @@ def test_optical_g_b_lowpass_and_spectral_losses_train():
     assert not torch.equal(before, trainer.g_b.log_k)  # the blur is learnt
 
 
+def test_correction_tv_prior_is_a_term_of_the_generators_loss():
+    set_determinism(seed=0)
+    trainer = make_trainer(n_stacks=1, lambda_correction_tv=0.5)
+    trainer.run()
+    output = trainer.state.output
+    assert output["loss_correction_tv"] > 0
+    terms = ("loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_correction_tv")
+    assert output["loss_G"] == pytest.approx(sum(output[t] for t in terms))
+
+
 def test_optical_g_b_is_recognised_through_a_wrapper():
     from scripts.nets.optical import OpticalBlur
 
