@@ -19,6 +19,8 @@ TINY = "--g_channels 4 --g_residual_blocks 1 --d_channels 8 --n_horizontal 2 --n
 def test_ablation_trains_evaluates_and_tabulates(tmp_path):
     data = tmp_path / "data"
     simulate_dataset(data, n_stacks=6, n_infocus=4, size=40, depth=17, seed=5, progress=False)
+    new = tmp_path / "new"  # other stacks, with truth: evaluated instead of the held-out ones
+    simulate_dataset(new, n_stacks=2, n_infocus=0, size=40, depth=17, seed=6, progress=False)
     out = tmp_path / "ablation"
     cmd = [
         sys.executable, str(ROOT / "tools" / "ablation.py"), "--data", str(data), "--out", str(out),
@@ -29,7 +31,12 @@ def test_ablation_trains_evaluates_and_tabulates(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {r["method"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
-    assert set(rows) == {"input", "sharpest_slice", "unrelated", "paper", "optical", "optical-w32"}
+    assert set(rows) == {"input", "sharpest_slice", "focal_detail", "unrelated", "paper", "optical", "optical-w32"}
+    evaluated = json.loads((out / "eval" / "reference" / "metrics.json").read_text())["stacks"]
+    assert [Path(s).parent for s in evaluated] == [new / "stacks"] * 2  # every stack of --eval_data
+    assert rows["input"]["support_worst"] == pytest.approx(1.0)  # the input's detail is the input's
+    assert rows["unrelated"]["support_worst"] < rows["sharpest_slice"]["support_worst"] == pytest.approx(1.0)
+    assert all(0 <= r["ssim_truth"] <= 1 for r in rows.values())  # --eval_data has truth: scored against it
     assert rows["optical-w32"]["seconds_per_iteration"] == rows["optical"]["seconds_per_iteration"]
     assert rows["input"]["ssim_focus"] == pytest.approx(1.0) and rows["input"]["coarse_worst"] == pytest.approx(1.0)
     assert rows["unrelated"]["ssim_focus"] < 0.9  # another stack is not the input
@@ -39,7 +46,7 @@ def test_ablation_trains_evaluates_and_tabulates(tmp_path):
     # a residual G_S starts as the identity: after 2 iterations it is still close to the input
     assert rows["optical"]["ssim_focus"] > rows["unrelated"]["ssim_focus"]
     table = (out / "table.md").read_text()
-    assert "| optical |" in table and "| *target* |" in table
+    assert "| optical |" in table and "| *target* |" in table and "detail support worst" in table
     assert (out / "ssim_coarse_per_depth.png").stat().st_size > 0
     assert len(list(out.glob("views_*.png"))) == 1
     # run again: everything is done, nothing is trained again

@@ -9,6 +9,7 @@ one resumes from its checkpoint), ``evaluate`` runs ``monai.bundle run evaluate`
 stacks for each variant and once for the reference methods (input, sharpest slice copied, an
 unrelated stack: the chance level), and ``table`` writes ``table.md`` and ``table.json`` under
 ``--out`` from the evaluations' ``metrics.json`` and the training logs (seconds per iteration).
+``--eval_data`` evaluates on every stack of another folder (new simulated stacks with ``truth/``).
 ``--override`` (one string of ``--key value`` pairs) goes to every training, ``--override_eval`` to every
 evaluation (e.g. tiny networks in tests).
 """
@@ -158,11 +159,17 @@ def evaluate(name: str, args, window: int | None = None) -> None:
         return
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", str(CONFIGS / "evaluate.yaml")]
     settings = {"dataset_dir": args.data, "output_dir": out, "seed": args.seed, "n_views": 1, "num_workers": args.jobs}
+    if args.eval_data is not None:  # other stacks than training's held-out ones: every stack of that folder
+        settings.update({"dataset_dir": args.eval_data, "subset": "all"})
     if name == REFERENCE:
         settings["models"] = "{}"
         chance = "$@scripts.evaluation.baselines.Unrelated(@scripts.data.datalist.datalist(@dataset, 'stacks'))"
         settings["baselines"] = repr(
-            {"sharpest_slice": "$@scripts.evaluation.baselines.sharpest_slice", "unrelated": chance}
+            {
+                "sharpest_slice": "$@scripts.evaluation.baselines.sharpest_slice",
+                "focal_detail": "$@scripts.evaluation.baselines.focal_detail",
+                "unrelated": chance,
+            }
         )
     else:
         _mark_residual(args.out / name / "model.pt", VARIANTS[name][1])
@@ -216,6 +223,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (stacks/, infocus/)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--eval_data",
+        type=Path,
+        help="evaluate on every stack of this folder (e.g. new simulated stacks with truth/) "
+        "instead of the held-out stacks of --data",
+    )
     parser.add_argument("--phase", choices=("all", "train", "evaluate", "table"), default="all")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--epochs", type=int, default=5)
@@ -240,6 +253,7 @@ def main(argv=None) -> None:
     parser.add_argument("--override_eval", default="", help="more '--key value' pairs for every evaluation")
     args = parser.parse_args(argv)
     args.data, args.out = args.data.resolve(), args.out.resolve()
+    args.eval_data = args.eval_data.resolve() if args.eval_data else None
     args.override, args.override_eval = shlex.split(args.override), shlex.split(args.override_eval)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("all", "train"):

@@ -9,6 +9,11 @@ Per method (the reference methods, then every variant), from ``<out>/eval/<name>
   slice's PIQE (``piqe_focus_slice`` of the input) is the target's reference;
 - ``PIQE vert``: mean PIQE of the vertical sections;
 - ``FM ratio``: the range over depths of the mean FM(y∥k) / FM(x∥focus) (target: 1 ± 0.15 everywhere);
+- ``detail support worst``: the lowest, over depths, of the mean ``detail_support`` (is the detail of
+  y∥k in some input plane, or invented; 1 for the input), with its depth; "—" for evaluations made
+  before the measure existed;
+- ``SSIM truth`` / ``PSNR truth``: against the ground truth, where the evaluated stacks have one
+  (simulated data); "—" otherwise;
 - ``s/it``: seconds per training iteration, from the training log.
 """
 
@@ -45,7 +50,13 @@ def scores(aggregates, method: str) -> dict:
     fm_ratio = _per_index(aggregates, method, "xy", "fm_ratio")
     worst_coarse = min(coarse, key=coarse.get)
     worst_piqe = max(piqe, key=piqe.get)
+    support = _per_index(aggregates, method, "xy", "detail_support")
+    worst_support = min(support, key=support.get) if support else None
     return {
+        "support_worst": support[worst_support] if support else float("nan"),
+        "support_worst_depth": worst_support,
+        "ssim_truth": _overall(aggregates, method, "3d", "ssim_truth"),
+        "psnr_truth": _overall(aggregates, method, "3d", "psnr_truth"),
         "ssim_focus": _overall(aggregates, method, "3d", "ssim_focus_slice"),
         "coarse_worst": coarse[worst_coarse],
         "coarse_worst_depth": worst_coarse,
@@ -87,20 +98,23 @@ def write_table(out: Path, names: list[str], variants: Mapping, seconds_per_iter
     (out / "table.json").write_text(json.dumps({"rows": rows, "targets": TARGETS}, indent=1))
     lines = [
         "| method | SSIM at the sharpest slice | worst ssim_coarse (depth) | PIQE worst xy slice (depth) "
-        "| PIQE vertical | FM ratio over depths | SSIM(x, y) xy | s/it |",
-        "|---|---|---|---|---|---|---|---|",
+        "| PIQE vertical | FM ratio over depths | detail support worst (depth) | SSIM(x, y) xy "
+        "| SSIM / PSNR truth | s/it |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     piqe_target = f"≤ {reference_piqe + TARGETS['piqe_margin']:.1f}" if reference_piqe is not None else "—"
     lines.append(
         f"| *target* | ≥ {TARGETS['ssim_focus']} | ≥ {TARGETS['coarse_worst']} | {piqe_target} "
-        f"| ≤ {TARGETS['piqe_vertical']:.0f} | {1 - TARGETS['fm_band']:.2f}–{1 + TARGETS['fm_band']:.2f} | | |"
+        f"| ≤ {TARGETS['piqe_vertical']:.0f} | {1 - TARGETS['fm_band']:.2f}–{1 + TARGETS['fm_band']:.2f} | | | | |"
     )
     for r in rows:
         spi = "" if r["seconds_per_iteration"] is None else f"{r['seconds_per_iteration']:.2f}"
+        support = "—" if r["support_worst_depth"] is None else f"{r['support_worst']:.3f} ({r['support_worst_depth']})"
+        truth = "—" if np.isnan(r["ssim_truth"]) else f"{r['ssim_truth']:.3f} / {r['psnr_truth']:.2f}"
         lines.append(
             f"| {r['method']} | {r['ssim_focus']:.3f} | {r['coarse_worst']:.3f} ({r['coarse_worst_depth']}) "
             f"| {r['piqe_worst_xy']:.1f} ({r['piqe_worst_depth']}) | {r['piqe_vertical']:.1f} "
-            f"| {r['fm_ratio_min']:.2f}–{r['fm_ratio_max']:.2f} | {r['ssim_xy']:.3f} | {spi} |"
+            f"| {r['fm_ratio_min']:.2f}–{r['fm_ratio_max']:.2f} | {support} | {r['ssim_xy']:.3f} | {truth} | {spi} |"
         )
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")

@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
-from scripts.evaluation.baselines import defocus_psf, edf, identity, richardson_lucy, sharpest_slice
+from scripts.evaluation.baselines import defocus_psf, edf, focal_detail, identity, richardson_lucy, sharpest_slice
 from scripts.simulate.optics import defocus_otf
 from scripts.simulate.zstacks import simulate_stack
 from scripts.zsegan.focus import focus_measure
@@ -178,3 +178,17 @@ def test_richardson_lucy_rejects_bad_arguments():
         richardson_lucy(stack, defocus_psf(3, (3, 3)), background=0.0)
     with pytest.raises(ValueError, match="num_iter"):
         richardson_lucy(stack, defocus_psf(3, (3, 3)), num_iter=0)
+
+
+def test_focal_detail_restores_a_thin_specimens_planes_and_keeps_the_focal_one():
+    rng = np.random.default_rng(0)
+    focal = ndimage.gaussian_filter(rng.random((48, 40)), 1.0) * 100 + 50
+    stack = np.stack([ndimage.gaussian_filter(focal, 0.3 * abs(z - 4), mode="nearest") for z in range(11)])
+    out = focal_detail(stack, k=0.3)
+    assert out.dtype == np.float32 and out.shape == stack.shape
+    assert np.array_equal(out[4], stack[4].astype(np.float32))  # the focal plane as it is
+    assert np.abs(out - focal).max() < 1e-3  # every plane of a thin specimen becomes the focal one
+    assert np.abs(stack - focal).max() > 1  # (which the planes were not)
+    thick = stack.copy()
+    thick[9] += 10 * (np.arange(40) % 2)  # content of its own at plane 9 stays, with f's detail over it
+    assert np.allclose(focal_detail(thick, k=0.3)[9] - out[9], thick[9] - stack[9], atol=1e-3)

@@ -240,6 +240,12 @@ def test_fidelity_rows_pass_for_the_input_and_fail_for_an_unrelated_stack(datase
     by = {(r["method"], r["view"], r["index"], r["measure"]): r["value"] for r in rows}
     assert by[(INPUT, "3d", "all", "ssim_focus_slice")] == pytest.approx(1.0)
     assert by[(INPUT, "3d", "all", "ssim_coarse_min")] == pytest.approx(1.0)
+    assert by[(INPUT, "3d", "all", "detail_support_min")] == pytest.approx(1.0)
+    assert by[("sharpest", "3d", "all", "detail_support_min")] == pytest.approx(1.0)  # x's own focal detail
+    assert by[("other", "3d", "all", "detail_support_min")] < 0.5  # another specimen's detail is not in x
+    assert min(by[("other", "xy", k, "detail_support")] for k in range(17)) == pytest.approx(
+        by[("other", "3d", "all", "detail_support_min")]
+    )
     assert by[("sharpest", "3d", "all", "ssim_focus_slice")] == pytest.approx(1.0)  # its focus slice is x's
     assert by[("other", "3d", "all", "ssim_focus_slice")] < 0.5
     assert by[("other", "3d", "all", "ssim_coarse_min")] < by[("sharpest", "3d", "all", "ssim_coarse_min")] < 1

@@ -10,6 +10,7 @@ from scipy.ndimage import gaussian_filter
 
 from scripts.evaluation.measures import (
     GRADIENT_EDGES,
+    detail_support,
     fm,
     gradient_histogram,
     gradient_magnitude,
@@ -247,3 +248,18 @@ def test_piqe_pads_like_matlab(shape):
     for mask, expected_mask in zip(masks, expected_masks, strict=False):
         assert np.array_equal(mask, expected_mask[: shape[0], : shape[1]])
     assert abs(score - _pypiqe(img)[0]) > 0.1
+
+
+def test_detail_support_is_one_for_the_input_and_falls_with_invented_texture():
+    focal = _texture(sigma=1.0)
+    x = np.stack([gaussian_filter(focal, 0.3 * abs(z - 6)) for z in range(13)])  # a thin specimen's z-scan
+    assert detail_support(x, x) == pytest.approx(np.ones(13))
+    borrowed = np.repeat(focal[None], 13, axis=0)  # every plane sharpened to the focal one: nothing invented
+    assert detail_support(borrowed, x) == pytest.approx(np.ones(13))
+    ripples = 0.5 * (1 + np.sin(np.arange(128) / 1.2))[None, None, :]  # a texture no input plane holds
+    invented = 0.8 * x + 0.2 * ripples
+    support = detail_support(invented, x)
+    assert support[0] < 0.5 < support[6] < 1  # the far plane's faint detail is swamped, the focal one less
+    assert detail_support(np.full((2, 128, 128), 0.5), x) == pytest.approx([0, 0])  # no detail: 0
+    with pytest.raises(ValueError, match="planes of one size"):
+        detail_support(x[:, :64], x)

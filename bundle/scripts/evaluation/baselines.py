@@ -7,6 +7,9 @@ same units (nothing is normalised; the evaluation maps intensities itself):
 - :func:`identity`: the input itself;
 - :func:`sharpest_slice`: the plane with the highest :func:`scripts.zsegan.focus.focus_measure`, at every
   depth;
+- :func:`focal_detail`: every plane plus the detail of the sharpest plane that defocus removes at that
+  plane's distance from it (a Gaussian defocus): exactly the focal plane at every depth for a specimen
+  thinner than the depth of field, the focal plane's detail laid over each plane otherwise;
 - :func:`edf`: an extended-depth-of-field composite (per pixel, the plane of highest local focus),
   at every depth;
 - :func:`richardson_lucy`: 3D Richardson-Lucy deconvolution of the stack's absorbance with the
@@ -27,7 +30,11 @@ from scripts.data.io import read_stack
 from scripts.simulate.optics import OPTICS, defocus_otf
 from scripts.zsegan.focus import sharpest_index
 
-__all__ = ["Unrelated", "defocus_psf", "edf", "identity", "richardson_lucy", "sharpest_slice"]
+__all__ = ["Unrelated", "defocus_psf", "edf", "focal_detail", "identity", "richardson_lucy", "sharpest_slice"]
+
+DEFOCUS_K = 0.29
+"""Gaussian defocus sigma per plane from focus (px/plane) of :func:`focal_detail`: the real brain stacks'
+(``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md)."""
 
 TRANSMISSION_FLOOR = 1e-3
 """Smallest transmission I / I0 taken into account (absorbance at most -ln(1e-3) = 6.9)."""
@@ -51,6 +58,25 @@ def sharpest_slice(stack) -> np.ndarray:
     stack = _as_stack(stack)
     best = sharpest_index(stack)
     return np.repeat(stack[best : best + 1], len(stack), axis=0)
+
+
+def focal_detail(stack, k: float = DEFOCUS_K) -> np.ndarray:
+    """Each plane z plus f - G(k |z - focus|) * f, with f the sharpest plane and G a Gaussian (ZYX float32).
+
+    The detail that a Gaussian defocus of sigma ``k`` px per plane takes from the focal plane f at z's
+    distance is added back to plane z: if plane z is f so defocused (a specimen thinner than the depth
+    of field), the result is f itself; otherwise f's detail lies over z's own content. A non-learned
+    reading of "borrow the focal plane's detail": what G_S could reach without inventing anything.
+    """
+    stack = _as_stack(stack)
+    best = sharpest_index(stack)
+    focal = stack[best].astype(np.float64)
+    out = stack.astype(np.float64)
+    for z in range(len(stack)):
+        sigma = k * abs(z - best)
+        if sigma > 0:
+            out[z] += focal - ndimage.gaussian_filter(focal, sigma, mode="nearest")
+    return out.astype(np.float32)
 
 
 class Unrelated:

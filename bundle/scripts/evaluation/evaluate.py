@@ -14,6 +14,8 @@ Per stack, method and slice k (the paper's x∥k, y∥k, 0-based) the ``xy`` row
   (bits) and ``hellinger`` between the intensity histograms of x∥k and y∥k;
 - fidelity: ``ssim_coarse`` = SSIM of x∥k and y∥k after the same Gaussian low-pass
   (``coarse_sigma``, 3 px): is the specimen still where it was, at the scale the blur leaves it;
+  ``detail_support`` (``measures.detail_support``, ``detail_sigma`` 2 px): the highest correlation of
+  y∥k's fine detail with that of any plane of x: is the detail shown there in the input, or invented;
 - sharpness: ``gradient`` (mean absolute gradient), ``fm`` (De & Masilamani's frequency measure),
   ``fm_ratio`` = FM(y∥k) / FM(x∥focus) (1: as sharp as the input's sharpest slice);
 - quality: ``piqe`` (lower is better);
@@ -23,7 +25,8 @@ Per stack, method and slice k (the paper's x∥k, y∥k, 0-based) the ``xy`` row
 spaced y and x; ``3d`` rows hold the whole-stack ``mutual_information``, ``hellinger`` and, with truth,
 ``psnr_truth`` and ``ssim_truth``, and per stack ``ssim_focus_slice`` = SSIM(x∥focus, y∥focus) (an
 already sharp slice should come out nearly unchanged), ``ssim_coarse_min``, the stack's worst
-``ssim_coarse`` over depths, and ``piqe_focus_slice``, the PIQE of y at x's sharpest slice.
+``ssim_coarse`` over depths, ``detail_support_min``, the worst ``detail_support``, and
+``piqe_focus_slice``, the PIQE of y at x's sharpest slice.
 Gradient-magnitude histograms (Fig. 6) are summed per method over the xy slices and over the
 vertical sections.
 """
@@ -70,6 +73,7 @@ class Settings:
     n_vertical: int = 8  # vertical sections per stack: half xz (at evenly spaced y), half yz (at x)
     histogram_bins: int = 64  # of mutual information and Hellinger distance
     coarse_sigma: float = 3.0  # the Gaussian low-pass (px) of ssim_coarse
+    detail_sigma: float = 2.0  # the Gaussian low-pass (px) whose residue is detail_support's detail
 
 
 class RichardsonLucy:
@@ -148,9 +152,11 @@ def measure_stack(
         piqe_xy = measures.piqe_many(yu)
         coarse = [measures.ssim_coarse(xu[k], yu[k], settings.coarse_sigma) for k in range(len(yu))]
         fm_focus = max(measures.fm(xu[focus], settings.fm_threshold), 1e-12)
+        support = measures.detail_support(yu, xu, settings.detail_sigma)
         for k in range(len(yu)):
             add(method, "xy", k, "ssim_input", measures.ssim(xu[k], yu[k]))
             add(method, "xy", k, "ssim_coarse", coarse[k])
+            add(method, "xy", k, "detail_support", float(support[k]))
             add(method, "xy", k, "ssim_focus", measures.ssim(xu[focus], yu[k]))
             add(method, "xy", k, "mutual_information", measures.mutual_information(xu[k], yu[k], bins))
             add(method, "xy", k, "hellinger", measures.hellinger(xu[k], yu[k], bins))
@@ -176,6 +182,7 @@ def measure_stack(
                 hist_vertical += measures.gradient_histogram(section)
         add(method, "3d", "all", "ssim_focus_slice", measures.ssim(xu[focus], yu[focus]))
         add(method, "3d", "all", "ssim_coarse_min", min(coarse))
+        add(method, "3d", "all", "detail_support_min", float(support.min()))
         add(method, "3d", "all", "piqe_focus_slice", float(piqe_xy[focus]))
         add(method, "3d", "all", "mutual_information", measures.mutual_information(xu, yu, bins))
         add(method, "3d", "all", "hellinger", measures.hellinger(xu, yu, bins))

@@ -64,7 +64,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ),
     (("sw_overlap", "val_fraction", "test_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
-    (("lr",), "a positive number", lambda v: _number(v) and v > 0),
+    (("lr", "detail_sigma"), "a positive number", lambda v: _number(v) and v > 0),
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
          "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
