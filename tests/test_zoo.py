@@ -27,7 +27,6 @@ from monai.data import load_net_with_metadata
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
 from scripts.data.io import read_stack
 from scripts.errors import InputError
 from scripts.nets.architecture import default_generator

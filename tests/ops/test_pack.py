@@ -5,7 +5,6 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-
 from scripts.errors import InputError
 from scripts.ops.pack import MANIFEST, check_complete, pack
 
