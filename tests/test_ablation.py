@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from scripts.simulate.zstacks import simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

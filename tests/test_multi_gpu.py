@@ -11,11 +11,10 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
-
 from scripts.nets.architecture import default_generator
 from scripts.simulate.zstacks import simulate_dataset
 from scripts.zsegan.trainer import _cycle
+from torch.utils.data import DataLoader, DistributedSampler
 
 pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
 

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from test_workflows import _expect_clean_failure, bundle_run
-
 from scripts.data.io import read_image, read_stack, write_image, write_stack
 from scripts.nets.paired import residual_unet
 from scripts.simulate.fluorescence import simulate_pairs
+from test_workflows import _expect_clean_failure, bundle_run
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-
 from scripts.data.io import read_stack, write_stack
 from scripts.nets.architecture import default_generator
 from scripts.simulate.zstacks import simulate_dataset

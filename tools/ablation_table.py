@@ -154,7 +154,6 @@ def write_views(
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
     from monai.bundle import ConfigParser
     from monai.inferers import SlidingWindowInferer
-
     from scripts.data.io import read_stack
     from scripts.data.transforms import RobustNormalised
     from scripts.evaluation.baselines import sharpest_slice

@@ -42,12 +42,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
 from benchmark_evaluation import cpu_name  # noqa: E402  (tools/, this script's folder)
 from monai.bundle import ConfigParser  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
 from scripts.data.io import read_stack, write_stack  # noqa: E402
 from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.inference.sliding_window import Accelerated, enhance  # noqa: E402
 from scripts.nets.networks import Generator3D  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -220,7 +219,6 @@ def peak_rss_kb() -> int:
 def out_of_core(size: int, depth: int, device: torch.device, tile_size: int | None = None) -> None:
     """Write a size x size x depth uint8 zarr, enhance it out of core; print seconds, voxels, peak RSS (KB)."""
     import zarr
-
     from scripts.inference.wholeslide import enhance_slide
 
     torch.manual_seed(0)

@@ -24,7 +24,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from monai.inferers import SlidingWindowInferer  # noqa: E402
-
 from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.evaluation.evaluate import unit_domain  # noqa: E402
 from scripts.evaluation.measures import psnr as psnr_db  # noqa: E402

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from scripts.nets.networks import ResNetGenerator
 from scripts.nets.vgg import save_random_vgg_weights
 from scripts.simulate.defects import simulate_defect_dataset

@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
-
 from scripts.cingan.losses import (
     ContentLoss,
     StyleLoss,
@@ -15,6 +13,7 @@ from scripts.cingan.losses import (
 )
 from scripts.nets.networks import Critic
 from scripts.nets.vgg import save_random_vgg_weights
+from torch import nn
 
 
 class LinearCritic(nn.Module):

@@ -3,12 +3,11 @@
 import pytest
 import torch
 from ignite.engine import Events
-from torch.utils.data import DataLoader
-
 from scripts.cingan.losses import ContentLoss, StyleLoss
 from scripts.cingan.trainer import CINGANTrainer
 from scripts.nets.networks import Critic, ResNetGenerator
 from scripts.nets.vgg import save_random_vgg_weights
+from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from scripts.cingan.synthesise import load_generator, synthesise_pairs
 from scripts.data.io import read_stack, write_stack
 from scripts.errors import InputError

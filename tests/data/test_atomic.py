@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from scripts.data.atomic import LOCK_NAME, hold_lock
 from scripts.errors import InputError
 

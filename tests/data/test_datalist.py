@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from scripts.data.datalist import ResumableSampler, datalist, train_val_split
 from scripts.errors import InputError
 

@@ -15,7 +15,6 @@ from monai.data import DataLoader, Dataset, decollate_batch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from monai.transforms.io.array import SUPPORTED_READERS
 from PIL import Image
-
 from scripts.data import io as zio
 from scripts.data.atomic import write_text_atomic
 from scripts.errors import InputError, find_input_error

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scripts.data.io import write_image, write_stack
 from scripts.data.pairs import misregistration, paired_datalist, split_by_image
 from scripts.errors import InputError

@@ -7,7 +7,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
-
 from scripts.data.io import ZStackReader, write_stack
 from scripts.data.transforms import CheckSized, FocusWeightsd, RobustNormalised
 from scripts.errors import InputError, find_input_error

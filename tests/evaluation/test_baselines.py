@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from skimage.restoration import richardson_lucy as skimage_richardson_lucy
-
 from scripts.evaluation.baselines import defocus_psf, edf, focal_detail, identity, richardson_lucy, sharpest_slice
 from scripts.simulate.optics import defocus_otf
 from scripts.simulate.zstacks import simulate_stack
 from scripts.zsegan.focus import focus_measure
+from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
 BASELINES = {
     "identity": identity,

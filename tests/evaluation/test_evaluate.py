@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
-
 from scripts.errors import InputError
 from scripts.evaluation import baselines
 from scripts.evaluation.evaluate import (

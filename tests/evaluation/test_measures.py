@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
-
 from scripts.evaluation.measures import (
     GRADIENT_EDGES,
     detail_support,

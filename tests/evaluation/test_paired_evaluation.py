@@ -10,7 +10,6 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
-
 from scripts.data.io import write_image
 from scripts.data.transforms import RobustNormalised
 from scripts.evaluation.paired import PairedEvaluation, compare, deconvolve, system_of, unit_range, widefield_psf

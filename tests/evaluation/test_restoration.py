@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.evaluation.restoration import (
     baseline_table,
     defect_distances,

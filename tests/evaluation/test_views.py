@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
 from scripts.evaluation.views import comparison_png, orthogonal_views
 
 

@@ -11,7 +11,6 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
-
 from scripts.data.io import ZStackReader, read_image, read_stack, write_image, write_stack
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError

@@ -15,7 +15,6 @@ import torch
 import zarr
 from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer
-
 from scripts.data.io import cast_to, read_stack, write_stack
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigParser
-
 from scripts.nets.architecture import DEFAULTS, DISCRIMINATOR_KEYS, GENERATOR_KEYS, STUDY_DEFAULTS, generator_args
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.nets.optical import OpticalBlur

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from scripts.nets.cin import ConditionalInstanceNorm
 
 

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from torch import nn
-
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights
+from torch import nn
 
 REFERENCE = {"upsampling": "transpose", "residual": False}  # the reference code's generator (tanh output)
 REFERENCE_D = {"n_layers": 4}

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from scripts.nets.optical import OpticalBlur, blur_per_plane
 
 

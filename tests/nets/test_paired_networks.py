@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.blocks import ResidualUnit
-
 from scripts.nets.paired import conditional_discriminator, residual_unet
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}

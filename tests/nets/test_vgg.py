@@ -6,7 +6,6 @@ import urllib.error
 
 import pytest
 import torch
-
 from scripts.errors import InputError
 from scripts.nets import vgg
 from scripts.nets.vgg import VGGFeatures, layer_names, save_random_vgg_weights

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from scripts.errors import InputError
 from scripts.ops.cli import bundle_command_line, check_overrides, prepare
 

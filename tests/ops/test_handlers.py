@@ -15,14 +15,13 @@ from monai.data import DataLoader as MonaiLoader
 from monai.data import Dataset
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 from monai.utils import set_determinism
-from torch.utils.data import DataLoader
-
 from scripts.data.datalist import ResumableSampler
 from scripts.errors import InputError
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops import handlers
 from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
 from scripts.zsegan.trainer import ZSEGANTrainer
+from torch.utils.data import DataLoader
 
 
 def _files(folder: Path) -> list[str]:
@@ -284,7 +283,6 @@ def test_save_state_dict_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch)
 def test_resumed_mlflow_run_keeps_first_params_and_accepts_changed_ones(tmp_path):
     import mlflow
     from ignite.engine import Engine
-
     from scripts.ops.handlers import ResumableMLFlowHandler
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -301,7 +299,6 @@ def test_validation_artifacts_write_views_and_per_slice_sharpness(tmp_path):
     import numpy as np
     from ignite.engine import Engine
     from PIL import Image
-
     from scripts.ops.handlers import ValidationArtifacts
 
     g = torch.Generator().manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
-
 from scripts.ops.metrics import SharpnessRatio, sharpness_ratios
 from scripts.zsegan.focus import focus_measure
 

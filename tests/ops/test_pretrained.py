@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_workflows import CONFIGS, ROOT, bundle_run, train_args
-
 from scripts.errors import InputError
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops.pretrained import start_from
+from test_workflows import CONFIGS, ROOT, bundle_run, train_args
 
 
 def _networks(seed: int, channels: int = 4) -> dict[str, torch.nn.Module]:

@@ -20,8 +20,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundle_run, train_args
-
 from scripts.data.io import read_stack, write_stack
 from scripts.errors import InputError
 from scripts.nets.architecture import default_generator
@@ -39,6 +37,7 @@ from scripts.ops.registry import (
     register_generator,
 )
 from scripts.simulate.zstacks import simulate_dataset
+from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundle_run, train_args
 
 pytestmark = pytest.mark.slow  # end-to-end runs: not in the quick lane (pytest -m 'not slow')
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.utils import set_determinism
-from torch.utils.data import DataLoader
-
 from scripts.nets.paired import conditional_discriminator, residual_unet
 from scripts.paired.trainer import PairedGANTrainer, planes
+from torch.utils.data import DataLoader
 
 KEYS = {"loss_G", "loss_G_GAN", "loss_G_L1", "loss_G_SSIM", "loss_D", "lr_G"}
 

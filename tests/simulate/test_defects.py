@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.data.io import read_stack
 from scripts.errors import InputError
 from scripts.simulate.defects import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scripts.data.io import read_image
 from scripts.errors import InputError
 from scripts.simulate.fluorescence import (

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-
 from scripts.errors import InputError
 from scripts.simulate.optics import defocus_otf
 from scripts.simulate.zstacks import ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
-
 from scripts.zsegan.focus import (
     ALPHA_RANGE,
     CYCLE_WEIGHT_RANGE,

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,

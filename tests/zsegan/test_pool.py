@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from scripts.zsegan.pool import ImagePool
 
 

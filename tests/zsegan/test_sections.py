@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
 
 

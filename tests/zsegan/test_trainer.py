@@ -8,10 +8,9 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.utils import set_determinism
-from torch.utils.data import DataLoader
-
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.zsegan.trainer import ZSEGANTrainer, linear_decay
+from torch.utils.data import DataLoader
 
 LOSS_KEYS = ("loss_G", "loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_identity", "loss_D_S", "loss_D_B")
 

@@ -16,9 +16,8 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from scripts.nets.vgg import VGGFeatures
+from torch import nn
 
 __all__ = [
     "STYLE_LAYERS",

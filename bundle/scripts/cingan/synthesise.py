@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
-
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack, write_stack
 from scripts.errors import InputError
 from scripts.simulate.defects import check_task

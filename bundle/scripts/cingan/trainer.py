@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-
 from scripts.cingan.losses import ContentLoss, StyleLoss, critic_loss, generator_adversarial_loss, gradient_penalty
 from scripts.nets.networks import unwrap
 from scripts.zsegan.trainer import GANTrainer, _cycle, plain

@@ -13,9 +13,8 @@ import random
 from pathlib import Path
 
 import torch
-from torch.utils.data import Sampler
-
 from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files
+from torch.utils.data import Sampler
 
 
 def datalist(dataset_dir: str | Path, kind: str = "stacks") -> list[dict[str, str]]:

@@ -51,7 +51,6 @@ import tifffile
 from monai.data.image_reader import ImageReader
 from monai.utils import ensure_tuple
 from PIL import Image
-
 from scripts.data.atomic import atomic
 from scripts.errors import InputError
 

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from skimage.registration import phase_cross_correlation
-
 from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files, read_image, read_stack
 from scripts.errors import InputError
+from skimage.registration import phase_cross_correlation
 
 __all__ = ["misregistration", "paired_datalist", "split_by_image"]
 

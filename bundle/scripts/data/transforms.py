@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
-
 from scripts.errors import InputError
 from scripts.zsegan.focus import (
     ALPHA_RANGE,

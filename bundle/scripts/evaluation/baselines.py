@@ -25,7 +25,6 @@ import hashlib
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
-
 from scripts.data.io import read_stack
 from scripts.simulate.optics import OPTICS, defocus_otf
 from scripts.zsegan.focus import sharpest_index

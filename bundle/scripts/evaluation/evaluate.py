@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from scripts.data.io import read_stack
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError

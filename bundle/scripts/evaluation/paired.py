@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import fft as sfft
-from skimage.restoration import richardson_lucy
-
 from scripts.data.io import read_image, write_image
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.evaluation.measures import mean_abs_gradient, psnr, ssim
@@ -37,6 +35,7 @@ from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
 from scripts.inference.sliding_window import enhance
 from scripts.simulate.fluorescence import CORE_SIGMA_UM, EMISSION_UM, OFFSET_DN, SYSTEMS
 from scripts.simulate.optics import frequency_grid, otf
+from skimage.restoration import richardson_lucy
 
 __all__ = ["PairedEvaluation", "compare", "system_of", "unit_range", "widefield_psf"]
 

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from scripts.data.atomic import atomic, write_text_atomic
 from scripts.evaluation.views import comparison_png
 from scripts.zsegan.focus import sharpest_index

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack
 from scripts.evaluation.measures import gradient_histogram, hellinger, psnr, ssim
 from scripts.simulate.defects import TASKS, add_defect, check_task

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
-
 from scripts.data.io import (
     IMAGE_SUFFIXES,
     STACK_SUFFIXES,

@@ -67,13 +67,12 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers.utils import _get_scan_interval  # the step MONAI's sliding window takes (no public name)
 from monai.utils import ensure_tuple_rep, fall_back_tuple
 from numcodecs import Blosc
-from tqdm import tqdm
-
 from scripts.data.atomic import atomic, hold_lock
 from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, weights_digest, without_outputs
+from tqdm import tqdm
 
 logger = logging.getLogger("zsegan")
 

@@ -16,9 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ADN, Convolution, SubpixelUpsample
-from torch import nn
-
 from scripts.nets.cin import ConditionalInstanceNorm
+from torch import nn
 
 __all__ = [
     "Critic",

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNet
-
 from scripts.nets.networks import PatchDiscriminator2D
 
 __all__ = ["PairedGenerator", "conditional_discriminator", "residual_unet"]

@@ -22,9 +22,8 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from scripts.errors import InputError
+from torch import nn
 
 __all__ = ["LAYOUTS", "URLS", "VGGFeatures", "layer_names", "load_vgg_weights", "save_random_vgg_weights"]
 

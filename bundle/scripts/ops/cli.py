@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import yaml
 from monai.bundle import ConfigParser
-
 from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS

@@ -13,7 +13,6 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, MLFlowHandler
-
 from scripts.data.atomic import atomic
 from scripts.errors import InputError
 from scripts.evaluation.views import comparison_png, sharpness_plot

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ignite.metrics import Metric
-
 from scripts.evaluation import measures
 from scripts.zsegan.focus import focus_measure, sharpest_index
 

@@ -13,14 +13,33 @@ MONAI's unpacking is not atomic: stopped part way, it leaves a partial folder, w
 takes for complete. So the archive's first entry is ``configs/manifest.json``, the list of its files, and
 every workflow starts by checking that they are all there (``check_complete``): a partial bundle is an error
 that says to delete it and download again.
+
+Both outputs carry ``configs/<name>.json`` beside each ``configs/<name>.yaml``, generated from it (the YAML stays
+the source): MONAI's ``load`` builds the network from ``configs/train.json`` only, and the model zoo looks for JSON.
+
+For a pull request to the MONAI model zoo, ``--zoo`` writes the bundle as the zoo's repository holds it::
+
+    python -m scripts.ops.pack --zoo --hosting_url https://example.org/weights --output_dir ~/model-zoo \
+        --hosting_dir upload       # -> ~/model-zoo/models/brightfield_zstack_enhancement/, upload/models/model.pt
+
+The zoo takes no file over 1 MB (its pre-commit check): each such file (the weights) is copied to
+``--hosting_dir`` for upload instead and listed in the bundle's ``large_files.yml`` with its URL under
+``--hosting_url`` and its SHA-256, which ``python -m monai.bundle download_large_files --bundle_path <bundle>``
+(and the zoo's CI) fetch and check. No manifest: the zoo packs its own archives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
+import yaml
+from monai.bundle import ConfigParser
 from scripts.data.atomic import atomic
 from scripts.errors import InputError
 
@@ -28,6 +47,9 @@ CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 MANIFEST = "configs/manifest.json"  # the archive's first entry: the files of the bundle
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+LARGE = 1024 * 1024  # bytes: the zoo's pre-commit refuses files over 1024 KB (check-added-large-files)
+LARGE_FILES = "large_files.yml"  # where the zoo's CI and MONAI's download_large_files look for them
+ZOO_NAME = "brightfield_zstack_enhancement"  # the bundle's folder in the zoo: models/<ZOO_NAME>/
 
 
 def bundle_root() -> Path:
@@ -67,15 +89,35 @@ def check_complete(root: str | Path | None = None) -> None:
         )  # fmt: skip
 
 
+def json_configs(root: str | Path) -> dict[Path, bytes]:
+    """``configs/<name>.json`` for each ``configs/<name>.yaml`` of the bundle at ``root``: the same config as JSON."""
+    configs = sorted((Path(root) / "configs").glob("*.yaml"))
+    return {
+        Path("configs")
+        / f"{path.stem}.json": (json.dumps(ConfigParser.load_config_file(path), indent=4) + "\n").encode()
+        for path in configs
+    }
+
+
+def bundle_entries(root: str | Path) -> dict[Path, bytes | None]:
+    """What goes out: each file of ``bundle_files`` (None: read it from ``root``), and the generated JSON configs."""
+    entries: dict[Path, bytes | None] = dict.fromkeys(bundle_files(root))
+    for rel, content in json_configs(root).items():
+        if rel in entries:
+            raise InputError(Path(root) / rel, "exists beside its YAML: the JSON configs are generated, delete it")
+        entries[rel] = content
+    return dict(sorted(entries.items()))
+
+
 def pack(root: str | Path | None = None, output_dir: str | Path = ".", name: str = "zsegan") -> Path:
     """Write ``<output_dir>/<name>_v<version>.zip`` of the bundle at ``root`` (default: this one); return its path."""
     root = bundle_root() if root is None else Path(root)
-    files = bundle_files(root)
+    entries = bundle_entries(root)
     version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
     archive = Path(output_dir) / f"{name}_v{version}.zip"
-    manifest = json.dumps({"files": [rel.as_posix() for rel in files]}, indent=1).encode()
+    manifest = json.dumps({"files": [rel.as_posix() for rel in entries]}, indent=1).encode()
     with atomic(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for rel, content in [(Path(MANIFEST), manifest)] + [(rel, None) for rel in files]:  # the manifest first
+        for rel, content in {Path(MANIFEST): manifest, **entries}.items():  # the manifest first
             entry = zipfile.ZipInfo(f"{name}/{rel.as_posix()}", date_time=_EPOCH)
             entry.compress_type = zipfile.ZIP_DEFLATED
             entry.external_attr = 0o644 << 16  # rw-r--r--
@@ -83,8 +125,61 @@ def pack(root: str | Path | None = None, output_dir: str | Path = ".", name: str
     return archive
 
 
+def zoo_bundle(
+    hosting_url: str,
+    root: str | Path | None = None,
+    output_dir: str | Path = ".",
+    name: str = ZOO_NAME,
+    hosting_dir: str | Path | None = None,
+) -> Path:
+    """Write the bundle at ``root`` as ``<output_dir>/models/<name>/`` for a model-zoo pull request; return it.
+
+    Files over ``LARGE`` are copied to ``hosting_dir`` (default ``<output_dir>/hosting``) under their bundle path,
+    to be uploaded so that ``<hosting_url>/<path>`` serves them, and listed in ``large_files.yml``.
+    """
+    if urlparse(hosting_url).scheme not in ("https", "http", "file"):
+        raise InputError(hosting_url, "is not a URL to host large files at (https://..., or file:// for a test)")
+    root = bundle_root() if root is None else Path(root)
+    target = Path(output_dir) / "models" / name
+    if target.exists():
+        raise InputError(target, "exists: delete it first (a bundle is written whole or not at all)")
+    hosting = Path(output_dir) / "hosting" if hosting_dir is None else Path(hosting_dir)
+    entries = bundle_entries(root)
+    large = [rel for rel, content in entries.items() if content is None and (root / rel).stat().st_size > LARGE]
+    listed = [
+        {"path": rel.as_posix(), "url": f"{hosting_url.rstrip('/')}/{rel.as_posix()}", "hash_val": sha256(root / rel),
+         "hash_type": "sha256"}
+        for rel in large
+    ]  # fmt: skip
+    tmp = target.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, content in entries.items():
+            if rel not in large:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_bytes((root / rel).read_bytes() if content is None else content)
+        (tmp / LARGE_FILES).write_text(yaml.safe_dump({"large_files": listed}, sort_keys=False))
+        for rel in large:
+            (hosting / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / rel, hosting / rel)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scripts.ops.pack [--output_dir DIR] [--name zsegan]`` (from the bundle folder)."""
+    """``python -m scripts.ops.pack [--output_dir DIR] [--name N]`` or ``... --zoo --hosting_url URL`` (from the
+    bundle folder)."""
     import argparse
 
     from scripts.errors import install_excepthook
@@ -92,9 +187,19 @@ def main(argv: list[str] | None = None) -> None:
     install_excepthook()
     parser = argparse.ArgumentParser(description="Pack the bundle as a model-zoo archive <name>_v<version>.zip.")
     parser.add_argument("--output_dir", default=".", help="where to write the archive (default: here)")
-    parser.add_argument("--name", default="zsegan", help="bundle name: the archive's top folder (default: zsegan)")
+    parser.add_argument("--name", default=None, help=f"bundle name (default: zsegan; with --zoo, {ZOO_NAME})")
+    parser.add_argument("--zoo", action="store_true", help="write <output_dir>/models/<name>/ for a model-zoo PR")
+    parser.add_argument("--hosting_url", help="with --zoo: the URL under which the large files will be served")
+    parser.add_argument(
+        "--hosting_dir", help="with --zoo: where to copy the large files (default: <output_dir>/hosting)"
+    )
     args = parser.parse_args(argv)
-    print(pack(output_dir=args.output_dir, name=args.name))
+    if not args.zoo:
+        print(pack(output_dir=args.output_dir, name=args.name or "zsegan"))
+    elif args.hosting_url is None:
+        raise InputError("--hosting_url", "missing: --zoo needs the URL under which the large files will be served")
+    else:
+        print(zoo_bundle(args.hosting_url, None, args.output_dir, args.name or ZOO_NAME, args.hosting_dir))
 
 
 if __name__ == "__main__":

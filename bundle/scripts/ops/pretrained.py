@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-
 from scripts.errors import InputError
 from scripts.nets.networks import unwrap
 from scripts.ops.handlers import latest_checkpoint

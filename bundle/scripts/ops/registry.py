@@ -41,7 +41,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from monai.inferers import SlidingWindowInferer
-
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, load_weights, weights_digest

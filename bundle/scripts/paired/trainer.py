@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
-
 from scripts.zsegan.losses import AdversarialCriterion
 from scripts.zsegan.trainer import GANTrainer, plain
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-
 from scripts.errors import InputError
 from scripts.simulate.zstacks import _STACK_META, _child, ensure_generated, simulate_stack
 

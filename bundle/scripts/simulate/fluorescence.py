@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
-
 from scripts.simulate.optics import frequency_grid, otf
 from scripts.simulate.zstacks import _child, _params, _Specimen, ensure_generated
 

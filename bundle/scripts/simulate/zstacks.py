@@ -74,7 +74,6 @@ from pathlib import Path
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, signal
-
 from scripts.data.io import STACK_SUFFIXES, write_image, write_stack
 from scripts.errors import InputError
 from scripts.simulate.optics import OPTICS, frequency_grid, otf

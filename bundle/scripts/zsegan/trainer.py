@@ -23,8 +23,6 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.engines import Trainer
-from torch.utils.data.distributed import DistributedSampler
-
 from scripts.nets.networks import unwrap
 from scripts.zsegan.losses import (
     AdversarialCriterion,
@@ -38,6 +36,7 @@ from scripts.zsegan.losses import (
 )
 from scripts.zsegan.pool import ImagePool
 from scripts.zsegan.sections import horizontal_sections, random_crops, sample_depths, vertical_sections
+from torch.utils.data.distributed import DistributedSampler
 
 SHARP_DOMAINS = ("infocus", "stack", "both")
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
