@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,6 +220,9 @@ def test_inference_keeps_format_axes_dtype_and_voxel_size(trained, tmp_path):
     b_file = np.load(out / "b_enhanced.npz")
     assert b_file["arr_0"].shape == (45, 50, 40) and b_file["arr_0"].dtype == np.uint8  # YXZ as the input
     assert sorted(p.name for p in out.iterdir()) == ["a_enhanced.tif", "b_enhanced.npz"]
+    # quiet: one progress bar over both stacks (ignite's "[n/2]"), none per stack (tqdm's "n/total ["); a summary
+    assert "enhanced: [2/2] 100%" in result.stderr and not re.search(r"\d+/\d+ \[", result.stderr), result.stderr
+    assert re.search(rf"enhanced 2 stacks into {re.escape(str(out))} in \d+\.\d s", result.stdout), result.stdout
 
 
 def _expect_clean_failure(result: subprocess.CompletedProcess, *phrases: str) -> None:

@@ -514,15 +514,26 @@ def test_each_supported_app_checks_the_inference_config(zoo_ci, tiny_dataset, tm
             missing_properties(bundle, config, app, tmp_path / "metadata.json", **found)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="the zoo checks the properties with the default input_path, <bundle>/data/stacks, which a zoo bundle has "
-    "not: inference_datalist refuses it when the check reads `dataset`; issue 20 stays open for it",
-)  # fmt: skip
 def test_the_zoos_own_property_check_passes(zoo_ci):
+    """The zoo checks with the config's defaults: input_path <bundle>/data/stacks, which a zoo bundle has not.
+    Parsing lists no input then; reading and checking the inputs is the first step of running (below)."""
     bundle = zoo_ci / "models" / ZOO_NAME
+    assert not (bundle / "data").exists()
     for app in metadata()["supported_apps"]:
         assert missing_properties(bundle, bundle / "configs" / "inference.yaml", app) == [], app
+
+
+def test_inference_without_its_default_input_is_refused_when_run(zoo_ci, tmp_path):
+    bundle = zoo_ci / "models" / ZOO_NAME
+    out = tmp_path / "out"
+    result = monai_bundle(
+        "run", "inference", "--config_file", "configs/inference.yaml", "--output_dir", str(out), cwd=bundle,
+        env=outside_the_repository(),
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {bundle.resolve() / 'data' / 'stacks'}: no such file or folder: check the path"]
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from scripts.errors import InputError
 from scripts.inference.sliding_window import (
     Accelerated,
     SaveStackd,
+    check_inputs,
     enhance,
     inference_datalist,
     load_weights,
@@ -69,42 +70,54 @@ def test_output_path_refuses_to_overwrite_input(tmp_path):
         output_path(source, tmp_path / "sub" / "..", postfix="")
 
 
-# ----------------------------------------------------------------------------- inference_datalist
+# ----------------------------------------------------------------------------- inference_datalist, check_inputs
+
+
+def checked(input_path: Path, **kwargs) -> list[dict[str, str]]:
+    """What running inference reads: the inputs listed, then read and checked."""
+    ndim = kwargs.pop("ndim", 3)
+    return check_inputs(inference_datalist(input_path, ndim=ndim), input_path, ndim=ndim, **kwargs)
 
 
 def test_inference_datalist_file_and_folder(tmp_path):
     _write(tmp_path / "b.tif")
     _write(tmp_path / "a.tif", seed=1)
     (tmp_path / "notes.txt").write_text("not a stack")
-    assert inference_datalist(tmp_path) == [{"image": str(tmp_path / n)} for n in ("a.tif", "b.tif")]
-    assert inference_datalist(tmp_path / "b.tif") == [{"image": str(tmp_path / "b.tif")}]
+    assert checked(tmp_path) == [{"image": str(tmp_path / n)} for n in ("a.tif", "b.tif")]
+    assert checked(tmp_path / "b.tif") == [{"image": str(tmp_path / "b.tif")}]
 
 
-def test_inference_datalist_names_the_bad_file(tmp_path):
+def test_inference_datalist_lists_without_reading(tmp_path):
+    (tmp_path / "b.tif").write_bytes(b"this is not a tiff file")
+    assert inference_datalist(tmp_path) == [{"image": str(tmp_path / "b.tif")}]  # read when run: check_inputs
+    assert inference_datalist(tmp_path / "nowhere") == []  # a config parses without its default input
+
+
+def test_check_inputs_names_the_bad_file(tmp_path):
     _write(tmp_path / "a.tif")
     (tmp_path / "b.tif").write_bytes(b"this is not a tiff file")
     _write(tmp_path / "c.tif", seed=2)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(InputError) as info:
-        inference_datalist(tmp_path)
+        checked(tmp_path)
     assert info.value.path == str(tmp_path / "b.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
-def test_inference_datalist_checks_min_planes(tmp_path):
+def test_check_inputs_checks_min_planes(tmp_path):
     _write(tmp_path / "thin.tif", shape=(3, 12, 10))
     with pytest.raises(InputError, match="3 planes") as info:
-        inference_datalist(tmp_path, min_planes=4)
+        checked(tmp_path, min_planes=4)
     assert info.value.path == str(tmp_path / "thin.tif")
-    assert len(inference_datalist(tmp_path, min_planes=3)) == 1
+    assert len(checked(tmp_path, min_planes=3)) == 1
 
 
-def test_inference_datalist_checks_the_intensity_range_before_anything_is_written(tmp_path):
+def test_check_inputs_checks_the_intensity_range_before_anything_is_written(tmp_path):
     _write(tmp_path / "a_good.tif")
     _write(tmp_path / "c_good.tif", seed=2)
     write_stack(tmp_path / "b_const.tif", np.full((5, 12, 10), 7, np.uint16), {"dtype": "uint16"})
     with pytest.raises(InputError, match="constant intensity") as info:
-        inference_datalist(tmp_path)
+        checked(tmp_path)
     assert info.value.path == str(tmp_path / "b_const.tif")
 
 
@@ -118,9 +131,13 @@ def test_inference_datalist_leaves_out_the_outputs_of_a_run_before(tmp_path):
     assert len(inference_datalist(tmp_path, output_dir=tmp_path / "elsewhere")) == 3
 
 
-def test_inference_datalist_missing_path(tmp_path):
-    with pytest.raises(InputError, match="no such file"):
-        inference_datalist(tmp_path / "nowhere")
+def test_check_inputs_refuses_a_missing_path(tmp_path):
+    with pytest.raises(InputError, match="no such file") as info:
+        checked(tmp_path / "nowhere")
+    assert info.value.path == str(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty folder"):
+        inference_datalist(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------- load_weights
@@ -336,7 +353,7 @@ def test_2d_images_are_listed_checked_and_written_in_their_format(tmp_path):
     array = np.random.default_rng(0).integers(10, 60000, size=(12, 10)).astype(np.uint16)
     write_image(tmp_path / "in" / "cells.png", array, spacing=(0.25, 0.25))
     write_image(tmp_path / "in" / "more.tif", array, spacing=(0.5, 0.5))
-    assert [Path(i["image"]).name for i in inference_datalist(tmp_path / "in", ndim=2)] == ["cells.png", "more.tif"]
+    assert [Path(i["image"]).name for i in checked(tmp_path / "in", ndim=2)] == ["cells.png", "more.tif"]
     assert output_path(tmp_path / "in" / "cells.png", tmp_path / "out", "_confocal").name == "cells_confocal.png"
     load = LoadImaged(keys="image", reader=ZStackReader(ndim=2), image_only=True)
     for name in ("cells.png", "more.tif"):
@@ -355,4 +372,4 @@ def test_2d_images_are_listed_checked_and_written_in_their_format(tmp_path):
 def test_2d_inference_refuses_a_stack_with_one_line(tmp_path):
     _write(tmp_path / "in" / "stack.tif")
     with pytest.raises(InputError, match="stack.tif: has 5 planes .* expected a 2D image"):
-        inference_datalist(tmp_path / "in", ndim=2)
+        checked(tmp_path / "in", ndim=2)

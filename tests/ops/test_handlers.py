@@ -336,3 +336,14 @@ def test_random_states_are_saved_and_loaded_whole(tmp_path):
     second = draws(iter(loader))  # resuming: a new iterator takes the pass up where it was
     assert all(torch.equal(a, b) for a, b in zip(first[0], second[0], strict=True))
     assert torch.equal(first[1], second[1]) and (first[2] == second[2]).all() and first[3] == second[3]
+
+
+def test_run_summary_says_how_many_were_done_where_and_how_long(caplog):
+    engine = Engine(lambda engine, batch: None)
+    handlers.RunSummary("/out", unit="stack").attach(engine)
+    with caplog.at_level("INFO", logger="zsegan"):
+        engine.run([0, 1, 2], max_epochs=1)
+        engine.run([0], max_epochs=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zsegan"]
+    assert len(lines) == 2 and re.fullmatch(r"enhanced 3 stacks into /out in \d+\.\d s", lines[0]), lines
+    assert re.fullmatch(r"enhanced 1 stack into /out in \d+\.\d s", lines[1]), lines

@@ -1,7 +1,8 @@
 """Atomic writes: every write of the bundle that must not be lost or left half-done goes through here.
 
 ``atomic(path)`` yields a temporary path beside ``path`` and renames it into place on success
-(``os.replace``, atomic on one file system); ``write_text_atomic`` is the same for a text file.
+(``os.replace``, atomic on one file system); ``write_text_atomic`` is the same for a text file, ``write_zip_atomic``
+for a zip archive whose bytes depend on its entries only.
 ``hold_lock(folder)`` keeps other processes out of an output folder while this one writes there.
 """
 
@@ -11,15 +12,17 @@ import fcntl
 import os
 import secrets
 import socket
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from scripts.errors import InputError
 
-__all__ = ["LOCK_NAME", "atomic", "hold_lock", "write_text_atomic"]
+__all__ = ["LOCK_NAME", "atomic", "hold_lock", "write_text_atomic", "write_zip_atomic"]
 
 LOCK_NAME = ".zsegan.lock"
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 _HELD: dict[str, object] = {}  # folder -> its open lock file, held until this process ends
 
 
@@ -45,6 +48,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (beside it, then rename); returns ``path`` as a Path."""
     with atomic(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_zip_atomic(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
+    """Write the zip archive ``path`` of ``entries`` (name in the archive -> content), in their order, atomically;
+    every entry deflated, dated ``_EPOCH`` and rw-r--r--, so the same entries always give the same bytes."""
+    with atomic(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in entries.items():
+            entry = zipfile.ZipInfo(name, date_time=_EPOCH)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16  # rw-r--r--
+            zf.writestr(entry, content)
     return Path(path)
 
 

@@ -57,26 +57,43 @@ def without_outputs(inputs: list[Path], outputs_of) -> list[Path]:
 
 
 def inference_datalist(
+    input_path: str | Path, output_dir: str | Path | None = None, postfix: str = "_enhanced", ndim: int = 3
+) -> list[dict[str, str]]:
+    """Every stack (``ndim`` 3) or 2D image (``ndim`` 2) of a file or folder, listed, not read. With
+    ``output_dir``, the inputs that are outputs of the others (``output_dir`` the input folder, enhanced before)
+    are left out.
+
+    An ``input_path`` that does not exist lists nothing: parsing an inference config (MONAI's and the model zoo's
+    property checks build its dataset with the default input, which a bundle need not have) reads no input.
+    ``check_inputs``, the first step of running it, refuses such a path before anything is written.
+    """
+    if not Path(input_path).exists():
+        return []
+    files = list_files(input_path, STACK_SUFFIXES if ndim == 3 else IMAGE_SUFFIXES)
+    if output_dir is not None:
+        files = without_outputs(files, lambda f: [output_path(f, output_dir, postfix)])
+    return [{"image": str(f)} for f in files]
+
+
+def check_inputs(
+    datalist: list[dict[str, str]],
     input_path: str | Path,
     min_planes: int = 1,
     lower: float = 0.5,
     upper: float = 99.5,
-    output_dir: str | Path | None = None,
-    postfix: str = "_enhanced",
     ndim: int = 3,
 ) -> list[dict[str, str]]:
-    """Every stack (``ndim`` 3) or 2D image (``ndim`` 2) of a file or folder, each read and checked before any
-    output is written: its values and, with the ``lower``/``upper`` percentiles, its intensity range. With
-    ``output_dir``, the inputs that are outputs of the others (``output_dir`` the input folder, enhanced before)
-    are left out."""
-    files = list_files(input_path, STACK_SUFFIXES if ndim == 3 else IMAGE_SUFFIXES)
-    if output_dir is not None:
-        files = without_outputs(files, lambda f: [output_path(f, output_dir, postfix)])
-    for i, f in enumerate(files, 1):
+    """Read and check every input of ``datalist`` (``inference_datalist(input_path, ...)``) before any output is
+    written: its values and, with the ``lower``/``upper`` percentiles, its intensity range. InputError naming the
+    file for the first bad one, and for an ``input_path`` that lists nothing (no such file or folder)."""
+    if not datalist:  # inference_datalist lists nothing only where input_path did not exist
+        raise InputError(input_path, "no such file or folder: check the path")
+    for i, item in enumerate(datalist, 1):
+        f = item["image"]
         array, _ = read_stack(f, min_planes=min_planes) if ndim == 3 else read_image(f)
         percentile_range(array, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
-        logger.info(f"checked input {i}/{len(files)}: {f}")
-    return [{"image": str(f)} for f in files]
+        logger.info(f"checked input {i}/{len(datalist)}: {f}")
+    return datalist
 
 
 def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -1,10 +1,12 @@
-"""Ignite handlers MONAI lacks: atomic resumable checkpoints, G_S export, validation pictures to MLflow."""
+"""Ignite handlers MONAI lacks: atomic resumable checkpoints, G_S export, validation pictures to MLflow, a run's
+summary."""
 
 from __future__ import annotations
 
 import logging
 import random
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +209,26 @@ class ExportGenerator:
 
     def __call__(self, engine: Engine) -> None:
         logger.info(f"G_S weights written to {save_state_dict_atomic(self.network, self.path)}")
+
+
+class RunSummary:
+    """At the end of a run, one line: how many inputs were ``done`` (e.g. "enhanced"), into which folder, how long."""
+
+    def __init__(self, output_dir: str, done: str = "enhanced", unit: str = "stack"):
+        self.output_dir, self.done, self.unit = output_dir, done, unit
+        self._start = time.monotonic()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = time.monotonic()
+
+    def __call__(self, engine: Engine) -> None:
+        n = engine.state.iteration
+        took = time.monotonic() - self._start
+        logger.info(f"{self.done} {n} {self.unit}{'s' if n != 1 else ''} into {self.output_dir} in {took:.1f} s")
 
 
 class ValidationArtifacts:

@@ -26,6 +26,8 @@ The zoo takes no file over 1 MB (its pre-commit check): each such file (the weig
 ``--hosting_dir`` for upload instead and listed in the bundle's ``large_files.yml`` with its URL under
 ``--hosting_url`` and its SHA-256, which ``python -m monai.bundle download_large_files --bundle_path <bundle>``
 (and the zoo's CI) fetch and check. No manifest: the zoo packs its own archives.
+
+``--format bioimageio`` writes a BioImage Model Zoo package instead (``scripts/ops/bioimageio.py``).
 """
 
 from __future__ import annotations
@@ -34,19 +36,17 @@ import hashlib
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
 from monai.bundle import ConfigParser
-from scripts.data.atomic import atomic
+from scripts.data.atomic import write_zip_atomic
 from scripts.errors import InputError
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
 MANIFEST = "configs/manifest.json"  # the archive's first entry: the files of the bundle
 REQUIRED = ("configs/metadata.json", "models/model.pt", "LICENSE")  # what the zoo needs in every bundle
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 LARGE = 1024 * 1024  # bytes: the zoo's pre-commit refuses files over 1024 KB (check-added-large-files)
 LARGE_FILES = "large_files.yml"  # where the zoo's CI and MONAI's download_large_files look for them
 ZOO_NAME = "brightfield_zstack_enhancement"  # the bundle's folder in the zoo: models/<ZOO_NAME>/
@@ -116,12 +116,11 @@ def pack(root: str | Path | None = None, output_dir: str | Path = ".", name: str
     version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
     archive = Path(output_dir) / f"{name}_v{version}.zip"
     manifest = json.dumps({"files": [rel.as_posix() for rel in entries]}, indent=1).encode()
-    with atomic(archive) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for rel, content in {Path(MANIFEST): manifest, **entries}.items():  # the manifest first
-            entry = zipfile.ZipInfo(f"{name}/{rel.as_posix()}", date_time=_EPOCH)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            entry.external_attr = 0o644 << 16  # rw-r--r--
-            zf.writestr(entry, (root / rel).read_bytes() if content is None else content)
+    contents = {Path(MANIFEST): manifest, **entries}  # the manifest first
+    write_zip_atomic(
+        archive,
+        {f"{name}/{rel.as_posix()}": (root / rel).read_bytes() if c is None else c for rel, c in contents.items()},
+    )
     return archive
 
 
@@ -178,8 +177,8 @@ def sha256(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scripts.ops.pack [--output_dir DIR] [--name N]`` or ``... --zoo --hosting_url URL`` (from the
-    bundle folder)."""
+    """``python -m scripts.ops.pack [--output_dir DIR] [--name N]``, ``... --zoo --hosting_url URL`` or ``...
+    --format bioimageio`` (from the bundle folder)."""
     import argparse
 
     from scripts.errors import install_excepthook
@@ -189,12 +188,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", default=".", help="where to write the archive (default: here)")
     parser.add_argument("--name", default=None, help=f"bundle name (default: zsegan; with --zoo, {ZOO_NAME})")
     parser.add_argument("--zoo", action="store_true", help="write <output_dir>/models/<name>/ for a model-zoo PR")
+    parser.add_argument(
+        "--format", choices=("monai", "bioimageio"), default="monai",
+        help="bioimageio: a BioImage Model Zoo package, <name>_v<version>.bioimageio.zip, instead",
+    )  # fmt: skip
     parser.add_argument("--hosting_url", help="with --zoo: the URL under which the large files will be served")
     parser.add_argument(
         "--hosting_dir", help="with --zoo: where to copy the large files (default: <output_dir>/hosting)"
     )
     args = parser.parse_args(argv)
-    if not args.zoo:
+    if args.format == "bioimageio":
+        from scripts.ops.bioimageio import bioimageio_package  # torch, ONNX: not for every workflow's check_complete
+
+        if args.zoo:
+            raise InputError("--zoo", "is for the MONAI model zoo: leave it out with --format bioimageio")
+        print(bioimageio_package(bundle_root(), args.output_dir, args.name or "zsegan"))
+    elif not args.zoo:
         print(pack(output_dir=args.output_dir, name=args.name or "zsegan"))
     elif args.hosting_url is None:
         raise InputError("--hosting_url", "missing: --zoo needs the URL under which the large files will be served")
