@@ -31,12 +31,12 @@ from scripts.zsegan.focus import sharpest_index
 
 __all__ = ["Unrelated", "defocus_psf", "edf", "focal_detail", "identity", "richardson_lucy", "sharpest_slice"]
 
+#: Gaussian defocus sigma per plane from focus (px/plane) of :func:`focal_detail`: the real brain stacks'
+#: (``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md).
 DEFOCUS_K = 0.29
-"""Gaussian defocus sigma per plane from focus (px/plane) of :func:`focal_detail`: the real brain stacks'
-(``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md)."""
 
+#: Smallest transmission I / I0 taken into account (absorbance at most -ln(1e-3) = 6.9).
 TRANSMISSION_FLOOR = 1e-3
-"""Smallest transmission I / I0 taken into account (absorbance at most -ln(1e-3) = 6.9)."""
 
 
 def _as_stack(stack) -> np.ndarray:

@@ -38,14 +38,14 @@ __all__ = [
     "ssim_coarse",
 ]
 
+#: Gaussian weighting of SSIM (pixels), Wang et al. 2004; skimage truncates it at 3.5 sigma: an 11x11 window.
 SSIM_SIGMA = 1.5
-"""Gaussian weighting of SSIM (pixels), Wang et al. 2004; skimage truncates it at 3.5 sigma: an 11x11 window."""
 
+#: Smallest image side (pixels) that SSIM's 11x11 Gaussian window fits in.
 SSIM_MIN_SIZE = 11
-"""Smallest image side (pixels) that SSIM's 11x11 Gaussian window fits in."""
 
+#: Bin edges of :func:`gradient_histogram` (intensity per pixel): 100 bins of 0.01, the same for every image.
 GRADIENT_EDGES = np.linspace(0.0, 1.0, 101)
-"""Bin edges of :func:`gradient_histogram` (intensity per pixel): 100 bins of 0.01, the same for every image."""
 
 # PIQE (Venkatanath et al. 2015) constants, as in MATLAB's piqe.m
 _PIQE_BLOCK = 16  # non-overlapping blocks, pixels

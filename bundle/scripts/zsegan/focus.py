@@ -28,8 +28,8 @@ __all__ = [
     "sharpest_index",
 ]
 
+#: Gaussian sigma (pixels) applied before the Sobel gradients, against camera noise.
 SMOOTHING_SIGMA = 1.0
-"""Gaussian sigma (pixels) applied before the Sobel gradients, against camera noise."""
 
 _REFERENCE_DEPTH = 29
 
@@ -139,11 +139,11 @@ def reference_cycle_weights(depth: int = _REFERENCE_DEPTH) -> torch.Tensor:
     return torch.tensor(_reference_cycle_values(), dtype=torch.float32)
 
 
+#: (at_focus, at_blur) for the dynamic alpha: the reference alpha table's min and max (1.0, 1.67).
 ALPHA_RANGE: tuple[float, float] = (round(min(_reference_alpha_values()), 2), round(max(_reference_alpha_values()), 2))
-"""(at_focus, at_blur) for the dynamic alpha: the reference alpha table's min and max (1.0, 1.67)."""
 
+#: (at_focus, at_blur) for the dynamic cycle weights: the reference table's min and max (1.03, 3.05).
 CYCLE_WEIGHT_RANGE: tuple[float, float] = (
     round(min(_reference_cycle_values()), 2),
     round(max(_reference_cycle_values()), 2),
 )
-"""(at_focus, at_blur) for the dynamic cycle weights: the reference table's min and max (1.03, 3.05)."""
