@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_evaluation",
         "benchmark_inference",
         "defocus_from_stacks",
+        "floors",
         "make_figures",
         "sliding_window_seams",
     ],
