@@ -3,7 +3,8 @@
 #   bash run.sh train   # set up, then a short first training run on the embedded (simulated) data
 #   bash run.sh test    # set up, then the test suite
 #   bash run.sh floors  # the dependency floors, tested: the lowest versions pyproject.toml allows, in a fresh
-#                       # environment (ZSEGAN_FLOORS_VENV, default /tmp/zsegan-floors), then the quick test lane
+#                       # environment (ZSEGAN_FLOORS_VENV, default /tmp/zsegan-floors), then the test suite
+#                       # (`bash run.sh floors -m "not slow"`: the quick lane)
 #   bash run.sh floors lock   # remake tools/floors.txt from pyproject.toml (needs uv and PyPI)
 # Any further arguments go to the command, e.g. `bash run.sh train --max_epochs 200` or `bash run.sh test -k io`.
 set -euo pipefail
@@ -46,7 +47,10 @@ if [ "$job" = floors ]; then
   # the code style at the linters' floors (the commands of README's Development section)
   "$VENV/bin/isort" --check -q bundle tests tools && "$VENV/bin/black" --check -q bundle tests tools
   "$VENV/bin/flake8" bundle tests tools && "$VENV/bin/ruff" check -q --no-cache bundle tests tools
-  exec "$VENV/bin/python" -m pytest -m "not slow" -p no:cacheprovider "$@"
+  # the whole suite: the quick lane alone passed at floors that broke the MLflow registry, the ONNX export and
+  # the configs; metadata.json's versions are the newest verified, which the floors are not
+  exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
+    --deselect tests/test_zoo.py::test_metadata_claims_only_packages_and_versions_that_are_true "$@"
 fi
 
 VENV="${ZSEGAN_VENV:-.venv}"
