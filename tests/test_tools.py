@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_evaluation",
         "benchmark_inference",
         "defocus_from_stacks",
+        "floors",
         "make_figures",
         "sliding_window_seams",
     ],
@@ -52,3 +53,33 @@ def test_defocus_from_stacks_recovers_a_known_gaussian_defocus(tmp_path, capsys)
     out = capsys.readouterr().out
     ks = [float(line.split("k = ")[1].split()[0]) for line in out.splitlines() if "k = " in line]
     assert len(ks) == 2 and all(abs(k - 0.3) < 0.05 for k in ks), out
+
+
+def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path, capsys):
+    """Issue 17, item 3: every network call of an iteration, run bare, and the rest; on tiny settings."""
+    from scripts.simulate.zstacks import simulate_dataset
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import benchmark_training
+
+    simulate_dataset(tmp_path / "data", n_stacks=4, n_infocus=4, size=40, depth=17, seed=5, progress=False)
+    args = ["--data", str(tmp_path / "data"), "--variants", "optical", "--crop_size", "32", "--iterations", "1"]
+    benchmark_training.main([*args, "--rounds", "1", "--out", str(tmp_path / "out"), "--passes"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| ")}
+    # G step: D_S on y_par and y_perp, D_B on G_B's slices; D step: D_S on 4 batches, D_B on 2
+    assert {name: int(rows[name][0]) for name in ("g_s", "g_b", "d_s", "d_b")} == {
+        "g_s": 1,
+        "g_b": 1,
+        "d_s": 6,
+        "d_b": 3,
+    }
+    iteration, total, ratio = (
+        float(line.split()[k].rstrip(","))
+        for line in out.splitlines()
+        if line.startswith("optical:")
+        for k in (2, 8, 11)
+    )
+    parts = sum(float(rows[name][1]) for name in ("g_s", "g_b", "d_s", "d_b", "optimiser steps"))
+    assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=0.01)
+    assert float(rows["g_s"][1]) > float(rows["d_s"][1]) > 0  # G_S's 3D passes outweigh the 2D discriminator's

@@ -7,6 +7,16 @@ Each variant's trainer is built from train.yaml with the variant's overrides (``
 ``VARIANTS``), on the same data and crops as the ablation; after one warm-up iteration each, the variants
 run ``--iterations`` iterations in turn, ``--rounds`` times, so that a busy machine slows them alike. The
 median of the rounds is reported, and each variant's ratio to the first.
+
+With ``--passes`` (issue 17, item 3), each variant's iteration is also set against the sum of its passes
+measured bare, in the same rounds: every call of G_S, G_B, D_S and D_B that one iteration makes (recorded
+by forward pre-hooks: the same inputs, the same gradient flags), run alone as forward and backward, plus the
+two optimiser steps. The rest of the iteration (losses, sections, pools, the in-focus batch it loads) is
+the difference; the in-focus batch and a stack batch (loaded outside the timed iteration, by MONAI's loop
+in training) are timed on their own too::
+
+    OMP_NUM_THREADS=1 python tools/benchmark_training.py --data /tmp/zsegan_data --variants optical \
+        --crop_size 64 --iterations 4 --rounds 3 --passes
 """
 
 from __future__ import annotations
@@ -39,6 +49,80 @@ def build(name: str, data: Path, crop_size: int, out: Path):
     return parser.get_parsed_content("train#trainer")
 
 
+NETWORKS = ("g_s", "g_b", "d_s", "d_b")
+
+
+def record_calls(trainer, batch) -> list[tuple[str, list[torch.Tensor], bool]]:
+    """Every network call of one iteration on ``batch``: (network, its inputs detached, whether its parameters
+    took gradients), in order."""
+    calls, hooks = [], []
+    for name in NETWORKS:
+
+        def pre(module, args, name=name):
+            params = any(p.requires_grad for p in module.parameters())
+            calls.append((name, [a.detach().clone().requires_grad_(a.requires_grad) for a in args], params))
+
+        hooks.append(getattr(trainer, name).register_forward_pre_hook(pre))
+    trainer._iteration(trainer, batch)
+    for hook in hooks:
+        hook.remove()
+    return calls
+
+
+def bare_passes(trainer, calls) -> dict[str, float]:
+    """Seconds of each network's recorded calls run alone (forward, then backward of the sum of the output
+    to whatever took gradients in the iteration), and of the two optimiser steps, as {part: seconds}."""
+    times = dict.fromkeys([*NETWORKS, "optimiser steps"], 0.0)
+    with trainer._autocast():
+        for name, args, params in calls:
+            network = getattr(trainer, name)
+            network.requires_grad_(params)
+            inputs = [a.detach().requires_grad_(a.requires_grad) for a in args]
+            start = time.perf_counter()
+            network(*inputs).float().sum().backward()
+            times[name] += time.perf_counter() - start
+    for optimizer in (trainer.g_optimizer, trainer.d_optimizer):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.requires_grad_(True)
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+        start = time.perf_counter()
+        optimizer.step()
+        times["optimiser steps"] += time.perf_counter() - start
+        optimizer.zero_grad(set_to_none=True)
+    return times
+
+
+def loading_times(trainer, n: int) -> dict[str, float]:
+    """Seconds to load a stack batch (the training loader) and an in-focus batch, medians of ``n``."""
+    loader = iter(trainer.data_loader)
+    stack, infocus = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        next(loader)
+        stack.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer._next_infocus()
+        infocus.append(time.perf_counter() - start)
+    return {"stack batch": statistics.median(stack), "in-focus batch": statistics.median(infocus)}
+
+
+def report_passes(name: str, iteration: float, parts: list[dict[str, float]], calls, loading) -> None:
+    """One variant's iteration against the sum of its bare passes, in a markdown table."""
+    median = {part: statistics.median(p[part] for p in parts) for part in parts[0]}
+    total = sum(median.values())
+    counts = {n: sum(c[0] == n for c in calls) for n in NETWORKS}
+    print(f"\n{name}: iteration {iteration:.3f} s, sum of bare passes {total:.3f} s, ratio {iteration / total:.2f}")
+    print("| part | calls | s/iteration | share of the iteration |")
+    print("|---|---|---|---|")
+    for part, seconds in median.items():
+        print(f"| {part} | {counts.get(part, 2)} | {seconds:.3f} | {seconds / iteration:.0%} |")
+    rest = iteration - total
+    print(f"| rest (losses, sections, pools, in-focus loading) | | {rest:.3f} | {rest / iteration:.0%} |")
+    for part, seconds in loading.items():
+        print(f"| {part} (loaded alone) | 1 | {seconds:.3f} | {seconds / iteration:.0%} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -48,6 +132,7 @@ def main(argv=None) -> None:
     parser.add_argument("--crop_size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/benchmark_training"))
+    parser.add_argument("--passes", action="store_true", help="also the sum of each variant's passes, run bare")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     trainers = {name: build(name, args.data.resolve(), args.crop_size, args.out) for name in args.variants}
@@ -56,13 +141,17 @@ def main(argv=None) -> None:
         loader = iter(trainer.data_loader)
         batches[name] = [next(loader) for _ in range(args.iterations)]
         trainer._iteration(trainer, batches[name][0])  # warm-up
+    calls = {name: record_calls(trainer, batches[name][0]) for name, trainer in trainers.items()} if args.passes else {}
     times: dict[str, list[float]] = {name: [] for name in trainers}
+    parts: dict[str, list[dict[str, float]]] = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
             start = time.perf_counter()
             for batch in batches[name]:
                 trainer._iteration(trainer, batch)
             times[name].append((time.perf_counter() - start) / args.iterations)
+            for _ in range(args.iterations if args.passes else 0):
+                parts[name].append(bare_passes(trainer, calls[name]))
     first = statistics.median(times[args.variants[0]])
     print(
         f"| variant | s/iteration (median of {args.rounds} rounds of {args.iterations}) | ratio to {args.variants[0]} |"
@@ -71,6 +160,10 @@ def main(argv=None) -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.2f} | {median / first:.2f} |")
+    for name, trainer in trainers.items():
+        if args.passes:
+            loading = loading_times(trainer, args.iterations)
+            report_passes(name, statistics.median(times[name]), parts[name], calls[name], loading)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
+from monai.inferers.utils import _get_scan_interval
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged
 from scripts.data.io import ZStackReader, read_image, read_stack, write_image, write_stack
 from scripts.data.transforms import RobustNormalised
@@ -22,6 +23,7 @@ from scripts.inference.sliding_window import (
     inference_datalist,
     load_weights,
     output_path,
+    window_overlap,
 )
 from scripts.nets.networks import Generator3D
 
@@ -373,3 +375,34 @@ def test_2d_inference_refuses_a_stack_with_one_line(tmp_path):
     _write(tmp_path / "in" / "stack.tif")
     with pytest.raises(InputError, match="stack.tif: has 5 planes .* expected a 2D image"):
         checked(tmp_path / "in", ndim=2)
+
+
+def test_an_overlap_in_pixels_steps_every_window_size_by_the_window_less_those_pixels():
+    """Issue 17, item 2: MONAI steps by int(r * (1 - fraction)); the fractions given make it r - overlap_px exactly
+    (32 / 96 alone would step 1 px short), so a larger window keeps the same overlap instead of a quarter of itself."""
+    for r in range(2, 700):
+        for px in {0, 1, r // 8, r // 4, r // 3, r // 2, r - 1}:
+            fractions = window_overlap((-1, r, r + 1), 0.25, px)
+            image = (29, 10 * r, 10 * r)
+            assert _get_scan_interval(image, (29, r, r + 1), 3, fractions) == (29, r - px, r + 1 - px), (r, px)
+    assert window_overlap((-1, 128, 128), 0.25, 32) == (0.25, 0.25, 0.25)
+    assert _get_scan_interval((29, 2048, 2048), (29, 512, 512), 3, window_overlap((-1, 512, 512), 0.25, 32))[1:] == (
+        480, 480,
+    )  # fmt: skip
+    assert window_overlap((-1, 128, 128), 0.25, None) == 0.25  # no overlap_px: MONAI's fraction, as before
+    assert window_overlap((16, 128, 128), 0.5, 32)[0] == 0.5  # planes keep the fraction
+    with pytest.raises(InputError, match="--sw_overlap_px 64: must be below the window's 64 px"):
+        window_overlap((-1, 128, 64), 0.25, 64)
+
+
+def test_an_overlap_in_pixels_equal_to_the_fraction_gives_the_same_output():
+    network = _generator().eval()
+    stack = np.random.default_rng(0).uniform(0, 255, (6, 40, 52)).astype(np.float32)
+    outputs = [
+        enhance(
+            network, stack, SlidingWindowInferer((-1, 16, 16), 1, overlap, mode="gaussian"), RobustNormalised("image")
+        )
+        for overlap in (0.25, window_overlap((-1, 16, 16), 0.25, 4), window_overlap((-1, 16, 16), 0.25, 6))
+    ]
+    assert np.array_equal(outputs[0], outputs[1])  # 4 px of 16: the windows of 0.25, the same output
+    assert not np.array_equal(outputs[0], outputs[2])  # 6 px: other windows

@@ -200,9 +200,18 @@ class CountingWindows(torch.nn.Module):
         return self.network(x)
 
 
-# a step that is no divisor of the window (0.3: 22 of 32), and a stack lower than the window (padded in y)
+# a step that is no divisor of the window (0.3: 22 of 32), a stack lower than the window (padded in y), and an
+# overlap in pixels (scripts.inference.sliding_window.window_overlap): one fraction per axis
 @pytest.mark.parametrize(
-    "overlap, height, width", [(0.25, 100, 100), (0.25, 100, 90), (0.5, 100, 100), (0.3, 100, 100), (0.25, 20, 100)]
+    "overlap, height, width",
+    [
+        (0.25, 100, 100),
+        (0.25, 100, 90),
+        (0.5, 100, 100),
+        (0.3, 100, 100),
+        (0.25, 20, 100),
+        ((0.25, 0.3125, 0.375), 100, 100),
+    ],
 )
 def test_tiles_enhance_exactly_as_the_in_memory_sliding_window(network, stack, overlap, height, width):
     stack = stack[:, :height, :width]

@@ -179,6 +179,27 @@ def test_prepare_checks_values_before_writing(case, tmp_path, keep_excepthook):
     assert (out / "config.yaml").read_text() == "the earlier run's"
 
 
+INFERENCE_BAD_VALUES = {
+    "--sw_overlap_px -3": (["--sw_overlap_px", "-3"], "--sw_overlap_px -3: must be null or an integer >= 0 (pixels)"),
+    "--sw_overlap_px 1.5": (["--sw_overlap_px", "1.5"], "--sw_overlap_px 1.5: must be null or an integer >= 0"),
+    "--sw_overlap_px 128": (["--sw_overlap_px", "128"], "--sw_overlap_px 128: must be below the window's 128 px"),
+    "beyond a smaller window": (
+        ["--sw_overlap_px", "40", "--sw_roi_size", "[-1, 64, 32]"],
+        "--sw_overlap_px 40: must be below the window's 32 px",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INFERENCE_BAD_VALUES))
+def test_an_overlap_in_pixels_is_checked_against_the_window_before_writing(case, tmp_path, keep_excepthook):
+    args, problem = INFERENCE_BAD_VALUES[case]
+    argv = [MAIN, "run", "inference", "--config_file", str(BUNDLE / "configs" / "inference.yaml"), *args]
+    with pytest.raises(InputError) as error:
+        prepare(tmp_path / "run", argv)
+    assert problem in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
 PAIRED_BAD_VALUES = {
     "3D window on 2D images": (["--sw_roi_size", "[-1, 128, 128]"], "must be a list [y, x] (spatial_dims 2)"),
     "--spatial_dims 4": (["--spatial_dims", "4"], "--spatial_dims 4: must be one of 2, 3"),

@@ -1,19 +1,34 @@
-"""The archive's manifest and the check that a bundle unpacked from it is complete, and the bundle as a model-zoo
-pull request holds it (large files left to a hosting URL); the real bundle packed and run: test_zoo."""
+"""The archive's manifest, the check that a bundle unpacked from it is complete, unpacking it all or nothing, and
+the bundle as a model-zoo pull request holds it (large files left to a hosting URL); the real bundle packed and
+run: test_zoo."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 from scripts.errors import InputError
-from scripts.ops.pack import LARGE, LARGE_FILES, MANIFEST, bundle_root, check_complete, pack, zoo_bundle
+from scripts.ops.pack import (
+    LARGE,
+    LARGE_FILES,
+    MANIFEST,
+    bundle_files,
+    bundle_root,
+    check_complete,
+    pack,
+    unpack,
+    zoo_bundle,
+)
 
 
 def test_a_bundle_unpacked_part_way_is_refused_with_what_to_do(tmp_path):
@@ -89,3 +104,116 @@ def test_pack_without_a_hosting_url_for_the_zoo_is_one_error_line(tmp_path):
         result.stderr.strip()
         == "error: --hosting_url: missing: --zoo needs the URL under which the large files will be served"
     )
+
+
+def _corrupt_an_entry_past_the_middle(archive: Path) -> str:
+    """Flip bytes inside the data of an entry past the middle of ``archive`` (its CRC then fails); returns its name."""
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        info = next(i for i in infos[len(infos) // 2 :] if i.compress_size > 64)
+    data = bytearray(archive.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little")
+    start += int.from_bytes(data[header + 28 : header + 30], "little")  # past the local header, name and extra
+    for k in range(start + info.compress_size // 2, start + info.compress_size // 2 + 8):
+        data[k] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_unpacking_is_all_or_nothing(tmp_path):
+    """Issue 16, item 10: a refused archive leaves no bundle folder (MONAI's unpacking leaves a partial one)."""
+    archive = pack(output_dir=tmp_path / "dist")
+    bad = tmp_path / "bad.zip"
+    shutil.copy(archive, bad)
+    entry = _corrupt_an_entry_past_the_middle(bad)
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(bad).extractall(tmp_path / "extracted")  # what plain extraction leaves: a partial bundle
+    assert (tmp_path / "extracted" / "zsegan" / MANIFEST).is_file()
+
+    with pytest.raises(InputError, match=f"cannot be unpacked: .*{entry}.*nothing was written") as e:
+        unpack(bad, tmp_path / "bundles")
+    assert e.value.path == str(bad)
+    assert list((tmp_path / "bundles").iterdir()) == []  # no bundle, no hidden partial folder
+
+    bundle = unpack(archive, tmp_path / "bundles")
+    assert bundle == tmp_path / "bundles" / "zsegan" and list((tmp_path / "bundles").iterdir()) == [bundle]
+    check_complete(bundle)
+    for rel in bundle_files(bundle_root()):
+        assert (bundle / rel).read_bytes() == (bundle_root() / rel).read_bytes(), rel
+    stamp = (bundle / "LICENSE").stat().st_mtime_ns
+    assert unpack(archive, tmp_path / "bundles") == bundle  # the same version there: left as it is
+    assert (bundle / "LICENSE").stat().st_mtime_ns == stamp
+
+
+def test_an_unpacking_killed_part_way_leaves_no_bundle_and_the_next_one_finishes(tmp_path):
+    archive = pack(output_dir=tmp_path / "dist")
+    killed = textwrap.dedent(f"""
+        import os, signal, sys, zipfile
+        sys.path.insert(0, {str(bundle_root())!r})
+        from scripts.ops.pack import unpack
+        extract, done = zipfile.ZipFile._extract_member, []
+        def extract_then_die(self, *args):
+            done.append(extract(self, *args))
+            if len(done) == 10:
+                os.kill(os.getpid(), signal.SIGKILL)  # as a lost machine or `kill -9` would, no clean-up
+            return done[-1]
+        zipfile.ZipFile._extract_member = extract_then_die
+        unpack({str(archive)!r}, {str(tmp_path / "bundles")!r})
+        """)
+    run = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    left = list((tmp_path / "bundles").iterdir())
+    assert [p.name.startswith(".zsegan.") and p.name.endswith(".partial") for p in left] == [True]  # hidden only
+    assert len([p for p in left[0].rglob("*") if p.is_file()]) == 10  # stopped part way
+    bundle = unpack(archive, tmp_path / "bundles")
+    check_complete(bundle)
+    assert (bundle / "models" / "model.pt").is_file()
+
+
+def test_an_archive_that_is_not_one_bundle_or_a_bundle_there_of_another_kind_is_refused(tmp_path):
+    def archive_of(entries: dict[str, bytes]) -> Path:
+        path = tmp_path / f"a{len(list(tmp_path.glob('a*.zip')))}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in entries.items():
+                zf.writestr(name, data)
+        return path
+
+    meta = b'{"version": "9.9.9"}'
+    manifest = b'{"files": ["configs/metadata.json"]}'
+    cases = {
+        "not a zip": (tmp_path / "x.zip", "cannot be read as a zip archive"),
+        "two top folders": (archive_of({"a/configs/manifest.json": b"{}", "b/x": b""}), "2 top folders"),
+        "outside": (archive_of({f"z/{MANIFEST}": b"{}", "z/../../evil": b""}), "'z/../../evil' would be written"),
+        "no manifest": (archive_of({"z/configs/metadata.json": meta}), f"has no z/{MANIFEST}"),
+    }
+    (tmp_path / "x.zip").write_text("not a zip")
+    for case, (path, message) in cases.items():
+        with pytest.raises(InputError, match=message):
+            unpack(path, tmp_path / "bundles")
+        assert not (tmp_path / "bundles").exists(), case
+
+    good = archive_of({f"z/{MANIFEST}": manifest, "z/configs/metadata.json": meta})
+    (tmp_path / "bundles" / "z" / "configs").mkdir(parents=True)
+    with pytest.raises(InputError, match="is there and is not version 9.9.9 of the bundle"):
+        unpack(good, tmp_path / "bundles")  # a folder of that name, not this bundle: never taken for it
+    (tmp_path / "bundles" / "z" / MANIFEST).write_bytes(manifest)
+    with pytest.raises(InputError, match="incomplete bundle"):
+        unpack(good, tmp_path / "bundles")  # a partial one, as MONAI's unpacking leaves: with what to do
+
+
+def test_unpack_runs_from_inside_the_archive_and_says_one_line_for_a_bad_one(tmp_path):
+    archive = pack(output_dir=tmp_path / "dist")
+    env = {**os.environ, "PYTHONPATH": f"{archive}/zsegan"}  # the archive's own scripts package: nothing unpacked
+    command = [sys.executable, "-m", "scripts.ops.pack", "--unpack"]
+    run = subprocess.run([*command, str(archive), "--bundle_dir", "b"], cwd=tmp_path, env=env, capture_output=True)
+    assert run.returncode == 0 and run.stdout.decode().strip() == "b/zsegan", run.stderr
+    check_complete(tmp_path / "b" / "zsegan")
+    (tmp_path / "bad.zip").write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a download cut short
+    run = subprocess.run(
+        [*command, "bad.zip", "--bundle_dir", "c"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (
+        run.returncode == 2 and run.stderr.startswith("error: bad.zip: cannot be read") and run.stderr.count("\n") == 1
+    )
+    assert not (tmp_path / "c").exists()

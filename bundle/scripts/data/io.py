@@ -77,9 +77,10 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".npz": "npz", ".nii": "nifti", ".nii.gz": "nifti", ".png": "png"}
 
-# What the libraries raise for a truncated, corrupt or wrong-format file (TiffFileError and
-# PIL's UnidentifiedImageError are ValueError/OSError subclasses).
+# What the libraries raise for a truncated, corrupt or wrong-format file (PIL's UnidentifiedImageError is an
+# OSError; TiffFileError is a ValueError only in recent tifffile releases, so it is named).
 READ_ERRORS: tuple[type[BaseException], ...] = (
+    tifffile.TiffFileError,
     OSError,
     ValueError,
     EOFError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -94,6 +95,31 @@ def check_inputs(
         percentile_range(array, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
         logger.info(f"checked input {i}/{len(datalist)}: {f}")
     return datalist
+
+
+def window_overlap(roi_size, overlap: float = 0.25, overlap_px: int | None = None) -> float | tuple[float, ...]:
+    """The ``overlap`` to give MONAI's sliding window for windows of ``roi_size`` ((Z,) Y, X; -1: the full size).
+
+    ``overlap_px`` None: ``overlap`` itself, a fraction of the window along every axis (MONAI's meaning). Else the
+    windows overlap by ``overlap_px`` pixels along y and x, whatever their size, so that larger windows are not
+    penalised (a fraction of 0.25 is 32 px of a 128-px window but 128 px of a 512-px one): per axis the fraction
+    with which MONAI's step, ``int(r * (1 - fraction))``, is exactly ``r - overlap_px``; along z (planes) the
+    windows keep ``overlap``. An axis the window covers whole (-1) needs none. InputError when ``overlap_px`` is
+    not below a window's size."""
+    if overlap_px is None:
+        return overlap
+    fractions = [float(overlap)] * (len(roi_size) - 2)
+    for r in roi_size[-2:]:
+        if r is None or r <= 0:
+            fractions.append(0.0)
+            continue
+        if not 0 <= overlap_px < r:
+            raise InputError(None, f"--sw_overlap_px {overlap_px!r}: must be below the window's {r} px (--sw_roi_size)")
+        fraction = overlap_px / r
+        while int(r * (1 - fraction)) < r - overlap_px:  # rounded down a pixel short: take the next float below
+            fraction = math.nextafter(fraction, 0.0)
+        fractions.append(fraction)
+    return tuple(fractions)
 
 
 def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -276,11 +276,12 @@ def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in me
 # ----------------------------------------------------------------------------- tiling
 
 
-def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tuple, tuple]:
-    """Tiles along y and x for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap`` on a stack of
-    ``shape``: ``(chunks_y, chunks_x)`` (the tile sizes, dask's form) and ``(overhang_y, overhang_x)``, how far
-    the windows that start in a tile reach beyond its end, such that each of MONAI's windows over the whole
-    stack starts in exactly one tile, and MONAI's windows over a tile and its overhang are exactly those.
+def aligned_tiling(roi_size, overlap, tile_size: int, shape) -> tuple[tuple, tuple]:
+    """Tiles along y and x for a sliding window of ``roi_size`` (Z, Y, X) and ``overlap`` (a fraction, or one
+    per axis, as MONAI takes it) on a stack of ``shape``: ``(chunks_y, chunks_x)`` (the tile sizes, dask's form)
+    and ``(overhang_y, overhang_x)``, how far the windows that start in a tile reach beyond its end, such that
+    each of MONAI's windows over the whole stack starts in exactly one tile, and MONAI's windows over a tile and
+    its overhang are exactly those.
 
     MONAI places windows of size r at multiples of the step s = ``int(r * (1 - overlap))``, the last one
     flush with the end. Tiles are multiples of s (``tile_size`` rounded up), at least as long as the
@@ -289,13 +290,13 @@ def aligned_tiling(roi_size, overlap: float, tile_size: int, shape) -> tuple[tup
     overhang 64. An axis the window covers whole is one tile, without overhang.
     """
     chunks, overhangs = [], []
-    for r, n in zip(roi_size[-2:], shape[-2:], strict=True):
+    for r, n, o in zip(roi_size[-2:], shape[-2:], ensure_tuple_rep(overlap, len(roi_size))[-2:], strict=True):
         r = n if r is None or r <= 0 else min(int(r), n)  # as MONAI: -1 means the full size
         if r >= n:  # one window over the whole size: one tile
             chunks.append((n,))
             overhangs.append(0)
             continue
-        step = max(int(r * (1 - overlap)), 1)
+        step = max(int(r * (1 - o)), 1)
         tile = max(math.ceil(tile_size / step), math.ceil((r - step) / step), 1) * step
         sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
         while len(sizes) > 1 and sizes[-1] < r:
@@ -507,7 +508,7 @@ def enhance_slide(
     stack, meta = open_stack(input_path, min_planes)
     inferer = copy.copy(inferer)
     inferer.progress = False  # one progress bar over the chunks instead of one per tile
-    overlap = float(np.atleast_1d(inferer.overlap)[-1])
+    overlap = float(inferer.overlap) if np.ndim(inferer.overlap) == 0 else [float(o) for o in inferer.overlap]
     chunks, overhangs = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
     run = {
         "input": str(Path(input_path).resolve()),

@@ -20,7 +20,7 @@ import yaml
 from monai.bundle import ConfigParser
 from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
-from scripts.inference.sliding_window import PRECISIONS
+from scripts.inference.sliding_window import PRECISIONS, window_overlap
 from scripts.ops.pack import check_complete
 from scripts.zsegan.trainer import AMP_DTYPES, SHARP_DOMAINS
 
@@ -62,6 +62,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "an integer >= 0", lambda v: _integer(v) and v >= 0,
     ),
     (("sw_overlap", "val_fraction", "test_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    (("sw_overlap_px",), "null or an integer >= 0 (pixels)", lambda v: v is None or (_integer(v) and v >= 0)),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
     (("lr", "detail_sigma"), "a positive number", lambda v: _number(v) and v > 0),
     (
@@ -110,6 +111,8 @@ def check_values(parser: ConfigParser) -> None:
     if roi is not None and len(roi) != dims:
         axes = "[z, y, x]" if dims == 3 else "[y, x]"
         raise InputError(None, f"--sw_roi_size {roi!r}: must be a list {axes} (spatial_dims {dims})")
+    if roi is not None and values.get("sw_overlap_px") is not None:
+        window_overlap(roi, values.get("sw_overlap", 0.25), values["sw_overlap_px"])  # below the window's size
     if values.get("intensity_lower", 0) >= values.get("intensity_upper", 100):
         raise InputError(
             None, f"--intensity_lower {values['intensity_lower']!r} must be below --intensity_upper "

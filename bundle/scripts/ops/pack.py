@@ -9,10 +9,14 @@ Python caches or hidden files. The version is the one in ``configs/metadata.json
 carry a fixed date, so the same bundle always gives the same archive. ``python -m monai.bundle download
 --name <name> --url file://<archive> --bundle_dir DIR`` unpacks it into ``DIR/<name>/``.
 
-MONAI's unpacking is not atomic: stopped part way, it leaves a partial folder, which a later download
-takes for complete. So the archive's first entry is ``configs/manifest.json``, the list of its files, and
-every workflow starts by checking that they are all there (``check_complete``): a partial bundle is an error
-that says to delete it and download again.
+Unpacking with ``unpack`` (``python -m scripts.ops.pack --unpack <archive> --bundle_dir DIR``, which runs from
+inside the archive itself: ``PYTHONPATH=<archive>/<name>``) is atomic: the archive goes into a hidden folder
+beside ``DIR/<name>/``, is checked against its manifest, and only then is renamed into place, so an unpacking
+that fails or is stopped part way leaves no ``DIR/<name>/`` (at most a hidden ``DIR/.<name>.*.partial``, which
+may be deleted). MONAI's own unpacking (``monai.bundle download``) is not ours and is not atomic: stopped part
+way, it leaves a partial folder, which a later download takes for complete. So the archive's first entry is
+``configs/manifest.json``, the list of its files, and every workflow starts by checking that they are all there
+(``check_complete``): a partial bundle is an error that says to delete it and download again.
 
 Both outputs carry ``configs/<name>.json`` beside each ``configs/<name>.yaml``, generated from it (the YAML stays
 the source): MONAI's ``load`` builds the network from ``configs/train.json`` only, and the model zoo looks for JSON.
@@ -35,8 +39,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-from pathlib import Path
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import yaml
@@ -176,15 +183,80 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _bundle_name(archive: Path, zf: zipfile.ZipFile) -> str:
+    """The top folder of an archive of ``pack``'s; InputError when it is not one (entries outside one top folder,
+    or reaching out of it, or no manifest and metadata)."""
+    names = zf.namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or not all("/" in n for n in names):
+        raise InputError(archive, f"is not a bundle archive: its entries lie in {len(tops)} top folders, not one")
+    name = tops.pop()
+    unsafe = [n for n in names if n.startswith("/") or "\\" in n or ".." in PurePosixPath(n).parts]
+    if unsafe:
+        raise InputError(archive, f"is not a bundle archive: entry {unsafe[0]!r} would be written outside it")
+    for needed in (MANIFEST, "configs/metadata.json"):
+        if f"{name}/{needed}" not in names:
+            raise InputError(archive, f"is not a bundle archive of scripts.ops.pack: it has no {name}/{needed}")
+    return name
+
+
+def _version(metadata: bytes | str | None) -> str | None:
+    """The bundle version in the text of a ``configs/metadata.json``, or None when there is none."""
+    try:
+        return str(json.loads(metadata)["version"]) if metadata is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def unpack(archive: str | Path, bundle_dir: str | Path = ".") -> Path:
+    """Unpack ``archive`` (one of ``pack``'s) into ``<bundle_dir>/<name>/``, all or nothing; return that folder.
+
+    The entries go into a hidden folder beside it, are checked against the manifest, and only then is the bundle
+    renamed into place (``os.rename``, atomic on one file system): an unpacking that fails or is stopped part way
+    leaves no ``<bundle_dir>/<name>/``. The same version already there, complete, is left as it is. InputError for
+    an archive that cannot be read or is not one bundle, and for a partial bundle or another version already there.
+    """
+    archive, bundle_dir = Path(archive), Path(bundle_dir)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise InputError(archive, f"cannot be read as a zip archive ({e})") from None
+    with zf:
+        name = _bundle_name(archive, zf)
+        version = _version(zf.read(f"{name}/configs/metadata.json"))
+        target = bundle_dir / name
+        if not target.exists():
+            bundle_dir.mkdir(parents=True, exist_ok=True)
+            partial = bundle_dir / f".{name}.{secrets.token_hex(4)}.partial"
+            try:
+                zf.extractall(partial)
+                check_complete(partial / name)
+                os.rename(partial / name, target)  # fails when another unpacking put a bundle there meanwhile
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a corrupt entry (CRC) or a truncated one
+                raise InputError(archive, f"cannot be unpacked: {e}; nothing was written into {bundle_dir}") from None
+            except OSError as e:
+                if not target.is_dir():
+                    raise InputError(archive, f"cannot be unpacked into {bundle_dir}: {e}") from None
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    check_complete(target)  # there before (or put there by another unpacking): a partial one is an error
+    metadata = target / "configs" / "metadata.json"
+    if not (target / MANIFEST).is_file() or _version(metadata.read_text() if metadata.is_file() else None) != version:
+        raise InputError(target, f"is there and is not version {version} of the bundle: delete it, or unpack elsewhere")
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scripts.ops.pack [--output_dir DIR] [--name N]``, ``... --zoo --hosting_url URL`` or ``...
-    --format bioimageio`` (from the bundle folder)."""
+    """``python -m scripts.ops.pack [--output_dir DIR] [--name N]``, ``... --zoo --hosting_url URL``, ``...
+    --format bioimageio`` (from the bundle folder), or ``... --unpack ARCHIVE [--bundle_dir DIR]``."""
     import argparse
 
     from scripts.errors import install_excepthook
 
     install_excepthook()
-    parser = argparse.ArgumentParser(description="Pack the bundle as a model-zoo archive <name>_v<version>.zip.")
+    parser = argparse.ArgumentParser(
+        description="Pack the bundle as a model-zoo archive <name>_v<version>.zip, or unpack one atomically."
+    )
     parser.add_argument("--output_dir", default=".", help="where to write the archive (default: here)")
     parser.add_argument("--name", default=None, help=f"bundle name (default: zsegan; with --zoo, {ZOO_NAME})")
     parser.add_argument("--zoo", action="store_true", help="write <output_dir>/models/<name>/ for a model-zoo PR")
@@ -196,8 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--hosting_dir", help="with --zoo: where to copy the large files (default: <output_dir>/hosting)"
     )
+    parser.add_argument("--unpack", metavar="ARCHIVE", help="unpack this archive into <bundle_dir>/<name>/ instead")
+    parser.add_argument("--bundle_dir", default=".", help="where --unpack puts the bundle's folder (default: here)")
     args = parser.parse_args(argv)
-    if args.format == "bioimageio":
+    if args.unpack:
+        print(unpack(args.unpack, args.bundle_dir))
+    elif args.format == "bioimageio":
         from scripts.ops.bioimageio import bioimageio_package  # torch, ONNX: not for every workflow's check_complete
 
         if args.zoo:

@@ -76,9 +76,9 @@ class PairedGANTrainer(GANTrainer):
         train_handlers: Sequence | None = None,
         amp_dtype: str = "float16",
     ) -> None:
-        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
-        if lambda_adversarial > 0 and d_optimizer is None:
+        if lambda_adversarial > 0 and d_optimizer is None:  # checked before the engine is built from the rest
             raise ValueError("an adversarial term (lambda_adversarial > 0) needs d_optimizer")
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("bce")
