@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_inference",
         "defocus_from_stacks",
         "make_figures",
+        "sim_realism",
         "sliding_window_seams",
     ],
 )
