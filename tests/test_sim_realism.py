@@ -100,10 +100,10 @@ def two_kinds(rng, n, noise):
 def test_classifier_is_at_chance_on_one_distribution_and_near_perfect_on_two(kind):
     rng = np.random.default_rng(3)
     a, b = two_kinds(rng, 8, 2.0), two_kinds(rng, 8, 2.0)
-    same = sim_realism.classify(a, b, kind, seed=0, steps=100)
+    same, _ = sim_realism.classify(a, b, kind, seed=0, steps=100)
     assert 0.25 <= same <= 0.75, same
-    different = sim_realism.classify(a, two_kinds(rng, 8, 20.0), kind, seed=0, steps=100)
-    assert different >= 0.9, different
+    different, training = sim_realism.classify(a, two_kinds(rng, 8, 20.0), kind, seed=0, steps=100)
+    assert different >= 0.9 and training >= 0.9, (different, training)
 
 
 def test_classifier_needs_stacks_of_both_kinds():
@@ -117,11 +117,27 @@ def test_table_marks_what_lies_outside_the_real_spread():
     text = sim_realism.table(
         real,
         {"a": {"m": np.array([15.0])}, "b": {"m": np.array([30.0])}},
-        {"a": {"features": 0.5, "cnn": 0.6}, "b": {"features": 1.0, "cnn": 0.99}},
+        {"a": {"LR": (0.5, 0.55), "CNN": (0.6, 0.7)}, "b": {"LR": (1.0, 1.0), "CNN": (0.99, 1.0)}},
     )
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
     assert row == "| m | 15 [10.5-19.5] | 15 | 30 * |"
-    assert "| 50% | 100% |" in text and "| 60% | 99% |" in text
+    assert (
+        "| real-vs-simulated accuracy, LR (50% = indistinguishable) | - | 50% (train 55%) | 100% (train 100%) |" in text
+    )
+    assert (
+        "| real-vs-simulated accuracy, CNN (50% = indistinguishable) | - | 60% (train 70%) | 99% (train 100%) |" in text
+    )
+
+
+def test_by_depth_keeps_the_slices_near_or_far_from_each_stack_s_focus():
+    rng = np.random.default_rng(6)
+    stacks = [synthetic_stack(rng, focus=f, depth=13) for f in (3, 9)]
+    near = sim_realism.by_depth(stacks, 0, 2)
+    assert [len(s) for s in near] == [5, 5]
+    np.testing.assert_array_equal(near[0], stacks[0][1:6])
+    far = sim_realism.by_depth(stacks, 8, None)
+    np.testing.assert_array_equal(far[0], stacks[0][11:])
+    np.testing.assert_array_equal(far[1], stacks[1][:2])
 
 
 @pytest.mark.slow
