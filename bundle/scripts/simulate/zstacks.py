@@ -11,10 +11,10 @@ optics (the paired and defect datasets keep them).
 8-12 um thick (``thickness_um``), stained for cell bodies (Nissl-like), sampled at ``pixel_um``
 (1 um) laterally and in layers ``layer_um`` (0.5 um) deep:
 
-- neurons (26 per 100 x 100 um): dark bodies with a granular texture, ellipsoids (middle semi-axis
-  4.5-9 um, the long one 1.2-1.5x, the short one 0.75-1x that), most tapered into a cone on a
-  flattened base (pyramidal), 70% pointing their apex along the field's main direction (as in
-  cortex), the rest randomly oriented; inside each a paler nucleus towards the base with a dark
+- neurons (26 per 100 x 100 um): dark bodies with a granular texture (``cell_texture`` 0.8),
+  ellipsoids (middle semi-axis 4.5-9 um, the long one 1.2-1.5x, the short one 0.75-1x that), most
+  tapered into a cone on a flattened base (pyramidal), 70% pointing their apex along the field's main
+  direction (as in cortex), the rest randomly oriented; inside each a paler nucleus towards the base with a dark
   nucleolus; a quarter of them weakly stained; glia (6 per 100 x 100 um): small (2.2-3.5 um), dense,
   round-ish bodies. Cell depths are stratified over the section (as much above its middle as below)
   and the section's surfaces cut the cells that cross them;
@@ -136,7 +136,7 @@ DEFAULTS: dict = {
     "fibre_absorbance": (0.6, 1.0),  # per um of path
     "neuropil_absorbance": (0.004, 0.012),  # per um, the uniform part
     "texture": 2.5,  # relative std of the neuropil's granular texture
-    "cell_texture": 2.0,  # and of the cells' (the same texture field)
+    "cell_texture": 0.8,  # and of the cells' (the same texture field)
     "grain_um": 0.5,  # lateral correlation length (Gaussian sigma) of that texture
     "grain_depth_um": 1.0,  # its correlation length in depth
     "speck_sigma_um": 0.3,  # lateral size (Gaussian sigma) of specks and fibres
