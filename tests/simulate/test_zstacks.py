@@ -255,6 +255,11 @@ def test_dataset_layout_and_determinism(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a" / "truth").iterdir()) == names
     assert sorted(p.name for p in (tmp_path / "a" / "infocus").iterdir()) == names[:2]
     assert summary["n_stacks"] == 3 and summary["n_infocus"] == 2
+    stamp = json.loads((tmp_path / "a" / STAMP).read_text())
+    written = [f"{kind}/{name}" for kind in ("stacks", "truth") for name in names] + [
+        f"infocus/{name}" for name in names[:2]
+    ]
+    assert stamp == {"version": SIMULATOR_VERSION, "files": sorted(written)}
     assert len(summary["focal_planes"]) == 3 and all(5 <= f <= 11 for f in summary["focal_planes"])
     stack = tifffile.imread(tmp_path / "a" / "stacks" / names[0])
     assert stack.shape == (17, 40, 40) and stack.dtype == np.uint8
@@ -365,6 +370,7 @@ def test_an_unstamped_simulated_set_counts_as_version_1(tmp_path, capsys):
     """Sets generated before the stamps: only the simulator's file names in stacks/, truth/, infocus/."""
     target = tmp_path / "data"
     simulate_dataset(target, **TINY)
+    (target / STAMP).unlink()
     (target / "truth" / "sim_00007.tif").write_bytes(b"left by an older, larger set")
     ensure_dataset(target, **TINY)
     assert "version 1 of the simulator" in capsys.readouterr().out

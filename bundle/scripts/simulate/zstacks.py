@@ -109,6 +109,7 @@ __all__ = [
     "simulate_dataset",
     "simulate_infocus",
     "simulate_stack",
+    "write_stamp",
 ]
 
 logger = logging.getLogger("zsegan")
@@ -729,28 +730,32 @@ def simulate_dataset(
 ) -> dict:
     """Write a simulated dataset: ``<out_dir>/stacks/sim_NNNNN.tif`` (ZYX uint8 z-stacks),
     ``<out_dir>/truth/sim_NNNNN.tif`` (their sharp volumes, same names), ``<out_dir>/infocus/
-    sim_NNNNN.tif`` (unpaired in-focus images, ``size`` x ``size``). 1 um voxels are recorded in the
-    files. Stack ``i`` depends only on ``seed`` and ``i``. Returns a summary: ``dir``, ``n_stacks``,
-    ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
-    0-based) and ``seconds``.
+    sim_NNNNN.tif`` (unpaired in-focus images, ``size`` x ``size``) and :data:`STAMP` (this simulator's
+    version and those files). 1 um voxels are recorded in the files. Stack ``i`` depends only on
+    ``seed`` and ``i``. Returns a summary: ``dir``, ``n_stacks``, ``n_infocus``, ``size``, ``depth``,
+    ``seed``, ``focal_planes`` (sharpest plane of each stack, 0-based) and ``seconds``.
     """
     out = Path(out_dir)
     start = time.perf_counter()
     focal = []
     step = max(1, (n_stacks + n_infocus) // 8)
     meta = dict(_STACK_META)
+    written = []
     for i in range(n_stacks):
         stack, truth, focus = simulate_stack(_child(seed, 0, i), size=size, depth=depth)
-        write_stack(out / "stacks" / f"sim_{i:05d}.tif", stack, meta)
-        write_stack(out / "truth" / f"sim_{i:05d}.tif", truth, meta)
+        written += [out / "stacks" / f"sim_{i:05d}.tif", out / "truth" / f"sim_{i:05d}.tif"]
+        write_stack(written[-2], stack, meta)
+        write_stack(written[-1], truth, meta)
         focal.append(focus)
         if progress and ((i + 1) % step == 0 or i + 1 == n_stacks):
             logger.info("simulated %d/%d stacks", i + 1, n_stacks)
     for i in range(n_infocus):
         image = simulate_infocus(_child(seed, 1, i), size=size)
-        write_image(out / "infocus" / f"sim_{i:05d}.tif", image, spacing=(1.0, 1.0))
+        written.append(out / "infocus" / f"sim_{i:05d}.tif")
+        write_image(written[-1], image, spacing=(1.0, 1.0))
         if progress and ((i + 1) % step == 0 or i + 1 == n_infocus):
             logger.info("simulated %d/%d in-focus images", i + 1, n_infocus)
+    write_stamp(out, written)
     seconds = time.perf_counter() - start
     return {
         "dir": str(out),
@@ -848,11 +853,11 @@ def ensure_generated(
     into the closing message. With ``allowed`` False (a folder the user named: a typo must not train on
     simulated data), a folder without ``required`` files is an InputError (``hint``: what to put there).
 
-    With ``version`` (the simulator's data version), the generated folder gets a :data:`STAMP` (the version
-    and every file written), and a folder simulated by another version (its stamp, or no stamp but only
-    the simulator's file names in the ``legacy`` folders: version 1) is simulated again, its old files
-    deleted first, so that two versions are never mixed; if other files lie among them, that is an
-    InputError. A folder the user named (``allowed`` False) is used as it is, with one line that says so.
+    With ``version`` (the simulator's data version; ``simulate`` then writes a :data:`STAMP`,
+    :func:`write_stamp`), a folder simulated by another version (its stamp, or no stamp but only the
+    simulator's file names in the ``legacy`` folders: version 1) is simulated again, its old files deleted
+    first, so that two versions are never mixed; if other files lie among them, that is an InputError. A
+    folder the user named (``allowed`` False) is used as it is, with one line that says so.
     """
     path = Path(dataset_dir)
     if _has_files(path / required):
@@ -878,21 +883,15 @@ def ensure_generated(
         previous = _previous(path, legacy) if version is not None and path.is_dir() else None
         for f in (previous[1] or []) if previous else []:  # what an interrupted regeneration left
             f.unlink(missing_ok=True)
-    if version is None:
-        return _generated(path, simulate, describe, required, **kwargs)
-
-    def stamped(folder, **kw):
-        summary = simulate(folder, **kw)
-        files = sorted(str(f.relative_to(folder)) for f in Path(folder).rglob("*") if f.is_file())
-        (Path(folder) / STAMP).write_text(json.dumps({"what": what, "version": version, "files": files}, indent=1))
-        return summary
-
-    return _generated(path, stamped, describe, required, **kwargs)
-
-
-def _generated(path: Path, simulate: Callable[..., dict], describe: Callable[[dict], str], required: str, **kwargs):
     say(describe(generate_atomically(path, simulate, required, **kwargs)))
     return path
+
+
+def write_stamp(out_dir, files: list[Path], version: int = SIMULATOR_VERSION) -> None:
+    """Write :data:`STAMP` into ``out_dir``: the simulator's ``version`` and the ``files`` it wrote there."""
+    out = Path(out_dir)
+    names = sorted(str(Path(f).relative_to(out)) for f in files)
+    (out / STAMP).write_text(json.dumps({"version": version, "files": names}, indent=1) + "\n")
 
 
 def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
