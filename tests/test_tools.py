@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "defocus_from_stacks",
         "floors",
         "make_figures",
+        "sim_realism",
         "sliding_window_seams",
     ],
 )

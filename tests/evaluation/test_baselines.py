@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 from scripts.evaluation.baselines import defocus_psf, edf, focal_detail, identity, richardson_lucy, sharpest_slice
 from scripts.simulate.optics import defocus_otf
-from scripts.simulate.zstacks import simulate_stack
+from scripts.simulate.zstacks import SPECIMEN_V1, simulate_stack
 from scripts.zsegan.focus import focus_measure
 from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
@@ -147,16 +147,19 @@ def test_richardson_lucy_keeps_a_constant_stack_constant(accelerate):
 
 
 def test_richardson_lucy_sharpens_a_simulated_stack_towards_its_truth():
-    stack, truth, focus = simulate_stack(np.random.default_rng(0), size=48, depth=15)
+    # the version-1 specimen and optics (a disc PSF of fixed size): what defocus_psf models; the default
+    # simulator draws a Gaussian blur of another size for each stack, as scanners differ
+    stack, truth, focus = simulate_stack(np.random.default_rng(0), size=48, depth=15, **SPECIMEN_V1)
     stack = stack.astype(np.float32)
     out = richardson_lucy(stack, defocus_psf(15, (17, 17)))
     background = np.percentile(stack, 99.5)
     assert np.isfinite(out).all() and out.max() <= background * (1 + 1e-5)
-    # the absorbance comes closer to the truth's (the input: 0.70, the deconvolved: 0.84)
+    # the absorbance comes closer to the truth's (the input: 0.75, the deconvolved: 0.83; the simulator
+    # images the absorbance linearly since version 2, which defocus_psf's exponential model matches less)
     before = correlation(absorbance(stack, background), absorbance(truth, background))
     after = correlation(absorbance(out, background), absorbance(truth, background))
-    assert after > before + 0.08
-    # and the in-focus plane is sharper (the input: 110, the deconvolved: 262, the truth: 175)
+    assert after > before + 0.05
+    # and the in-focus plane is sharper (the input: 93, the deconvolved: 227)
     sharpness = focus_measure(torch.from_numpy(np.stack([stack[focus], out[focus]])))
     assert sharpness[1] > 1.5 * sharpness[0]
 

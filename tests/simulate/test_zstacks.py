@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
 from scripts.errors import InputError
 from scripts.simulate.optics import defocus_otf
-from scripts.simulate.zstacks import ensure_dataset, simulate_dataset, simulate_infocus, simulate_stack
+from scripts.simulate.zstacks import (
+    SIMULATOR_VERSION,
+    SPECIMEN_V1,
+    STAMP,
+    ensure_dataset,
+    simulate_dataset,
+    simulate_infocus,
+    simulate_stack,
+)
 
 ZSEGAN = "zsegan"
 
@@ -82,6 +91,27 @@ def test_psf_is_the_geometric_defocus_disc():
 def test_otf_rejects_impossible_aperture():
     with pytest.raises(ValueError, match="na"):
         defocus_otf((16, 16), 1.0, na=1.2, n_medium=1.0)
+    with pytest.raises(ValueError, match="psf"):
+        defocus_otf((16, 16), 1.0, psf="square")
+
+
+def test_gaussian_defocus_has_the_disc_s_width_and_no_contrast_reversals():
+    """The real stacks' defocus is Gaussian (tools/defocus_from_stacks.py): the "gaussian" PSF has the
+    geometric disc's second moment (R^2 / 4 per axis) and a positive OTF, where the disc's jinc changes sign."""
+    n, dz = 128, 12.0
+    yy, xx = np.mgrid[0:n, 0:n] - n // 2
+    variances = {}
+    for psf in ("disc", "gaussian"):
+        otf = defocus_otf((n, n), dz, psf=psf, core_sigma_um=0.01, wavelength_um=0.001)  # defocus only
+        image = np.fft.fftshift(np.fft.ifft2(otf).real)
+        variances[psf] = float((image * xx**2).sum() / image.sum())
+        if psf == "gaussian":
+            assert otf.min() > -1e-12
+        else:
+            assert otf.min() < -0.05
+    radius = dz * np.tan(np.arcsin(0.5))
+    assert variances["gaussian"] == pytest.approx(radius**2 / 4, rel=0.05)
+    assert variances["disc"] == pytest.approx(radius**2 / 4, rel=0.1)
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -128,10 +158,56 @@ def test_blur_grows_away_from_focus(stacks):
         peak = g[focus]
         assert g[focus - 8] < 0.75 * peak and g[focus + 8] < 0.75 * peak
         assert g[0] < 0.35 * peak and g[-1] < 0.35 * peak
-        # farther from the sharpest plane is blurrier (monotonic, up to a 5% wobble)
+        # farther from the sharpest plane is blurrier (monotonic, up to a 10% wobble on the sharp plateau
+        # of a thick section: 10% holds for 36 of the first 40 real zse-brain stacks, 5% for only 31)
         best = sharpest(stack)
-        assert np.all(np.diff(g[best + 1 :]) < 0.05 * peak)
-        assert np.all(np.diff(g[: best + 1]) > -0.05 * peak)
+        assert np.all(np.diff(g[best + 1 :]) < 0.1 * peak)
+        assert np.all(np.diff(g[: best + 1]) > -0.1 * peak)
+
+
+def test_defocus_keeps_the_light(stacks):
+    """Defocus moves light about, it neither adds nor removes it: the mean of every plane is the focal
+    plane's (the real stacks: 0.997-1.000 at 12 planes from focus; version 1 of the simulator, which
+    blurred the absorbance, darkened them to 0.93)."""
+    for stack, _, focus in stacks:
+        means = stack.reshape(len(stack), -1).mean(axis=1)
+        np.testing.assert_allclose(means / means[focus], 1.0, atol=0.01)
+
+
+def test_what_varies_between_scanners_is_drawn_per_stack():
+    """Blur scale, noise, stain strength and flare are drawn per stack from DEFAULTS' ranges; a fixed value
+    gives them all to every stack."""
+    from scripts.simulate.zstacks import DEFAULTS, _scanner
+
+    draws = [_scanner(np.random.default_rng(seed), DEFAULTS) for seed in range(20)]
+    for key in ("blur_scale", "blur_asymmetry", "stain_scale", "flare", "gain", "read_noise", "noise_correlation"):
+        values = np.array([d[key] for d in draws])
+        lo, hi = DEFAULTS[key]
+        assert lo <= values.min() < values.max() <= hi and len(set(values)) == len(values), key
+
+    # a larger blur scale blurs the outermost planes more, relative to the sharpest (the specimens differ:
+    # the field is padded by the largest blur)
+    def far_over_sharpest(scale, seed):
+        stack = simulate_stack(
+            np.random.default_rng(seed), size=64, depth=17, focal_range=(8, 8), blur_scale=scale, blur_asymmetry=0.0
+        )[0]
+        return (gradient_energy(stack[0]) + gradient_energy(stack[-1])) / 2 / max(gradient_energy(p) for p in stack)
+
+    narrow, wide = (np.array([far_over_sharpest(scale, seed) for seed in range(4)]) for scale in (0.9, 1.3))
+    assert np.all(wide < narrow) and wide.mean() < 0.85 * narrow.mean(), (narrow, wide)
+
+
+def test_version_1_specimens_do_not_see_the_realism_parameters():
+    """With SPECIMEN_V1 (the paired and defect datasets), the truth and the random numbers used do not
+    depend on the scanner parameters: fixed values draw nothing, and the truth is the specimen's."""
+    results = []
+    for extra in ({}, {"noise_correlation": 0.1, "read_noise": 2.0, "gain": 0.02}):
+        rng = np.random.default_rng(4)
+        stack, truth, focus = simulate_stack(rng, size=32, depth=13, **{**SPECIMEN_V1, **extra})
+        results.append((stack, truth, focus, rng.random()))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][2:] == results[1][2:]
+    assert not np.array_equal(results[0][0], results[1][0])
 
 
 def test_truth_is_sharp_and_blank_outside_the_section(stacks):
@@ -178,6 +254,11 @@ def test_dataset_layout_and_determinism(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a" / "truth").iterdir()) == names
     assert sorted(p.name for p in (tmp_path / "a" / "infocus").iterdir()) == names[:2]
     assert summary["n_stacks"] == 3 and summary["n_infocus"] == 2
+    stamp = json.loads((tmp_path / "a" / STAMP).read_text())
+    written = [f"{kind}/{name}" for kind in ("stacks", "truth") for name in names] + [
+        f"infocus/{name}" for name in names[:2]
+    ]
+    assert stamp == {"version": SIMULATOR_VERSION, "files": sorted(written)}
     assert len(summary["focal_planes"]) == 3 and all(5 <= f <= 11 for f in summary["focal_planes"])
     stack = tifffile.imread(tmp_path / "a" / "stacks" / names[0])
     assert stack.shape == (17, 40, 40) and stack.dtype == np.uint8
@@ -204,7 +285,8 @@ def test_ensure_dataset_generates_once(tmp_path, capsys, caplog):
         assert ensure_dataset(target, **kwargs) == target
     assert any(str(target) in r.getMessage() and "simulat" in r.getMessage() for r in caplog.records)
     files = sorted(p for p in target.rglob("*") if p.is_file())
-    assert len(files) == 6
+    assert len(files) == 7  # 2 stacks, 2 truths, 2 in-focus images and the stamp
+    assert json.loads((target / STAMP).read_text())["version"] == SIMULATOR_VERSION
     stamps = {p: p.stat().st_mtime_ns for p in files}
     # a second call leaves it untouched and says nothing
     assert ensure_dataset(target, **kwargs) == target
@@ -262,3 +344,59 @@ def test_interrupted_generation_leaves_no_stacks(tmp_path, monkeypatch):
         ensure_dataset(target, n_stacks=2, n_infocus=1, size=32, depth=17, progress=False)
     assert not any(target.rglob("*.tif"))
     assert not any(p.name.startswith(".simulating") for p in target.iterdir())
+
+
+TINY = {"n_stacks": 2, "n_infocus": 1, "size": 32, "depth": 17, "progress": False}
+
+
+def test_a_set_of_another_simulator_version_is_simulated_again(tmp_path, capsys):
+    target = tmp_path / "data"
+    ensure_dataset(target, **{**TINY, "n_stacks": 3})
+    stamp = json.loads((target / STAMP).read_text())
+    assert sorted(stamp["files"])[:2] == ["infocus/sim_00000.tif", "stacks/sim_00000.tif"]
+    (target / STAMP).write_text(json.dumps({**stamp, "version": SIMULATOR_VERSION - 1}))
+    before = (target / "stacks" / "sim_00000.tif").read_bytes()
+    (target / "stacks" / "sim_00000.tif").write_bytes(b"old")
+    capsys.readouterr()
+    ensure_dataset(target, **TINY)  # now 2 stacks: the third of the old set must not stay behind
+    assert f"version {SIMULATOR_VERSION - 1} of the simulator" in capsys.readouterr().out
+    assert sorted(p.name for p in (target / "stacks").iterdir()) == ["sim_00000.tif", "sim_00001.tif"]
+    assert (target / "stacks" / "sim_00000.tif").read_bytes() == before
+    assert json.loads((target / STAMP).read_text())["version"] == SIMULATOR_VERSION
+
+
+def test_an_unstamped_simulated_set_counts_as_version_1(tmp_path, capsys):
+    """Sets generated before the stamps: only the simulator's file names in stacks/, truth/, infocus/."""
+    target = tmp_path / "data"
+    simulate_dataset(target, **TINY)
+    (target / STAMP).unlink()
+    (target / "truth" / "sim_00007.tif").write_bytes(b"left by an older, larger set")
+    ensure_dataset(target, **TINY)
+    assert "version 1 of the simulator" in capsys.readouterr().out
+    assert sorted(p.name for p in (target / "truth").iterdir()) == ["sim_00000.tif", "sim_00001.tif"]
+    assert (target / STAMP).is_file()
+
+
+def test_an_old_set_with_other_files_among_it_is_refused(tmp_path):
+    target = tmp_path / "data"
+    ensure_dataset(target, **TINY)
+    stamp = json.loads((target / STAMP).read_text())
+    (target / STAMP).write_text(json.dumps({**stamp, "version": 1}))
+    (target / "stacks" / "mine.tif").write_bytes(b"the user's")
+    with pytest.raises(InputError, match="other files among them") as error:
+        ensure_dataset(target, **TINY)
+    assert error.value.path == str(target)
+    assert (target / "stacks" / "mine.tif").read_bytes() == b"the user's"
+    assert (target / "stacks" / "sim_00000.tif").is_file()
+
+
+def test_a_folder_the_user_named_is_used_as_it_is_whatever_its_version(tmp_path, capsys):
+    target = tmp_path / "data"
+    ensure_dataset(target, **TINY)
+    stamp = json.loads((target / STAMP).read_text())
+    (target / STAMP).write_text(json.dumps({**stamp, "version": 1}))
+    files = {p: p.read_bytes() for p in (target / "stacks").iterdir()}
+    capsys.readouterr()
+    assert ensure_dataset(target, simulate=False) == target
+    assert "used as it is" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (target / "stacks").iterdir()} == files

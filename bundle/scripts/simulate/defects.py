@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from scripts.errors import InputError
-from scripts.simulate.zstacks import _STACK_META, _child, ensure_generated, simulate_stack
+from scripts.simulate.zstacks import _STACK_META, SPECIMEN_V1, _child, ensure_generated, simulate_stack
 
 __all__ = [
     "DEFECTS",
@@ -161,7 +161,7 @@ def simulate_defect_dataset(
 
     def clean_volume(kind: int, index: int) -> tuple[np.ndarray, np.random.Generator]:
         rng = _child(seed, kind, index)
-        return simulate_stack(rng, size=size, depth=depth)[1], rng
+        return simulate_stack(rng, size=size, depth=depth, **SPECIMEN_V1)[1], rng
 
     for i in range(n_clean):
         write_stack(out / "clean" / f"sim_{i:05d}.tif", clean_volume(2, i)[0], dict(_STACK_META))

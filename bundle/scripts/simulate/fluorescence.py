@@ -47,7 +47,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 from scripts.simulate.optics import frequency_grid, otf
-from scripts.simulate.zstacks import _child, _params, _Specimen, ensure_generated
+from scripts.simulate.zstacks import SPECIMEN_V1, _child, _params, _Specimen, ensure_generated
 
 __all__ = ["CONFOCAL", "NUISANCES", "SYSTEMS", "ensure_paired_dataset", "simulate_pair", "simulate_pairs"]
 
@@ -118,7 +118,7 @@ def simulate_pair(
     n = {**NUISANCES, **nuisances}
     wide = SYSTEMS[system]
     widest = max((wide, CONFOCAL), key=_tan)  # the specimen's field is padded by the widest blur
-    p = _params({"pixel_um": wide["pixel_um"], "na": widest["na"], "n_medium": widest["n_medium"]})
+    p = _params({**SPECIMEN_V1, "pixel_um": wide["pixel_um"], "na": widest["na"], "n_medium": widest["n_medium"]})
     spec = _Specimen(rng, p, size, 0.0, n["focus_offset_um"])
     spectrum = spec.spectrum()
     depths = (spec.j0 + np.arange(spec.layers)) * spec.h  # w_j, um; the section's middle at 0

@@ -2,26 +2,30 @@
 
 Everything is deterministic from a ``numpy.random.Generator`` (``simulate_dataset``: from one seed,
 with an independent child seed per file). Arrays are ZYX (stacks) and YX (images), uint8. Every
-number below is a default of ``DEFAULTS`` and can be overridden by keyword.
+number below is a default of ``DEFAULTS`` and can be overridden by keyword. This is version 2
+(:data:`SIMULATOR_VERSION`) of the data, fitted to the real zse-brain stacks by measurement
+(``tools/sim_realism.py``, docs/simulation.md); :data:`SPECIMEN_V1` gives version 1's specimen and
+optics (the paired and defect datasets keep them).
 
 **Specimen.** A 3D absorbance volume (natural-log absorbance per voxel) of a section of brain tissue
-10-14 um thick (``thickness_um``), stained for cell bodies (Nissl-like), sampled at ``pixel_um``
+8-12 um thick (``thickness_um``), stained for cell bodies (Nissl-like), sampled at ``pixel_um``
 (1 um) laterally and in layers ``layer_um`` (0.5 um) deep:
 
-- neurons (20 per 100 x 100 um): dark bodies with a granular texture, ellipsoids (middle semi-axis
-  3.5-7.5 um, the long one 1.2-1.5x, the short one 0.75-1x that: equivalent radius ~3.5-8 um), most
+- neurons (26 per 100 x 100 um): dark bodies with a granular texture (``cell_texture`` 0.8),
+  ellipsoids (middle semi-axis 4.5-9 um, the long one 1.2-1.5x, the short one 0.75-1x that), most
   tapered into a cone on a flattened base (pyramidal), 70% pointing their apex along the field's main
-  direction (as in cortex), the rest randomly oriented; inside each a paler nucleus towards the base
-  with a dark nucleolus; a quarter of them weakly stained; glia (6 per 100 x 100 um): small (2.2-3.5
-  um), dense, round-ish bodies. Cell depths are stratified over the section (as much above its
-  middle as below) and the section's surfaces cut the cells that cross them;
+  direction (as in cortex), the rest randomly oriented; inside each a paler nucleus towards the base with a dark
+  nucleolus; a quarter of them weakly stained; glia (6 per 100 x 100 um): small (2.2-3.5 um), dense,
+  round-ish bodies. Cell depths are stratified over the section (as much above its middle as below)
+  and the section's surfaces cut the cells that cross them;
 - processes: thin curved fibres (1-2 px wide, tapering) leaving 75% of the neurons (an apical
   dendrite from the apex, 15-50 um, and 0-2 basal ones) and free fibres (12 per 100 x 100 um,
   30-100 um long, mostly along the main direction), wandering slowly in depth;
-- neuropil: a weak stain filling the section with a granular 3D texture (0.6 um laterally, ~1.2 um
-  in depth), small specks at random depths (0.4 per um^2) and a mid-scale mottling, streaky along
-  the main direction (paler and darker patches);
-- a mild large-scale stain variation over the field (+-15%, multiplies all absorbance).
+- neuropil: a weak stain filling the section with a coarse granular 3D texture (``texture`` 2.5
+  relative std before clipping at zero, 0.5 um laterally, 1 um in depth), small specks at random
+  depths (0.3 per um^2) and a mid-scale mottling, streaky along the main direction (paler and darker
+  patches);
+- a large-scale stain variation over the field (+-30%, multiplies all absorbance).
 
 The section's middle lies at the focal depth ``zf`` (in plane units, 0-based), drawn uniformly so
 that the returned sharpest plane ``round(zf)`` is uniform over ``focal_range`` (default for 29
@@ -32,39 +36,53 @@ object's depth is shifted by the tilt at its position. A plain gradient-energy a
 lies within about +-2 planes of ``round(zf)`` (the sharp plateau of a thick section is broad and the
 content decides where in it the maximum falls), like the real stacks' 11..19 (counted from 1).
 
-**Optics** (:mod:`scripts.simulate.optics`, ``defocus_otf``): incoherent imaging of the absorbance,
-layer by layer; blur grows linearly with the distance from focus.
+**Optics** (:func:`_render`, :mod:`scripts.simulate.optics`): incoherent imaging, layer by layer,
+that keeps the light: each pixel's shadow ``1 - exp(-A)`` (``A`` its column's absorbance) is shared
+among the layers by their absorbance and each share is blurred by the defocus OTF of its distance
+from the focal plane; the image is one minus their sum (a faint stain is imaged linearly, an opaque
+cell stays black at every focus, every plane has the focal plane's mean intensity, as in the real
+stacks). The defocus blur is Gaussian (``defocus_psf``; the real stacks show no contrast reversals)
+of the geometric disc's second moment, ``blur_scale`` times it, and ``1 + blur_asymmetry`` times more
+for planes focused below the section than above (the real stacks: k = 0.27 px per plane above
+focus, 0.30 below).
 
-**Camera.** Illumination ``I0`` uniform in 200-230 (``illumination``), vignetting
-``V = 1 - v r^2`` (``v`` in 0.03-0.10, ``r`` the distance from a slightly off-centre point over the
-half-diagonal of the image), Poisson-Gaussian noise (``gain`` 0.01 DN per photo-electron: shot-noise
-variance ``gain * I``, in its Gaussian approximation, exact at these ~20000 electrons; plus read
-noise ``read_noise`` 0.8 DN: ~1.6 DN at 200), rounded and clipped to uint8. Stacks average about
-130 (the real ones 136); the darkest 1% of an in-focus plane lies below ~5 (real: ~12).
+**Scanner and camera**, drawn for each stack (what differs between scanners): ``blur_scale``
+0.9-1.3, ``blur_asymmetry`` 0-0.3, ``stain_scale`` 1.1-1.6 (multiplies all absorbance: stain
+strength and the scanner's colour-to-grey conversion), illumination ``I0`` 225-255
+(``illumination``), vignetting ``V = 1 - v r^2`` (``v`` in 0.03-0.10, ``r`` the distance from a
+slightly off-centre point over the half-diagonal of the image), stray light ``flare`` 1.5-5% of
+``I0`` everywhere (the black level), Poisson-Gaussian noise (``gain`` 0.01-0.026 DN per
+photo-electron: shot-noise variance ``gain * I``, in its Gaussian approximation; plus read noise
+``read_noise`` 0.6-1.5 DN), correlated between neighbouring pixels by the filter ``[c, 1 - 2c, c]``
+along y and x (``noise_correlation`` c 0.04-0.12: the real noise has less power at the highest
+frequencies), rounded and clipped to uint8. The section's tilt varies too (above).
 
 **Ground truth** (``truth/``). What an ideal isotropic 1 um microscope would show of the same
-specimen, in the same intensity scale: plane ``z`` is ``I0 * V * exp(-A_t(z))`` with only the
-in-focus lateral OTF (``dz = 0``) and a narrow axial window,
-``A_t(z) = T * sum_d N(z - d; truth_sigma_um) a_d`` (``N`` the normal density, ``truth_sigma_um``
-1 um, ``T`` the section thickness): the local absorbance density at depth ``z`` scaled to the whole
-section's thickness, so that a uniformly stained section looks as dark in the truth as in focus, and
-a cell seen in the truth's plane is about as dark as in the in-focus image (small objects such as
-the specks, thinner than the window, come out darker than in any focal plane). Planes outside the
-section are blank (``I0 * V``). No noise; rounded and clipped to uint8; same vignetting and ``I0``
-as its stack.
+specimen, in the same intensity scale: plane ``z`` is ``I0 * V * (flare + (1 - flare) exp(-A_t(z)))``
+with only the in-focus lateral OTF (``dz = 0``) and a narrow axial window,
+``A_t(z) = s T * sum_d N(z - d; truth_sigma_um) a_d`` (``N`` the normal density, ``truth_sigma_um``
+1 um, ``T`` the section thickness, ``s`` the stain scale): the local absorbance density at depth
+``z`` scaled to the whole section's thickness, so that a uniformly stained section looks as dark in
+the truth as in focus, and a cell seen in the truth's plane is about as dark as in the in-focus image
+(small objects such as the specks, and the grains of the coarse neuropil texture, thinner than the
+window, come out darker than in any focal plane: the truth looks grainier than the focal plane).
+Planes outside the section are blank (``I0 * V``). No noise; rounded and clipped to uint8; same
+vignetting, flare and ``I0`` as its stack.
 
 **In-focus images** (``infocus/``). Independent specimens (other places, unpaired with the stacks),
-rendered with the same optics and camera at the focal depth (the section's middle, +-0.25 um).
+rendered with the same optics and a scanner of their own at the focal depth (the section's middle,
++-0.25 um).
 
-Cost: about 0.15 s per 128x128x29 stack with its truth and 0.05 s per in-focus image on one CPU
-core; the default 40 + 40 set in about 8-10 s.
+Cost: docs/simulation.md gives the time of the default 40 + 40 set.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -83,10 +101,14 @@ __all__ = [
     "ensure_dataset",
     "ensure_generated",
     "generate_atomically",
+    "SIMULATOR_VERSION",
+    "SPECIMEN_V1",
+    "STAMP",
     "say",
     "simulate_dataset",
     "simulate_infocus",
     "simulate_stack",
+    "write_stamp",
 ]
 
 logger = logging.getLogger("zsegan")
@@ -96,13 +118,13 @@ logger = logging.getLogger("zsegan")
 DEFAULTS: dict = {
     **OPTICS,  # pixel_um, plane_um, layer_um, na, n_medium, wavelength_um, core_sigma_um
     # geometry
-    "thickness_um": (10.0, 14.0),
+    "thickness_um": (8.0, 12.0),
     "focal_range": None,  # (lo, hi) sharpest plane, 0-based, inclusive; None: middle +- 4 * depth / 29
     "max_tilt": 1.5,  # planes per 128 um across the field, at most
     # specimen (densities per 100 x 100 um of field)
-    "neurons": 20.0,
+    "neurons": 26.0,
     "glia": 6.0,
-    "neuron_radius_um": (3.5, 7.5),  # middle semi-axis; the long one 1.2-1.5x, the short 0.75-1x that
+    "neuron_radius_um": (4.5, 9.0),  # middle semi-axis; the long one 1.2-1.5x, the short 0.75-1x that
     "glia_radius_um": (2.2, 3.5),
     "cell_absorbance": (0.35, 0.55),  # per um of path
     "glia_absorbance": (0.45, 0.7),
@@ -112,21 +134,64 @@ DEFAULTS: dict = {
     "pale_fraction": 0.25,  # weakly stained ("ghost") neurons
     "fibres": 12.0,  # free fibres
     "fibre_absorbance": (0.6, 1.0),  # per um of path
-    "neuropil_absorbance": (0.005, 0.012),  # per um, the uniform part
-    "texture": 0.8,  # relative std of the granular texture (neuropil and cells)
-    "grain_um": 0.6,  # lateral correlation length (Gaussian sigma) of that texture; twice that in depth
+    "neuropil_absorbance": (0.004, 0.012),  # per um, the uniform part
+    "texture": 2.5,  # relative std of the neuropil's granular texture
+    "cell_texture": 0.8,  # and of the cells' (the same texture field)
+    "grain_um": 0.5,  # lateral correlation length (Gaussian sigma) of that texture
+    "grain_depth_um": 1.0,  # its correlation length in depth
     "speck_sigma_um": 0.3,  # lateral size (Gaussian sigma) of specks and fibres
-    "specks": 0.4,  # per um^2 of field
-    "speck_mass": 0.25,  # mean absorbance * um^2 of one speck
-    "stain_variation": 0.15,  # relative amplitude, large scale
-    "patchiness": 0.7,  # relative amplitude of the neuropil's mid-scale variation
+    "specks": 0.3,  # per um^2 of field
+    "speck_mass": 0.35,  # mean absorbance * um^2 of one speck
+    "stain_variation": 0.3,  # relative amplitude, large scale
+    "patchiness": 0.8,  # relative amplitude of the neuropil's mid-scale variation
+    # what varies between scanners: each stack draws its own (pairs are ranges)
+    "defocus_psf": "gaussian",  # "gaussian" (as the real stacks) or "disc" (geometric optics)
+    "blur_scale": (0.9, 1.3),  # the defocus blur relative to the NA's (radius |dz| tan(asin(NA/n)))
+    "blur_asymmetry": (0.0, 0.3),  # planes focused below the section blur this much more than above
+    "stain_scale": (1.1, 1.6),  # multiplies every absorbance: stain strength and colour-to-grey conversion
     # camera
-    "illumination": (200.0, 230.0),
+    "illumination": (225.0, 255.0),
+    "flare": (0.015, 0.05),  # stray light, a fraction of the illumination, everywhere (a black level)
     "vignetting": (0.03, 0.10),
-    "gain": 0.01,  # DN per photo-electron
-    "read_noise": 0.8,  # DN
+    "gain": (0.01, 0.026),  # DN per photo-electron
+    "read_noise": (0.6, 1.5),  # DN
+    "noise_correlation": (0.04, 0.12),  # c of the [c, 1 - 2c, c] filter on the noise (demosaicing)
     # ground truth
     "truth_sigma_um": 1.0,
+}
+
+#: The version of the simulated data: a dataset folder generated by another version is regenerated
+#: (:func:`ensure_generated`), never mixed with this one's files.
+SIMULATOR_VERSION = 2
+
+#: The lateral smoothing (Gaussian sigma, px) of each layer's part of an opaque column's shadow: such a
+#: column is black at every focus, whatever the grain of the stain in the layer in focus.
+SHARE_SMOOTHING_PX = 1.0
+
+#: Parameters that give version 1's specimens (and use the random numbers as version 1 did): the paired
+#: and defect datasets, built on this specimen, keep them so that their documented numbers hold.
+SPECIMEN_V1: dict = {
+    "thickness_um": (10.0, 14.0),
+    "neurons": 20.0,
+    "grain_um": 0.6,
+    "grain_depth_um": 1.2,
+    "stain_variation": 0.15,
+    "neuron_radius_um": (3.5, 7.5),
+    "neuropil_absorbance": (0.005, 0.012),
+    "texture": 0.8,
+    "cell_texture": 0.64,
+    "specks": 0.4,
+    "speck_mass": 0.25,
+    "patchiness": 0.7,
+    "defocus_psf": "disc",
+    "blur_scale": 1.0,
+    "blur_asymmetry": 0.0,
+    "stain_scale": 1.0,
+    "illumination": (200.0, 230.0),
+    "flare": 0.0,
+    "gain": 0.01,
+    "read_noise": 0.8,
+    "noise_correlation": 0.0,
 }
 
 
@@ -143,6 +208,18 @@ def _params(params: dict) -> dict:
     return p
 
 
+def _blur_reach(p: dict) -> float:
+    """How far (um) the defocus blur reaches per um of defocus, at most: the disc's radius, or two sigma
+    of the Gaussian (the 13% of its weight beyond, at the farthest planes, wraps around the periodic
+    field: specimen from the field's other side), at the largest ``blur_scale`` and ``blur_asymmetry``."""
+
+    def most(key):
+        return max(p[key]) if isinstance(p[key], (tuple, list)) else p[key]
+
+    scale = most("blur_scale") * (1.0 + most("blur_asymmetry"))
+    return math.tan(math.asin(p["na"] / p["n_medium"])) * scale
+
+
 def _uniform(rng: np.random.Generator, value) -> float:
     """A draw from a (lo, hi) range, or the value itself."""
     if isinstance(value, (tuple, list)):
@@ -153,11 +230,14 @@ def _uniform(rng: np.random.Generator, value) -> float:
 # ----------------------------------------------------------------------------- optics
 
 
-@lru_cache(maxsize=16)
-def _otf_table(field: int, pixel_um: float, layer_um: float, n_max: int, optics: tuple) -> np.ndarray:
-    """float32 OTFs (rfft2 layout of a ``field`` x ``field`` grid) for dz = 0, h, 2h, ... n_max h."""
+@lru_cache(maxsize=4)
+def _otf_table(field: int, pixel_um: float, layer_um: float, n_max: int, optics: tuple, scales=(1.0, 1.0)):
+    """float32 OTFs (rfft2 layout of a ``field`` x ``field`` grid) for dz = -n_max h .. n_max h (index
+    ``n_max + dz / h``), the defocus blur ``scales`` times the optics' for dz < 0 and dz > 0 (``optics``:
+    :func:`otf`'s arguments after ``dz_um``)."""
     rho = frequency_grid((field, field), pixel_um, half=True)
-    table = otf(rho, np.arange(n_max + 1) * layer_um, *optics).astype(np.float32)
+    dz = np.arange(-n_max, n_max + 1) * layer_um
+    table = otf(rho, dz * np.where(dz < 0, scales[0], scales[1]), *optics).astype(np.float32)
     table.setflags(write=False)
     return table
 
@@ -231,7 +311,7 @@ class _Specimen:
         px, h = p["pixel_um"], p["layer_um"]
         self.h = h
         self.thickness = _uniform(rng, p["thickness_um"])
-        tan = math.tan(math.asin(p["na"] / p["n_medium"]))
+        tan = _blur_reach(p)
         thickest = max(p["thickness_um"]) if isinstance(p["thickness_um"], (tuple, list)) else p["thickness_um"]
         self.pad = int(math.ceil((max_dz + thickest / 2 + p["max_tilt"]) * tan / px)) + 1
         self.size = size
@@ -298,8 +378,8 @@ class _Specimen:
         noise = rng.standard_normal((self.layers, n, n), dtype=np.float32)
         g = p["grain_um"] / p["pixel_um"]
         noise = ndimage.gaussian_filter(noise, (0, g, g), mode="wrap", truncate=3.0)
-        # in depth: two box filters (fast), together about a Gaussian of sigma 2 * grain_um
-        box = max(1, 2 * round((math.sqrt(6.0 * (2.0 * p["grain_um"] / h) ** 2 + 1.0) - 1.0) / 2.0) + 1)
+        # in depth: two box filters (fast), together about a Gaussian of sigma grain_depth_um
+        box = max(1, 2 * round((math.sqrt(6.0 * (p["grain_depth_um"] / h) ** 2 + 1.0) - 1.0) / 2.0) + 1)
         for _ in range(2):
             noise = _box_depth(noise, box)
         noise *= 1.0 / (noise.std() + 1e-12)
@@ -379,7 +459,7 @@ class _Specimen:
         edge = 0.6
         mask = np.clip((1.0 - q) * (a2 / edge) + 0.5, 0.0, 1.0)
         mask *= self.occ[box]
-        value = np.maximum(1.0 + 0.8 * p["texture"] * self.texture[box], 0.0)
+        value = np.maximum(1.0 + p["cell_texture"] * self.texture[box], 0.0)
         value *= dens * h
         if neuron:
             # paler nucleus towards the wide end, with a dark nucleolus (computed in a small box)
@@ -472,22 +552,49 @@ class _Specimen:
 # ----------------------------------------------------------------------------- rendering
 
 
-def _render(spec: _Specimen, plane_layers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Absorbance images (cropped) seen with the focal plane at layer indices ``plane_layers``, and
-    the specimen's layer spectra."""
+def _render(spec: _Specimen, plane_layers: np.ndarray, scanner: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Transmittance images (cropped: the fraction of the light that reaches the camera) with the focal
+    plane at layer indices ``plane_layers``, and the specimen's layer spectra (absorbance).
+
+    Defocus moves light about but neither adds nor removes it (the real stacks' mean intensity is the
+    same at every depth): the shadow ``1 - exp(-A)`` of each pixel (``A`` the absorbance of its whole
+    column) is shared among the layers in proportion to their absorbance, and each layer's share is
+    blurred by the OTF of its distance from the focal plane; the image is 1 minus their sum. A faint
+    stain is imaged linearly (``1 - A``), a dense one never below black, and a defocused cell's shadow
+    spreads and fades. Where the shadows of overlapping cells add up to nearly all the light (the limit
+    of sharing them linearly), the image goes smoothly to black (:func:`_soft_floor`) instead of below.
+    """
     p, n = spec.p, spec.field
     j = spec.j0 + np.arange(spec.layers)
-    dist = np.abs(plane_layers[:, None] - j[None, :])
-    optics = (p["na"], p["n_medium"], p["wavelength_um"], p["core_sigma_um"])
-    n_max = int(dist.max())
-    table = _otf_table(n, p["pixel_um"], p["layer_um"], -(-n_max // 64) * 64, optics)
+    dist = plane_layers[:, None] - j[None, :]  # > 0: the layer lies above the focal plane
+    optics = (p["na"], p["n_medium"], p["wavelength_um"], p["core_sigma_um"], p["defocus_psf"])
+    n_max = int(np.abs(dist).max())
+    scale, asymmetry = scanner["blur_scale"], scanner["blur_asymmetry"]
+    table = _otf_table(n, p["pixel_um"], p["layer_um"], n_max, optics, (scale, scale * (1 + asymmetry)))
     a = spec.spectrum()
+    tiny = np.float32(1e-12)
+    sharp = np.maximum(sfft.irfft2(a, s=(n, n)), 0)
+    total = sharp.sum(axis=0)
+    shadow = -np.expm1(-total * np.float32(scanner["stain_scale"]))
+    # each layer's part of its column's absorbance: as it is where the column is faint (linear imaging),
+    # smoothed over the stain's grain where it is opaque (black at every focus)
+    smooth = np.maximum(sfft.irfft2(a * _gauss_otf(n, p["pixel_um"], SHARE_SMOOTHING_PX), s=(n, n)), 0)
+    sharp *= (shadow * (1 - shadow) / np.maximum(total, tiny))[None]
+    sharp += smooth * (shadow * shadow / np.maximum(smooth.sum(axis=0), tiny))[None]
+    shadows = sfft.rfft2(sharp)
     out = np.empty((len(plane_layers), n, n // 2 + 1), np.complex64)
     for i in range(len(plane_layers)):
-        np.sum(table[dist[i]] * a, axis=0, out=out[i])
+        np.sum(table[n_max + dist[i]] * shadows, axis=0, out=out[i])
     img = sfft.irfft2(out, s=(n, n))
     c = spec.pad
-    return img[:, c : c + spec.size, c : c + spec.size], a
+    return _soft_floor(1.0 - img[:, c : c + spec.size, c : c + spec.size]), a
+
+
+def _soft_floor(x: np.ndarray, knee: float = 0.05) -> np.ndarray:
+    """``x`` above ``knee``; below it ``knee * exp(x / knee - 1)``: positive, smooth at the knee."""
+    low = x < knee
+    x[low] = knee * np.exp(x[low] / knee - 1.0)
+    return x
 
 
 def _truth(spec: _Specimen, spectrum: np.ndarray, plane_w: np.ndarray) -> np.ndarray:
@@ -495,8 +602,8 @@ def _truth(spec: _Specimen, spectrum: np.ndarray, plane_w: np.ndarray) -> np.nda
     w = (spec.j0 + np.arange(spec.layers)) * spec.h
     s = p["truth_sigma_um"]
     weights = spec.thickness * np.exp(-0.5 * ((plane_w[:, None] - w[None, :]) / s) ** 2) / (s * math.sqrt(2 * np.pi))
-    optics = (p["na"], p["n_medium"], p["wavelength_um"], p["core_sigma_um"])
-    in_focus = _otf_table(n, p["pixel_um"], p["layer_um"], 0, optics)[0]
+    optics = (p["na"], p["n_medium"], p["wavelength_um"], p["core_sigma_um"], p["defocus_psf"])
+    in_focus = _otf_table(n, p["pixel_um"], p["layer_um"], 0, optics)[0]  # dz = 0
     # a real matrix product on the spectra's (re, im) pairs
     flat = spectrum.view(np.float32).reshape(spectrum.shape[0], -1)
     mixed = (weights.astype(np.float32) @ flat).view(np.complex64).reshape((len(plane_w),) + spectrum.shape[1:])
@@ -515,17 +622,39 @@ def _camera(rng: np.random.Generator, p: dict, size: int) -> tuple[float, np.nda
     return i0, (1.0 - v * r2).astype(np.float32)
 
 
-def _expose(rng: np.random.Generator, p: dict, light: np.ndarray, absorbance: np.ndarray) -> np.ndarray:
+_SCANNER_KEYS = ("blur_scale", "blur_asymmetry", "stain_scale", "flare", "gain", "read_noise", "noise_correlation")
+
+
+def _scanner(rng: np.random.Generator, p: dict) -> dict:
+    """What varies between scanners, drawn for one stack (a fixed value draws nothing)."""
+    return {k: _uniform(rng, p[k]) for k in _SCANNER_KEYS}
+
+
+def _flared(transmittance: np.ndarray, scanner: dict) -> np.ndarray:
+    """The light reaching the camera with stray light ``flare`` (a fraction of the illumination)."""
+    flare = scanner["flare"]
+    return transmittance if flare == 0 else (1.0 - flare) * transmittance + flare
+
+
+def _expose(rng: np.random.Generator, scanner: dict, intensity: np.ndarray) -> np.ndarray:
     """Poisson-Gaussian camera: shot noise of variance ``gain * I`` (Gaussian approximation of the
-    Poisson law, exact at these thousands of photo-electrons per pixel) plus read noise."""
-    mean = (light * np.exp(-absorbance)).astype(np.float32)
-    std = np.sqrt(p["gain"] * mean + p["read_noise"] ** 2)
-    noisy = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+    Poisson law, exact at these thousands of photo-electrons per pixel) plus read noise; correlated
+    between neighbouring pixels by ``noise_correlation`` (the filter ``[c, 1 - 2c, c]`` along y and x,
+    variance kept: the real stacks' noise has less power at the highest frequencies)."""
+    mean = intensity.astype(np.float32)
+    std = np.sqrt(scanner["gain"] * mean + scanner["read_noise"] ** 2)
+    noise = rng.standard_normal(mean.shape, dtype=np.float32)
+    c = scanner["noise_correlation"]
+    if c:
+        kernel = np.array([c, 1 - 2 * c, c]) / math.sqrt((1 - 2 * c) ** 2 + 2 * c * c)
+        for axis in (-2, -1):
+            noise = ndimage.correlate1d(noise, kernel, axis=axis, mode="reflect")
+    noisy = mean + std * noise
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-def _ideal(light: np.ndarray, absorbance: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(light * np.exp(-absorbance)), 0, 255).astype(np.uint8)
+def _ideal(intensity: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
 
 
 def _focal_range(p: dict, depth: int) -> tuple[int, int]:
@@ -554,13 +683,14 @@ def simulate_stack(rng: np.random.Generator, size: int = 128, depth: int = 29, *
     q = round(p["plane_um"] / p["layer_um"])
     max_dz = max(hi + 0.5, depth - 1 - lo + 0.5) * p["plane_um"]
     spec = _Specimen(rng, p, size, zf * p["plane_um"], max_dz)
-    planes = np.arange(depth) * q
-    absorb, spectrum = _render(spec, planes)
-    truth_abs = _truth(spec, spectrum, planes * p["layer_um"])
     i0, vig = _camera(rng, p, size)
+    scanner = _scanner(rng, p)
+    planes = np.arange(depth) * q
+    transmitted, spectrum = _render(spec, planes, scanner)
+    truth_abs = _truth(spec, spectrum, planes * p["layer_um"]) * scanner["stain_scale"]
     light = i0 * vig
-    stack = _expose(rng, p, light, absorb)
-    truth = _ideal(light, truth_abs)
+    stack = _expose(rng, scanner, light * _flared(transmitted, scanner))
+    truth = _ideal(light * _flared(np.exp(-truth_abs), scanner))
     return stack, truth, focus
 
 
@@ -570,9 +700,10 @@ def simulate_infocus(rng: np.random.Generator, size: int = 128, **params) -> np.
     p = _params(params)
     w_mid = rng.uniform(-0.25, 0.25)
     spec = _Specimen(rng, p, size, w_mid, 0.0)
-    absorb, _ = _render(spec, np.array([0]))
     i0, vig = _camera(rng, p, size)
-    return _expose(rng, p, i0 * vig, absorb[0])
+    scanner = _scanner(rng, p)
+    transmitted, _ = _render(spec, np.array([0]), scanner)
+    return _expose(rng, scanner, i0 * vig * _flared(transmitted[0], scanner))
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -598,28 +729,32 @@ def simulate_dataset(
 ) -> dict:
     """Write a simulated dataset: ``<out_dir>/stacks/sim_NNNNN.tif`` (ZYX uint8 z-stacks),
     ``<out_dir>/truth/sim_NNNNN.tif`` (their sharp volumes, same names), ``<out_dir>/infocus/
-    sim_NNNNN.tif`` (unpaired in-focus images, ``size`` x ``size``). 1 um voxels are recorded in the
-    files. Stack ``i`` depends only on ``seed`` and ``i``. Returns a summary: ``dir``, ``n_stacks``,
-    ``n_infocus``, ``size``, ``depth``, ``seed``, ``focal_planes`` (sharpest plane of each stack,
-    0-based) and ``seconds``.
+    sim_NNNNN.tif`` (unpaired in-focus images, ``size`` x ``size``) and :data:`STAMP` (this simulator's
+    version and those files). 1 um voxels are recorded in the files. Stack ``i`` depends only on
+    ``seed`` and ``i``. Returns a summary: ``dir``, ``n_stacks``, ``n_infocus``, ``size``, ``depth``,
+    ``seed``, ``focal_planes`` (sharpest plane of each stack, 0-based) and ``seconds``.
     """
     out = Path(out_dir)
     start = time.perf_counter()
     focal = []
     step = max(1, (n_stacks + n_infocus) // 8)
     meta = dict(_STACK_META)
+    written = []
     for i in range(n_stacks):
         stack, truth, focus = simulate_stack(_child(seed, 0, i), size=size, depth=depth)
-        write_stack(out / "stacks" / f"sim_{i:05d}.tif", stack, meta)
-        write_stack(out / "truth" / f"sim_{i:05d}.tif", truth, meta)
+        written += [out / "stacks" / f"sim_{i:05d}.tif", out / "truth" / f"sim_{i:05d}.tif"]
+        write_stack(written[-2], stack, meta)
+        write_stack(written[-1], truth, meta)
         focal.append(focus)
         if progress and ((i + 1) % step == 0 or i + 1 == n_stacks):
             logger.info("simulated %d/%d stacks", i + 1, n_stacks)
     for i in range(n_infocus):
         image = simulate_infocus(_child(seed, 1, i), size=size)
-        write_image(out / "infocus" / f"sim_{i:05d}.tif", image, spacing=(1.0, 1.0))
+        written.append(out / "infocus" / f"sim_{i:05d}.tif")
+        write_image(written[-1], image, spacing=(1.0, 1.0))
         if progress and ((i + 1) % step == 0 or i + 1 == n_infocus):
             logger.info("simulated %d/%d in-focus images", i + 1, n_infocus)
+    write_stamp(out, written)
     seconds = time.perf_counter() - start
     return {
         "dir": str(out),
@@ -667,6 +802,37 @@ def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
     return summary
 
 
+STAMP = "simulated.json"
+"""The file that says which simulator version made a generated folder, and which files it wrote."""
+
+_LEGACY_NAME = re.compile(r"sim_\d{5}\.[a-z.]+")  # the file names of the sets made before stamps
+
+
+def _previous(path: Path, legacy: tuple[str, ...]) -> tuple[int, list[Path] | None] | None:
+    """What an earlier generation left in ``path``: (its version, its files, or None where other files lie
+    among them), or None where nothing says the folder was simulated. A folder without :data:`STAMP` whose
+    ``legacy`` folders hold only files named like the simulator's counts as version 1."""
+    stamp = path / STAMP
+    if stamp.is_file():
+        try:
+            record = json.loads(stamp.read_text())
+            version, listed = int(record["version"]), {path / f for f in record["files"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(stamp, f"unreadable ({error}): delete the folder to simulate it again") from error
+        folders = {f.relative_to(path).parts[0] for f in listed if len(f.relative_to(path).parts) > 1}
+    elif legacy:
+        version, listed, folders = 1, None, set(legacy)
+    else:
+        return None
+    present = [f for d in sorted(folders) if (path / d).is_dir() for f in (path / d).rglob("*") if f.is_file()]
+    present = [f for f in present if not f.name.startswith(".")]
+    if listed is None:  # no stamp: only a folder of nothing but the simulator's file names
+        if not present or not all(_LEGACY_NAME.fullmatch(f.name) for f in present):
+            return None
+        return version, present + [stamp]
+    return version, (None if set(present) - listed else sorted(listed | {stamp}))
+
+
 def ensure_generated(
     dataset_dir,
     required: str,
@@ -675,6 +841,8 @@ def ensure_generated(
     what: str = "dataset",
     allowed: bool = True,
     hint: str = "",
+    version: int | None = None,
+    legacy: tuple[str, ...] = (),
     **kwargs,
 ) -> Path:
     """If ``dataset_dir/required`` holds no files (missing or empty), ``simulate(folder, **kwargs)`` the
@@ -683,22 +851,52 @@ def ensure_generated(
     (:func:`say`); otherwise leave it untouched. Return the path. ``describe`` turns ``simulate``'s summary
     into the closing message. With ``allowed`` False (a folder the user named: a typo must not train on
     simulated data), a folder without ``required`` files is an InputError (``hint``: what to put there).
+
+    With ``version`` (the simulator's data version; ``simulate`` then writes a :data:`STAMP`,
+    :func:`write_stamp`), a folder simulated by another version (its stamp, or no stamp but only the
+    simulator's file names in the ``legacy`` folders: version 1) is simulated again, its old files deleted
+    first, so that two versions are never mixed; if other files lie among them, that is an InputError. A
+    folder the user named (``allowed`` False) is used as it is, with one line that says so.
     """
     path = Path(dataset_dir)
     if _has_files(path / required):
-        return path
-    if not allowed:
+        previous = _previous(path, legacy) if version is not None else None
+        if previous is None or previous[0] == version:
+            return path
+        old, files = previous
+        made = f"{path} holds data simulated by version {old} of the simulator (this is version {version})"
+        if not allowed:
+            say(f"{made}: used as it is")
+            return path
+        if files is None:
+            raise InputError(path, f"{made}, and other files among them: move yours out and delete the rest")
+        say(f"{made}: simulating it again")
+        for f in files:
+            f.unlink(missing_ok=True)
+    elif not allowed:
         if not path.is_dir():
             raise InputError(path, "no such dataset folder: check --dataset_dir")
         raise InputError(path / required, f"holds no {required}" + (f": {hint}" if hint else ""))
-    say(f"{path} holds no {required}/ files: generating the simulated {what} there")
+    else:
+        say(f"{path} holds no {required}/ files: generating the simulated {what} there")
+        previous = _previous(path, legacy) if version is not None and path.is_dir() else None
+        for f in (previous[1] or []) if previous else []:  # what an interrupted regeneration left
+            f.unlink(missing_ok=True)
     say(describe(generate_atomically(path, simulate, required, **kwargs)))
     return path
 
 
+def write_stamp(out_dir, files: list[Path], version: int = SIMULATOR_VERSION) -> None:
+    """Write :data:`STAMP` into ``out_dir``: the simulator's ``version`` and the ``files`` it wrote there."""
+    out = Path(out_dir)
+    names = sorted(str(Path(f).relative_to(out)) for f in files)
+    (out / STAMP).write_text(json.dumps({"version": version, "files": names}, indent=1) + "\n")
+
+
 def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
-    """If dataset_dir has no stacks (missing or empty stacks/ folder), generate the simulated set there
-    (:func:`ensure_generated`); otherwise leave it untouched. Return the path. ``kwargs`` go to
+    """If dataset_dir has no stacks (missing or empty stacks/ folder), or holds a set made by another
+    version of this simulator, generate the simulated set there (:func:`ensure_generated`, with
+    :data:`SIMULATOR_VERSION`); otherwise leave it untouched. Return the path. ``kwargs`` go to
     ``simulate_dataset``. With ``simulate`` False (a folder the user named: a typo must not train on
     simulated data), a folder without stacks is an InputError.
     """
@@ -710,4 +908,15 @@ def ensure_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
         )
 
     hint = f"put them there ({'/'.join(STACK_SUFFIXES)}), see the README's dataset layout"
-    return ensure_generated(dataset_dir, "stacks", simulate_dataset, describe, "dataset", simulate, hint, **kwargs)
+    return ensure_generated(
+        dataset_dir,
+        "stacks",
+        simulate_dataset,
+        describe,
+        "dataset",
+        simulate,
+        hint,
+        version=SIMULATOR_VERSION,
+        legacy=("stacks", "truth", "infocus"),
+        **kwargs,
+    )
