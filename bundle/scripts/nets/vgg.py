@@ -124,8 +124,9 @@ def save_random_vgg_weights(
 ) -> Path:
     """Write random weights of ``arch``'s ``features`` (all, or up to the layer named ``up_to``) to ``path``,
     with torchvision's keys: for tests and CI, never the paper's loss. ``scaled``: He's initialisation (normal,
-    fan-in, biases 0), which keeps the features' magnitude from layer to layer (PyTorch's default shrinks it
-    about threefold per layer, so deep features are near 0): a stand-in for runs without the ImageNet file."""
+    fan-in, biases 0), which keeps the features' magnitude from layer to layer (PyTorch's default roughly
+    halves it at every layer: relu3_3 features about 200 times smaller): a stand-in for runs without the ImageNet file.
+    """
     _check_arch(arch)
     torch.manual_seed(seed)
     last = len(LAYOUTS[arch]) * 2 if up_to is None else layer_names(arch)[up_to]
