@@ -63,11 +63,12 @@ def test_stage_1_trains_and_writes_the_generator(setup, tmp_path):
     [
         (["--vgg16_weights", "/nonexistent/vgg16.pth"], "error: /nonexistent/vgg16.pth: no such vgg16 weights file"),
         (["--tasks", "['deblur']"], "error: unknown defect task 'deblur'"),
+        (["--dataset_dir", "/nonexistent/defects"], "error: /nonexistent/defects: no such dataset folder"),
     ],
 )
 def test_bad_input_is_one_clear_line(setup, tmp_path, args, message):
     base = ["--dataset_dir", str(setup["data"]), "--output_dir", str(tmp_path / "run")]
-    result = run(*base, "--vgg19_weights", str(setup["vgg19"]), *TINY, *args)
+    result = run(*base, "--vgg19_weights", str(setup["vgg19"]), *TINY, *args)  # the last --dataset_dir wins
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr

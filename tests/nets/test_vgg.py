@@ -115,3 +115,13 @@ def test_a_whole_torchvision_file_loads_for_a_shallow_layer(tmp_path):
     features = VGGFeatures("vgg16", ("relu1_1",), full)
     assert len(features.features) == 2
     torch.testing.assert_close(features.features[0].weight, state["features.0.weight"])
+
+
+def test_scaled_random_weights_keep_the_deep_features_alive(tmp_path):
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    size = {}
+    for scaled in (False, True):
+        path = save_random_vgg_weights("vgg16", tmp_path / f"{scaled}.pth", "relu3_3", scaled=scaled)
+        with torch.no_grad():
+            size[scaled] = VGGFeatures("vgg16", ("relu3_3",), path)(images)["relu3_3"].abs().mean().item()
+    assert size[False] < 0.05 < size[True]  # PyTorch's default init fades by relu3_3; He's does not

@@ -1,4 +1,4 @@
-"""PairedGANTrainer on tiny synthetic pairs: the pix2pix step, the L1-only baseline, 3D inputs, checkpoints."""
+"""PairedGANTrainer on tiny synthetic pairs: the pix2pix step, the L1-only baseline, the content term, 3D inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scripts.nets.paired import conditional_discriminator, residual_unet
 from scripts.paired.trainer import PairedGANTrainer, planes
 from torch.utils.data import DataLoader
 
-KEYS = {"loss_G", "loss_G_GAN", "loss_G_L1", "loss_G_SSIM", "loss_D", "lr_G"}
+KEYS = {"loss_G", "loss_G_GAN", "loss_G_L1", "loss_G_SSIM", "loss_G_content", "loss_D", "lr_G"}
 
 
 def _pairs(n: int = 4, shape=(1, 32, 32)) -> list[dict]:
@@ -79,3 +79,30 @@ def test_3d_pairs_are_judged_plane_by_plane():
     trainer = make_trainer(spatial_dims=3, shape=(1, 4, 16, 16))
     trainer.run()
     assert trainer.state.output["loss_D"] > 0
+
+
+class _Recorder(torch.nn.Module):
+    """A content loss that records what it was given: mean |output - target| of a blurred copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[torch.Size, bool]] = []
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls.append((output.shape, target.requires_grad))
+        blur = torch.nn.functional.avg_pool2d
+        return (blur(output, 3, 1, 1) - blur(target, 3, 1, 1)).abs().mean()
+
+
+def test_the_content_term_is_weighed_into_g_and_needs_a_loss():
+    content = _Recorder()
+    trainer = make_trainer(lambda_l1=0.0, lambda_adversarial=0.1, content_loss=content, lambda_content=2.0)
+    g0 = [p.clone() for p in trainer.generator.parameters()]
+    trainer.run()
+    output = trainer.state.output
+    assert content.calls == [(torch.Size([2, 1, 32, 32]), False)] * 2  # G(x) against y, once per iteration
+    assert output["loss_G_L1"] == 0 and output["loss_G_content"] > 0
+    assert output["loss_G"] == pytest.approx(output["loss_G_GAN"] + output["loss_G_content"])
+    assert any(not torch.equal(a, b) for a, b in zip(g0, trainer.generator.parameters(), strict=True))
+    with pytest.raises(ValueError, match="lambda_content is 1.0 but no content_loss"):
+        make_trainer(lambda_content=1.0)

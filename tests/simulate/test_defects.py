@@ -104,3 +104,17 @@ def test_ensure_defect_dataset_generates_once(tmp_path, capsys):
     ensure_defect_dataset(target, tasks=["axial"], **TINY)
     assert {p: p.stat().st_mtime_ns for p in target.rglob("*.tif")} == before
     assert capsys.readouterr().out == ""
+
+
+def test_a_named_folder_without_clean_volumes_is_an_error_not_simulated(tmp_path):
+    missing = tmp_path / "typo"
+    with pytest.raises(InputError, match="no such dataset folder"):
+        ensure_defect_dataset(missing, simulate=False, tasks=["axial"], **TINY)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    (empty / "clean").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no clean: put the unpaired clean volumes there"):
+        ensure_defect_dataset(empty, simulate=False, tasks=["axial"], **TINY)
+    assert list(empty.rglob("*.tif")) == []
+    simulate_defect_dataset(empty, tasks=["axial"], **TINY)  # a folder that holds data is used as it is
+    assert ensure_defect_dataset(empty, simulate=False, tasks=["axial"]) == empty

@@ -18,15 +18,18 @@ def default_depths(depth: int) -> list[int]:
     return [0, depth // 2, depth - 1]
 
 
-def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: int = 4) -> np.ndarray:
+def orthogonal_views(
+    stack: np.ndarray, depths: list[int] | None = None, gap: int = 4, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """One row: xy sections at ``depths`` (default: top, middle, bottom), then the central xz and yz.
 
-    ``stack`` is ZYX; vertical sections have z along rows. Grey levels are the stack's 1-99% range.
+    ``stack`` is ZYX; vertical sections have z along rows. Grey levels are the stack's 1-99% range, or
+    ``value_range`` (the same for every stack, so that a loss of contrast shows).
     """
     stack = np.asarray(stack, dtype=np.float32)
     depth, height, width = stack.shape
     depths = depths if depths is not None else default_depths(depth)
-    lo, hi = np.percentile(stack, [1, 99])
+    lo, hi = np.percentile(stack, [1, 99]) if value_range is None else value_range
     tiles = [stack[z] for z in depths] + [stack[:, height // 2, :], stack[:, :, width // 2]]
     row_height = max(t.shape[0] for t in tiles)
     row = np.full((row_height, sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)), 255, np.uint8)
@@ -37,14 +40,17 @@ def orthogonal_views(stack: np.ndarray, depths: list[int] | None = None, gap: in
     return row
 
 
-def comparison_png(path, stacks: dict[str, np.ndarray], depths: list[int] | None = None) -> None:
-    """Write rows of orthogonal views, one per named stack (e.g. input, output, truth), labelled."""
+def comparison_png(
+    path, stacks: dict[str, np.ndarray], depths: list[int] | None = None, value_range: tuple[float, float] | None = None
+) -> None:
+    """Write rows of orthogonal views, one per named stack (e.g. input, output, truth), labelled; grey levels
+    as :func:`orthogonal_views`."""
     header, gap = 14, 4
     label_width = max(70, 6 * max(len(name) for name in stacks) + 10)  # PIL's default font: 6 px a character
     first = np.asarray(next(iter(stacks.values())))
     depth, height, width = first.shape
     depths = depths if depths is not None else default_depths(depth)
-    rows = [orthogonal_views(s, depths, gap) for s in stacks.values()]
+    rows = [orthogonal_views(s, depths, gap, value_range) for s in stacks.values()]
     canvas = Image.new(
         "L", (max(r.shape[1] for r in rows) + label_width, header + sum(r.shape[0] + gap for r in rows)), 255
     )

@@ -118,13 +118,23 @@ def load_vgg_weights(arch: str, weights: str | os.PathLike | None = None) -> tup
     return state, path
 
 
-def save_random_vgg_weights(arch: str, path: str | os.PathLike, up_to: str | None = None, seed: int = 0) -> Path:
+def save_random_vgg_weights(
+    arch: str, path: str | os.PathLike, up_to: str | None = None, seed: int = 0, scaled: bool = False
+) -> Path:
     """Write random weights of ``arch``'s ``features`` (all, or up to the layer named ``up_to``) to ``path``,
-    with torchvision's keys: for tests and CI, never the paper's loss."""
+    with torchvision's keys: for tests and CI, never the paper's loss. ``scaled``: He's initialisation (normal,
+    fan-in, biases 0), which keeps the features' magnitude from layer to layer (PyTorch's default roughly
+    halves it at every layer: relu3_3 features about 200 times smaller): a stand-in for runs without the ImageNet file.
+    """
     _check_arch(arch)
     torch.manual_seed(seed)
     last = len(LAYOUTS[arch]) * 2 if up_to is None else layer_names(arch)[up_to]
     features = _features(arch, last)
+    if scaled:
+        for module in features.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)

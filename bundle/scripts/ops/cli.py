@@ -22,6 +22,7 @@ from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS, window_overlap
 from scripts.ops.pack import check_complete
+from scripts.simulate.defects import TASKS
 from scripts.zsegan.trainer import AMP_DTYPES, SHARP_DOMAINS
 
 # arguments of monai.bundle's ``run`` itself, not config keys
@@ -57,6 +58,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "a positive integer", lambda v: _integer(v) and v > 0,
     ),
     (("epoch_length",), "null or a positive integer", lambda v: v is None or (_integer(v) and v > 0)),
+    (("n_real", "n_synthetic"), "null or an integer >= 0", lambda v: v is None or (_integer(v) and v >= 0)),
     (
         ("num_workers", "seed", "pool_size", "n_views", "u_res_units"),
         "an integer >= 0", lambda v: _integer(v) and v >= 0,
@@ -68,7 +70,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
          "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
-         "lambda_l1", "lambda_ssim"),
+         "lambda_l1", "lambda_ssim", "lambda_content"),
         "a number >= 0", lambda v: _number(v) and v >= 0,
     ),
     (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
@@ -93,6 +95,8 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "output_format": ("ome-zarr", "ome-tiff"),
         "subset": ("held_out", "all"),
         "spatial_dims": (2, 3),
+        "task": TASKS,
+        "restorer": ("cgan", "l1"),
     }.items()
 ]  # fmt: skip
 

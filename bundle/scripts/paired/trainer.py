@@ -6,12 +6,16 @@ PatchGAN that sees the input beside an output: ``D(x, y)`` is ``discriminator(ca
 λ = ``lambda_l1``. Objective (pix2pix eq. 4):
 
     G* = arg min_G max_D  L_cGAN(G, D) + λ L_L1(G)  (+ λ_SSIM (1 - SSIM(G(x), y)), optional)
+                                                     (+ λ_content |φ(G(x)) - φ(y)|_1, optional)
 
 One iteration updates G, then D, as pix2pix's ``optimize_parameters``. ``lambda_adversarial`` 0 trains G with
-the pixel losses only (the L1-only, CARE-like baseline) and leaves D untouched. Any generator that maps a batch
-of inputs to a batch of outputs of the target's shape fits, 2D (N,C,Y,X) or 3D (N,C,Z,Y,X); for 3D the 2D
-discriminator judges every z-plane. The trainer knows nothing of microscopy: another paired restorer
-(e.g. a multi-defect one, whose inputs carry their defects) uses it with its own loaders and networks.
+the pixel losses only (the L1-only, CARE-like baseline) and leaves D untouched. ``content_loss`` φ is any
+feature-space distance ``content_loss(output, target)``, such as VGG16 relu3_3 features
+(``scripts.cingan.losses.ContentLoss``): MicroscopyGAN's restorer (``configs/restore_train.yaml``) trains with
+1 content + 0.1 adversarial and no pixel L1. Any generator that maps a batch of inputs to a batch of outputs
+of the target's shape fits, 2D (N,C,Y,X) or 3D (N,C,Z,Y,X); for 3D the 2D discriminator judges every
+z-plane. The trainer knows nothing of microscopy: another paired restorer (the multi-defect one, whose
+inputs carry their defects) uses it with its own loaders and networks.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class PairedGANTrainer(GANTrainer):
         lambda_adversarial: weight of G's adversarial term (0: the L1-only baseline, D is not trained).
         lambda_l1: λ of the L1 term, 100 as in pix2pix.
         lambda_ssim: weight of the optional 1 - SSIM term (MONAI's ``SSIMLoss``, data range 2 for [-1, 1]).
+        content_loss: the optional feature-space term φ, ``content_loss(G(x), y)`` (None: no such term).
+        lambda_content: its weight (needs ``content_loss`` when > 0).
         epoch_length: iterations per epoch (default: the loader's length).
         amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
         amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
@@ -75,10 +81,15 @@ class PairedGANTrainer(GANTrainer):
         amp: bool = False,
         train_handlers: Sequence | None = None,
         amp_dtype: str = "float16",
+        content_loss: torch.nn.Module | None = None,
+        lambda_content: float = 0.0,
     ) -> None:
         if lambda_adversarial > 0 and d_optimizer is None:  # checked before the engine is built from the rest
             raise ValueError("an adversarial term (lambda_adversarial > 0) needs d_optimizer")
+        if lambda_content > 0 and content_loss is None:
+            raise ValueError(f"lambda_content is {lambda_content} but no content_loss was given")
         super().__init__(device, max_epochs, train_data_loader, epoch_length, train_handlers, amp, amp_dtype)
+        self.content_loss, self.lambda_content = content_loss, lambda_content
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("bce")
@@ -103,14 +114,16 @@ class PairedGANTrainer(GANTrainer):
         engine.discriminator.train()
         zero = torch.zeros((), device=device)
 
-        # ---- G: min L_cGAN + λ L_L1 (+ λ_SSIM L_SSIM) ----
+        # ---- G: min L_cGAN + λ L_L1 (+ λ_SSIM L_SSIM + λ_content L_content) ----
         engine.discriminator.requires_grad_(False)
         with engine._autocast():
             fake = engine.generator(x)
             loss_g_gan = engine.lambda_adversarial * crit(engine._judge(x, fake), True) if adversarial else zero
             loss_g_l1 = engine.lambda_l1 * F.l1_loss(fake, y)
             loss_g_ssim = engine.lambda_ssim * engine._ssim(fake, y) if engine.lambda_ssim > 0 else zero
-            loss_g = loss_g_gan + loss_g_l1 + loss_g_ssim
+            content = engine.lambda_content > 0
+            loss_g_content = engine.lambda_content * engine.content_loss(fake, y) if content else zero
+            loss_g = loss_g_gan + loss_g_l1 + loss_g_ssim + loss_g_content
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- D: max L_cGAN, real pairs (x, y) against fake pairs (x, G(x)) ----
@@ -128,6 +141,7 @@ class PairedGANTrainer(GANTrainer):
             "loss_G_GAN": loss_g_gan.item(),
             "loss_G_L1": loss_g_l1.item(),
             "loss_G_SSIM": loss_g_ssim.item(),
+            "loss_G_content": loss_g_content.item(),
             "loss_D": loss_d.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],
         }

@@ -187,10 +187,12 @@ def simulate_defect_dataset(
     }
 
 
-def ensure_defect_dataset(dataset_dir, **kwargs) -> Path:
+def ensure_defect_dataset(dataset_dir, simulate: bool = True, **kwargs) -> Path:
     """If ``dataset_dir`` has no clean volumes (missing or empty clean/), generate the defect dataset there
     (the unpaired clean volumes moved in last, so an interrupted generation starts over) and say so;
-    otherwise leave it untouched. Returns the path; ``kwargs`` go to :func:`simulate_defect_dataset`."""
+    otherwise leave it untouched. Returns the path; ``kwargs`` go to :func:`simulate_defect_dataset`.
+    With ``simulate`` False (a folder the user named: a typo must not train on simulated data), a folder
+    that does not exist or holds no clean volumes is an InputError."""
     for task in kwargs.get("tasks", TASKS):
         check_task(task)
 
@@ -200,4 +202,7 @@ def ensure_defect_dataset(dataset_dir, **kwargs) -> Path:
             f"and {summary['n_clean']} unpaired clean volumes into {dataset_dir} in {summary['seconds']:.1f} s"
         )
 
-    return ensure_generated(dataset_dir, "clean", simulate_defect_dataset, describe, "defect dataset", **kwargs)
+    hint = "put the unpaired clean volumes there and the pairs in <task>/train/, see docs/multidefect.md"
+    return ensure_generated(
+        dataset_dir, "clean", simulate_defect_dataset, describe, "defect dataset", simulate, hint, **kwargs
+    )

@@ -1,0 +1,73 @@
+"""MicroscopyGAN's stage 2 data: the few real pairs of a task, plus the pairs the CIN-GAN synthesised.
+
+Stage 2 (the restorer) is trained by the paired workflow's ``scripts.paired.trainer.PairedGANTrainer``
+(``configs/restore_train.yaml`` laid over ``configs/paired_train.yaml``); this module only says which pairs
+it sees. Both kinds of pairs keep the layout of ``scripts.simulate.defects`` (volumes ZYX, the same name on
+both sides):
+
+``<dataset_dir>/<task>/train/{defective,clean}/``  the real pairs
+``<synthetic_dir>/<task>/{defective,clean}/``      the synthesised pairs (``configs/cingan_synthesise.yaml``)
+
+Each pair is checked by ``scripts.data.pairs.paired_datalist`` (a partner of the same name, the same size;
+no registration check: the defects are on the clean grid). Items are ``{"image": defective, "label":
+clean}``: the restorer maps the defective volume to the clean one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from scripts.data.pairs import paired_datalist
+from scripts.errors import InputError
+from scripts.simulate.defects import check_task
+
+__all__ = ["restoration_pairs"]
+
+logger = logging.getLogger("zsegan")
+
+
+def _defect_pairs(folder: Path) -> list[dict[str, str]]:
+    return paired_datalist(folder, ndim=3, max_shift_px=None, inputs="defective", targets="clean")
+
+
+def _first(items: list, n: int | None, what: str, folder: Path) -> list:
+    """The first ``n`` of ``items`` (by name; None: all), or one InputError if there are fewer."""
+    if n is None:
+        return items
+    if n > len(items):
+        raise InputError(folder, f"holds {len(items)} {what} pairs, fewer than the {n} asked for")
+    return items[:n]
+
+
+def restoration_pairs(
+    dataset_dir: str | Path,
+    task: str,
+    n_real: int | None = 10,
+    n_synthetic: int | None = None,
+    synthetic_dir: str | Path | None = None,
+    real_only: bool = False,
+) -> list[dict[str, str]]:
+    """The training pairs of the restorer for ``task``: the first ``n_real`` real pairs (by name; None: all)
+    and, unless ``real_only``, the first ``n_synthetic`` synthesised ones (None: all). A synthetic folder
+    without pairs for the task is an InputError that says how to make them (or to train on real pairs only),
+    as is asking for more pairs than there are, or for none at all."""
+    check_task(task)
+    real_folder = Path(dataset_dir) / task / "train"
+    real = _first(_defect_pairs(real_folder), n_real, "real", real_folder) if n_real != 0 else []
+    synthetic: list[dict[str, str]] = []
+    if not real_only and n_synthetic != 0:
+        if synthetic_dir is None:
+            raise InputError(None, "no synthetic_dir given: name it, or train on real pairs only (--real_only True)")
+        folder = Path(synthetic_dir) / task
+        if not (folder / "defective").is_dir():
+            raise InputError(
+                folder,
+                "holds no synthesised pairs: train stage 1 and write them first (configs/cingan_train.yaml, then "
+                "cingan_synthesise.yaml), or train on the real pairs only (--real_only True)",
+            )
+        synthetic = _first(_defect_pairs(folder), n_synthetic, "synthesised", folder)
+    if not real and not synthetic:
+        raise InputError(None, f"no training pairs for {task}: n_real and n_synthetic are both 0")
+    logger.info(f"restorer for {task}: {len(real)} real and {len(synthetic)} synthesised pairs")
+    return real + synthetic

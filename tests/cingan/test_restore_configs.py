@@ -1,0 +1,173 @@
+"""Stage 2's configs: restore_train (laid over paired_train), restore_inference (over paired_inference) and
+restore_evaluate agree on the restorer and follow MicroscopyGAN's recipe; end-to-end runs on tiny data with random
+VGG weights (marked slow) and their one-line refusals of bad input."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from scripts.data.io import read_stack
+from scripts.nets.networks import ResNetGenerator
+from scripts.nets.vgg import save_random_vgg_weights
+from scripts.simulate.defects import simulate_defect_dataset
+from test_workflows import _expect_clean_failure
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "bundle" / "configs"
+TRAIN = str([str(CONFIGS / "paired_train.yaml"), str(CONFIGS / "restore_train.yaml")])
+INFERENCE = str([str(CONFIGS / "paired_inference.yaml"), str(CONFIGS / "restore_inference.yaml")])
+EVALUATE = str(CONFIGS / "restore_evaluate.yaml")
+SHARED = ["g_channels", "g_first_kernel", "g_downsamplings", "g_residual_blocks", "g_output", "network_def",
+          "intensity_min", "intensity_max", "sw_roi_size", "task"]  # fmt: skip
+TINY_NET = ["--g_channels", "2", "--g_residual_blocks", "1", "--sw_roi_size", "[-1, 16, 16]"]
+TINY_TRAIN = TINY_NET + ["--d_channels", "4", "--crop_size", "16", "--max_epochs", "1", "--epoch_length", "2"]
+
+
+def bundle_run(workflow: str, config_file: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_file, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def parsed(files: list[str], *keys: str, **overrides) -> list:
+    parser = ConfigParser(ConfigParser.load_config_files(files))
+    parser.update(overrides)
+    return [parser.get_parsed_content(key) for key in keys]
+
+
+def test_the_restore_configs_share_the_restorer():
+    train = ConfigParser.load_config_files([str(CONFIGS / n) for n in ("paired_train.yaml", "restore_train.yaml")])
+    inference = ConfigParser.load_config_files(
+        [str(CONFIGS / n) for n in ("paired_inference.yaml", "restore_inference.yaml")]
+    )
+    evaluate = ConfigParser.load_config_file(CONFIGS / "restore_evaluate.yaml")
+    for key in SHARED:
+        assert train[key] == inference[key] == evaluate[key], key
+    assert inference["dataset_dir"] == train["simulated_dir"] == evaluate["simulated_dir"]
+    layouts = [
+        {k: tuple(v.shape) for k, v in ConfigParser(c).get_parsed_content("network_def").state_dict().items()}
+        for c in (train, inference, evaluate)
+    ]
+    assert layouts[0] == layouts[1] == layouts[2]
+
+
+def test_restore_train_is_microscopygans_restorer_and_l1_the_care_like_one():
+    files = [str(CONFIGS / "paired_train.yaml"), str(CONFIGS / "restore_train.yaml")]
+    keys = ("lambda_content", "lambda_adversarial", "adversarial_loss", "lambda_l1", "lr", "beta1", "beta2")
+    assert parsed(files, *keys) == [1.0, 0.1, "bce", 0.0, 1e-4, 0.9, 0.999]
+    assert parsed(files, *keys[:4], restorer="l1") == [0.0, 0.0, "bce", 1.0]
+    assert parsed(files, "max_epochs", "epoch_length", "g_residual_blocks", "lr_decay_start") == [30, 100, 9, 1.0]
+    (model_path,) = parsed(files, "model_path", restorer="l1", task="axial")
+    assert model_path.endswith("/models/restore_axial_l1.pt")
+
+
+# ------------------------------------------------------------------ end-to-end runs (slow)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("restore")
+    data = path / "data"
+    simulate_defect_dataset(data, tasks=["axial"], n_pairs=2, n_clean=1, n_test=2, size=24, depth=9, progress=False)
+    for side in ("clean", "defective"):  # stands in for cingan_synthesise's output (the same layout)
+        shutil.copytree(data / "axial" / "train" / side, data / "synthetic" / "axial" / side)
+    return {"data": data, "vgg16": save_random_vgg_weights("vgg16", path / "vgg16.pth", "relu3_3")}
+
+
+def train(setup: dict, out: Path, *extra: str):
+    """restore_train on the tiny data (2 real pairs, so ``--n_real 2`` unless ``extra`` says otherwise)."""
+    args = ["--dataset_dir", str(setup["data"]), "--output_dir", str(out), "--model_path", str(out / "model.pt")]
+    real = [] if "--n_real" in extra else ["--n_real", "2"]
+    return bundle_run("training", TRAIN, "--task", "axial", *args, *real, *TINY_TRAIN, *extra)
+
+
+@pytest.fixture(scope="module")
+def trained(setup, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("restorers")
+    cgan = train(setup, out / "cgan", "--vgg16_weights", str(setup["vgg16"]), "--log_interval", "1")
+    assert cgan.returncode == 0, cgan.stderr[-3000:]
+    l1 = train(setup, out / "l1", "--restorer", "l1", "--real_only", "True")
+    assert l1.returncode == 0, l1.stderr[-3000:]
+    return {
+        "cgan": out / "cgan",
+        "l1": out / "l1",
+        "cgan_log": cgan.stdout + cgan.stderr,
+        "l1_log": l1.stdout + l1.stderr,
+    }
+
+
+@pytest.mark.slow
+def test_the_restorers_train_on_the_pairs_asked_for_and_log_the_vgg_weights(trained):
+    assert "restorer for axial: 2 real and 2 synthesised pairs" in trained["cgan_log"]
+    assert "restorer for axial: 2 real and 0 synthesised pairs" in trained["l1_log"]
+    assert "loss_G_content" in trained["cgan_log"]
+    for name in ("cgan", "l1"):
+        generator = ResNetGenerator(3, channels=2, n_residual_blocks=1, first_kernel_size=7, output="residual")
+        generator.load_state_dict(torch.load(trained[name] / "model.pt", weights_only=True))
+        assert list((trained[name] / "checkpoints").glob("state_*.pt"))
+    client = mlflow.MlflowClient(f"sqlite:///{trained['cgan'] / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("zsegan_restore").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["vgg16_weights_used"].startswith("other sha256:")  # random features, never "imagenet"
+
+
+@pytest.mark.slow
+def test_inference_and_evaluation_of_the_trained_restorers(setup, trained, tmp_path):
+    inputs = setup["data"] / "axial" / "test" / "defective"
+    args = ["--task", "axial", "--input_path", str(inputs), "--output_dir", str(tmp_path / "restored")]
+    result = bundle_run("inference", INFERENCE, *args, "--model_path", str(trained["cgan"] / "model.pt"), *TINY_NET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for f in sorted(inputs.iterdir()):
+        restored, meta = read_stack(tmp_path / "restored" / f"{f.stem}_restored.tif")
+        assert restored.shape == read_stack(f)[0].shape and restored.dtype == np.uint8
+    paths = {name: str(trained[name] / "model.pt") for name in ("cgan", "l1")}
+    out = tmp_path / "evaluate"
+    args = [
+        "--task",
+        "axial",
+        "--dataset_dir",
+        str(setup["data"]),
+        "--output_dir",
+        str(out),
+        "--model_paths",
+        str(paths),
+    ]
+    result = bundle_run("evaluate", EVALUATE, *args, *TINY_NET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [s["method"] for s in summary] == ["input", "cubic", "cgan", "l1"] and {s["n"] for s in summary} == {"2"}
+    assert (out / "views" / "axial.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra, phrases",
+    [
+        (["--task", "deblur"], ["--task 'deblur'", "one of denoising, axial, super_resolution"]),
+        (["--restorer", "gan"], ["--restorer 'gan'", "one of cgan, l1"]),
+        (["--synthetic_dir", "/nonexistent/synthetic"], ["holds no synthesised pairs", "--real_only True"]),
+        (["--dataset_dir", "/nonexistent/defects"], ["/nonexistent/defects: no such dataset folder"]),
+        (["--n_real", "5", "--real_only", "True"], ["holds 2 real pairs, fewer than the 5 asked for"]),
+    ],
+)
+def test_bad_training_input_is_one_clear_line_and_no_output(setup, tmp_path, extra, phrases):
+    out = tmp_path / "run"
+    _expect_clean_failure(train(setup, out, *extra), *phrases)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_evaluation_without_the_weights_is_one_clear_line(setup, tmp_path):
+    args = ["--dataset_dir", str(setup["data"]), "--output_dir", str(tmp_path / "out"), "--task", "axial"]
+    result = bundle_run("evaluate", EVALUATE, *args, "--model_paths", "{'cgan': '/nonexistent/r.pt'}")
+    _expect_clean_failure(result, "/nonexistent/r.pt", "no such weights file")
+    assert not (tmp_path / "out").exists()
