@@ -22,7 +22,8 @@ def test_ablation_trains_evaluates_and_tabulates(tmp_path):
     simulate_dataset(new, n_stacks=2, n_infocus=0, size=40, depth=17, seed=6, progress=False)
     out = tmp_path / "ablation"
     cmd = [
-        sys.executable, str(ROOT / "tools" / "ablation.py"), "--data", str(data), "--out", str(out),
+        sys.executable, str(ROOT / "tools" / "ablation.py"), "--data", str(data), "--eval_data", str(new),
+        "--out", str(out),
         "--variants", "paper", "optical", "--epochs", "1", "--epoch_length", "2", "--crop_size", "32",
         "--jobs", "1", "--override", TINY, "--override_eval", "--g_channels 4 --g_residual_blocks 1",
         "--depths", "0", "8", "16", "--window_variants", "optical", "--window", "32",
