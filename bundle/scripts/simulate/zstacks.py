@@ -802,8 +802,8 @@ def generate_atomically(path: Path, simulate, last: str, **kwargs) -> dict:
     return summary
 
 
+#: The file that says which simulator version made a generated folder, and which files it wrote.
 STAMP = "simulated.json"
-"""The file that says which simulator version made a generated folder, and which files it wrote."""
 
 _LEGACY_NAME = re.compile(r"sim_\d{5}\.[a-z.]+")  # the file names of the sets made before stamps
 
