@@ -46,8 +46,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-import yaml
-from monai.bundle import ConfigParser
 from scripts.data.atomic import write_zip_atomic
 from scripts.errors import InputError
 
@@ -98,6 +96,8 @@ def check_complete(root: str | Path | None = None) -> None:
 
 def json_configs(root: str | Path) -> dict[Path, bytes]:
     """``configs/<name>.json`` for each ``configs/<name>.yaml`` of the bundle at ``root``: the same config as JSON."""
+    from monai.bundle import ConfigParser  # here: unpacking runs from the archive with the standard library only
+
     configs = sorted((Path(root) / "configs").glob("*.yaml"))
     return {
         Path("configs")
@@ -164,6 +164,8 @@ def zoo_bundle(
             if rel not in large:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes((root / rel).read_bytes() if content is None else content)
+        import yaml
+
         (tmp / LARGE_FILES).write_text(yaml.safe_dump({"large_files": listed}, sort_keys=False))
         for rel in large:
             (hosting / rel).parent.mkdir(parents=True, exist_ok=True)
