@@ -48,6 +48,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "lambda_adversarial_b": 1,
     "g_focus_guide": False,
     "lambda_correction_tv": 0,
+    "lambda_focal_detail": 0,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -100,6 +101,14 @@ VARIANTS["optical_guide"] = (
 VARIANTS["optical_tv"] = (
     "optical + total-variation prior 1 on the correction G_S(x) - x",
     {**VARIANTS["optical"][1], "lambda_correction_tv": 1.0},
+)
+VARIANTS["optical_focal"] = (
+    "optical + focal-detail prior 10 (the detail defocus removes from each plane is the focal plane's)",
+    {**VARIANTS["optical"][1], "lambda_focal_detail": 10.0},
+)
+VARIANTS["optical_focal_p2"] = (
+    "optical_focal with p 2 (the prior keeps xy, the vertical term asks for sharp vertical sections)",
+    {**VARIANTS["optical_focal"][1], "p": 2.0},
 )
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")

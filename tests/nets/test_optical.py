@@ -55,3 +55,22 @@ def test_bad_arguments():
         OpticalBlur(floor=1.0)
     with pytest.raises(ValueError, match="one plane per stack"):
         OpticalBlur()(torch.zeros(2, 1, 5, 8, 8), torch.zeros(3))
+
+
+def test_gaussian_blur_planes_blurs_each_plane_by_its_own_sigma_and_keeps_the_mean():
+    from scipy import ndimage
+    from scripts.nets.optical import gaussian_blur_planes
+
+    torch.manual_seed(0)
+    volume = torch.rand(2, 1, 3, 40, 40)
+    sigma = torch.tensor([[0.01, 1.0, 2.5], [2.0, 0.01, 1.5]])
+    out = gaussian_blur_planes(volume, sigma)
+    assert out.shape == volume.shape
+    assert torch.allclose(out[0, 0, 0], volume[0, 0, 0], atol=1e-3)  # sigma ~0: unchanged (FFT rounding)
+    for b, z in ((0, 1), (0, 2), (1, 0), (1, 2)):
+        expected = ndimage.gaussian_filter(volume[b, 0, z].double().numpy(), float(sigma[b, z]), mode="mirror")
+        inner = slice(8, -8)  # away from the borders, whose padding differs
+        assert torch.allclose(out[b, 0, z, inner, inner].double(), torch.from_numpy(expected)[inner, inner], atol=2e-3)
+    assert torch.allclose(out.mean(dim=(-2, -1)), volume.mean(dim=(-2, -1)), atol=0.02)
+    with pytest.raises(ValueError, match="one value per plane"):
+        gaussian_blur_planes(volume, sigma[:, :2])

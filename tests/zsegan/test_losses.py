@@ -8,6 +8,7 @@ from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
     correction_tv_loss,
+    focal_detail_loss,
     weighted_cycle_loss,
     weighted_identity_loss,
 )
@@ -153,3 +154,23 @@ def test_correction_tv_costs_ripples_by_amplitude_and_frequency_not_an_offset():
     assert correction_tv_loss(x, x + 2 * fast) == pytest.approx(2 * correction_tv_loss(x, x + fast).item())
     with pytest.raises(ValueError, match="one shape"):
         correction_tv_loss(x, x[:, :, :2])
+
+
+def test_focal_detail_prior_is_met_by_the_focal_plane_everywhere_not_by_the_blur_or_ripples():
+    from scripts.nets.optical import gaussian_blur_planes
+
+    torch.manual_seed(0)
+    focal = torch.rand(1, 1, 1, 32, 32)
+    depth, focus = 7, torch.tensor([3])
+    sigma = 0.5 * (torch.arange(depth, dtype=torch.float32) - 3).abs()[None] + 1e-3  # (1, Z), ~0 at focus
+    x = gaussian_blur_planes(focal.expand(1, 1, depth, 32, 32), sigma)  # the focal plane defocused
+    assert focal_detail_loss(x, focal.expand_as(x), focus, sigma) < 1e-3  # the detail put back is f's own
+    blurred = focal_detail_loss(x, x, focus, sigma)
+    columns = torch.arange(32.0)
+    ripples = x + 0.2 * torch.sin(2 * math.pi * columns / 3).expand_as(x)
+    assert focal_detail_loss(x, ripples, focus, sigma) > blurred > 0.01
+    y = x.clone().requires_grad_(True)
+    focal_detail_loss(x, y, focus, sigma).backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="one shape"):
+        focal_detail_loss(x, x[:, :, :2], focus, sigma)

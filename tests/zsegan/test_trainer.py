@@ -225,6 +225,36 @@ def test_correction_tv_prior_is_a_term_of_the_generators_loss():
     assert output["loss_G"] == pytest.approx(sum(output[t] for t in terms))
 
 
+def test_focal_detail_prior_is_a_term_with_the_optical_g_b_only():
+    from scripts.nets.optical import OpticalBlur
+
+    set_determinism(seed=0)
+    with pytest.raises(ValueError, match="lambda_focal_detail > 0 needs the optical G_B"):
+        make_trainer(n_stacks=1, lambda_focal_detail=1.0)
+    plain = make_trainer(n_stacks=1)
+    trainer = ZSEGANTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=plain.data_loader,
+        infocus_loader=plain.infocus_loader,
+        g_s=plain.g_s,
+        g_b=OpticalBlur(),
+        d_s=plain.d_s,
+        d_b=plain.d_b,
+        g_optimizer=plain.g_optimizer,
+        d_optimizer=plain.d_optimizer,
+        n_horizontal=2,
+        n_vertical=2,
+        pool_size=4,
+        lambda_focal_detail=2.0,
+    )
+    trainer.run()
+    output = trainer.state.output
+    assert output["loss_focal_detail"] > 0
+    terms = ("loss_G_S_adv", "loss_G_B_adv", "loss_cycle", "loss_focal_detail")
+    assert output["loss_G"] == pytest.approx(sum(output[t] for t in terms))
+
+
 def test_optical_g_b_is_recognised_through_a_wrapper():
     from scripts.nets.optical import OpticalBlur
 

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["OpticalBlur", "blur_per_plane"]
+__all__ = ["OpticalBlur", "blur_per_plane", "gaussian_blur_planes"]
 
 
 def blur_per_plane(na: float = 0.5, n_medium: float = 1.0, plane_um: float = 1.0, pixel_um: float = 1.0) -> float:
@@ -39,6 +39,27 @@ def blur_per_plane(na: float = 0.5, n_medium: float = 1.0, plane_um: float = 1.0
     if not 0 < na < n_medium:
         raise ValueError(f"na must be in (0, n_medium={n_medium}), got {na}")
     return plane_um / pixel_um * math.tan(math.asin(na / n_medium)) / 2.0
+
+
+def gaussian_blur_planes(volume: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each xy plane of a B,C,Z,Y,X volume blurred by a 2D Gaussian of its own sigma, (B, Z) px, through FFTs.
+
+    Reflect padding by 3 sigma of the widest PSF (at most the image size less one), so that the FFT's
+    circular convolution does not wrap one border onto the other. Differentiable in volume and sigma.
+    """
+    size_y, size_x = volume.shape[-2:]
+    if sigma.shape != (volume.shape[0], volume.shape[2]):
+        raise ValueError(
+            f"sigma must hold one value per plane, shape {tuple(volume.shape[::2])}, got {tuple(sigma.shape)}"
+        )
+    pad = int(min(math.ceil(3 * float(sigma.max().detach())), size_y - 1, size_x - 1))
+    padded = nn.functional.pad(volume.float().flatten(1, 2), (pad, pad, pad, pad), mode="reflect")
+    freq_y = torch.fft.fftfreq(padded.shape[-2], device=volume.device)
+    freq_x = torch.fft.rfftfreq(padded.shape[-1], device=volume.device)
+    rho2 = freq_y[:, None] ** 2 + freq_x[None, :] ** 2
+    otf = torch.exp(-2.0 * math.pi**2 * sigma[..., None, None] ** 2 * rho2)  # a Gaussian PSF's OTF
+    blurred = torch.fft.irfft2(torch.fft.rfft2(padded) * otf, s=padded.shape[-2:])
+    return blurred[..., pad : pad + size_y, pad : pad + size_x].reshape(volume.shape)
 
 
 class OpticalBlur(nn.Module):
@@ -79,19 +100,9 @@ class OpticalBlur(nn.Module):
             raise ValueError(f"OpticalBlur expects a B,C,Z,Y,X tensor, got shape {tuple(y.shape)}")
         if focus.shape != (y.shape[0],):
             raise ValueError(f"focus must hold one plane per stack ({y.shape[0]}), got shape {tuple(focus.shape)}")
-        size_y, size_x = y.shape[-2:]
         sigma = self.sigmas(y.shape[2], focus)  # (B, Z)
         transmission = self.floor + (1.0 - self.floor) * (y.float() + 1.0) / 2.0
         absorbance = -torch.log(transmission.clamp(min=1e-3))
-        # reflect padding by 3 sigma of the widest PSF (at most the image size less one), so that
-        # the FFT's circular convolution does not wrap one border onto the other
-        pad = int(min(math.ceil(3 * float(sigma.max().detach())), size_y - 1, size_x - 1))
-        padded = nn.functional.pad(absorbance.flatten(1, 2), (pad, pad, pad, pad), mode="reflect")
-        freq_y = torch.fft.fftfreq(padded.shape[-2], device=y.device)
-        freq_x = torch.fft.rfftfreq(padded.shape[-1], device=y.device)
-        rho2 = freq_y[:, None] ** 2 + freq_x[None, :] ** 2
-        otf = torch.exp(-2.0 * math.pi**2 * sigma[..., None, None] ** 2 * rho2)  # a Gaussian PSF's OTF
-        blurred = torch.fft.irfft2(torch.fft.rfft2(padded) * otf, s=padded.shape[-2:])
-        blurred = blurred[..., pad : pad + size_y, pad : pad + size_x].reshape(y.shape)
+        blurred = gaussian_blur_planes(absorbance, sigma)
         transmitted = torch.exp(-blurred)
         return (2.0 * (transmitted - self.floor) / (1.0 - self.floor) - 1.0).to(y.dtype)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import gaussian_1d, separable_filtering
+from scripts.nets.optical import gaussian_blur_planes
 
 __all__ = [
     "AdversarialCriterion",
     "anisotropic_adversarial_loss",
     "correction_tv_loss",
+    "focal_detail_loss",
     "lowpass",
     "lowpass_fidelity_loss",
     "line_spectrum",
@@ -142,6 +144,26 @@ def correction_tv_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     r = y - x
     return (r[..., 1:, :] - r[..., :-1, :]).abs().mean() + (r[..., :, 1:] - r[..., :, :-1]).abs().mean()
+
+
+def focal_detail_loss(x: torch.Tensor, y: torch.Tensor, focus: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """|D_z(G_S(x)_z) - D_z(x_f)|: the detail that defocus takes from each plane of y is the focal plane's.
+
+    ``D_z(v) = v - G(sigma_z) * v`` is the detail that a Gaussian defocus of ``sigma`` (B, Z) px, each
+    plane's PSF width relative to the stack's focal plane ``focus`` (B,) (the optical G_B's ``sigmas``),
+    removes from an image v. The cycle through an optical G_B fixes what is left after that blur and
+    nothing of what it removes, so G_S may put any texture there; this term asks that texture to be
+    the focal plane's own (a specimen thinner than the depth of field seen at every depth), softly, as
+    a prior the adversarial terms can overrule. Mean absolute difference over planes and pixels
+    (``y`` = G_S(x)). Not in the paper.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    sigma = sigma.detach().to(y.device)
+    focal = x[torch.arange(x.shape[0], device=x.device), :, focus.long()].unsqueeze(2).expand_as(x)
+    detail_y = y.float() - gaussian_blur_planes(y, sigma)
+    detail_focal = focal.float() - gaussian_blur_planes(focal, sigma)
+    return (detail_y - detail_focal).abs().mean()
 
 
 def line_spectrum(volume: torch.Tensor, dim: int, length: int) -> torch.Tensor:

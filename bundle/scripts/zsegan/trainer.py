@@ -28,6 +28,7 @@ from scripts.zsegan.losses import (
     AdversarialCriterion,
     anisotropic_adversarial_loss,
     correction_tv_loss,
+    focal_detail_loss,
     lowpass,
     lowpass_fidelity_loss,
     spectral_loss,
@@ -157,6 +158,8 @@ class ZSEGANTrainer(GANTrainer):
             with the power spectrum of the stack's focal plane (``losses.spectral_loss``).
         lambda_correction_tv: weight of the optional total-variation prior on G_S's correction G_S(x) - x
             (``losses.correction_tv_loss``).
+        lambda_focal_detail: weight of the optional prior that the detail the optical G_B's defocus removes
+            from each plane of G_S(x) is the focal plane's (``losses.focal_detail_loss``; optical G_B only).
         sharp_domain: what D_S takes as real: "infocus" (the in-focus images), "stack" (each stack's
             sharpest slices, the paper's x∥*) or "both" (half of each).
         n_horizontal: horizontal sections per stack and step, for D_S and D_B.
@@ -192,6 +195,7 @@ class ZSEGANTrainer(GANTrainer):
         lowpass_sigma: float = 3.0,
         lambda_spectrum: float = 0.0,
         lambda_correction_tv: float = 0.0,
+        lambda_focal_detail: float = 0.0,
         sharp_domain: str = "infocus",
         n_horizontal: int = 4,
         n_vertical: int = 4,
@@ -214,8 +218,10 @@ class ZSEGANTrainer(GANTrainer):
             cycle_sigma,
             lambda_adversarial_b,
         )
-        self.lambda_correction_tv = lambda_correction_tv
+        self.lambda_correction_tv, self.lambda_focal_detail = lambda_correction_tv, lambda_focal_detail
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
+        if lambda_focal_detail > 0 and not self.optical_g_b:
+            raise ValueError("lambda_focal_detail > 0 needs the optical G_B (g_b_kind: optical): its PSF widths")
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
         self._infocus = None
@@ -311,6 +317,11 @@ class ZSEGANTrainer(GANTrainer):
             if engine.lambda_correction_tv > 0:
                 loss_correction_tv = engine.lambda_correction_tv * correction_tv_loss(x, y)
                 loss_g = loss_g + loss_correction_tv
+            loss_focal_detail = torch.zeros((), device=device)
+            if engine.lambda_focal_detail > 0:
+                sigma = unwrap(engine.g_b).sigmas(depth, focus.float())
+                loss_focal_detail = engine.lambda_focal_detail * focal_detail_loss(x, y, focus, sigma)
+                loss_g = loss_g + loss_focal_detail
         engine._step(loss_g, engine.g_optimizer)
 
         # ---- discriminators: maximised over D_S and D_B, eq (10) ----
@@ -345,6 +356,7 @@ class ZSEGANTrainer(GANTrainer):
             "loss_lowpass": loss_lowpass.item(),
             "loss_spectrum": loss_spectrum.item(),
             "loss_correction_tv": loss_correction_tv.item(),
+            "loss_focal_detail": loss_focal_detail.item(),
             "loss_D_S": loss_d_s.item(),
             "loss_D_B": loss_d_b.item(),
             "lr_G": engine.g_optimizer.param_groups[0]["lr"],
