@@ -49,6 +49,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "g_focus_guide": False,
     "lambda_correction_tv": 0,
     "lambda_focal_detail": 0,
+    "optical_domain": "absorbance",
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -109,6 +110,10 @@ VARIANTS["optical_focal"] = (
 VARIANTS["optical_focal_p2"] = (
     "optical_focal with p 2 (the prior keeps xy, the vertical term asks for sharp vertical sections)",
     {**VARIANTS["optical_focal"][1], "p": 2.0},
+)
+VARIANTS["optical_intensity"] = (
+    "optical with the blur in intensity (each plane keeps its mean, as the real stacks' do), not absorbance",
+    {**VARIANTS["optical"][1], "optical_domain": "intensity"},
 )
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")

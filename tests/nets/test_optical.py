@@ -74,3 +74,15 @@ def test_gaussian_blur_planes_blurs_each_plane_by_its_own_sigma_and_keeps_the_me
     assert torch.allclose(out.mean(dim=(-2, -1)), volume.mean(dim=(-2, -1)), atol=0.02)
     with pytest.raises(ValueError, match="one value per plane"):
         gaussian_blur_planes(volume, sigma[:, :2])
+
+
+def test_intensity_domain_keeps_each_planes_mean_where_absorbance_darkens():
+    torch.manual_seed(0)
+    y = torch.rand(1, 1, 9, 32, 32) * 2 - 1
+    focus = torch.tensor([4.0])
+    kept = (OpticalBlur(blur_per_plane=0.5, domain="intensity")(y, focus) - y).mean(dim=(-2, -1))[0, 0]
+    assert kept.abs().max() < 0.01  # light is kept at every depth
+    darker = (OpticalBlur(blur_per_plane=0.5)(y, focus) - y).mean(dim=(-2, -1))[0, 0]
+    assert (darker < -0.05).all() and darker[0] < darker[4] - 0.05  # more blur, less light (Jensen)
+    with pytest.raises(ValueError, match="domain"):
+        OpticalBlur(domain="phase")

@@ -8,11 +8,12 @@ from the stack's focal plane ``z_f``, is blurred by a Gaussian point-spread func
 
     sigma(d) = sqrt(sigma_0^2 + (k * d)^2)     (k = k_above for d < 0, k_below for d > 0),
 
-in absorbance (brightfield images multiply transmissions, so blur acts on -log of the
-transmitted light), as in Lim, Park & Ye 2020 (CycleGAN with a blur kernel for deconvolution
-microscopy). Its three parameters (sigma_0, k_above, k_below, in pixels and pixels per plane) are
-learnt with the generators. It cannot hide information, and it costs a few FFTs instead of a 3D
-network's forward and backward passes.
+in absorbance (``domain="absorbance"``: an absorbing specimen multiplies transmissions, so blur acts on
+-log of the transmitted light), or on the intensity itself (``domain="intensity"``: light is kept, so
+each plane keeps its mean, as the real stacks' planes do: docs/results.md), as in Lim, Park & Ye 2020
+(CycleGAN with a blur kernel for deconvolution microscopy). Its three parameters (sigma_0, k_above,
+k_below, in pixels and pixels per plane) are learnt with the generators. It cannot hide information,
+and it costs a few FFTs instead of a 3D network's forward and backward passes.
 
 Initialisation (:func:`blur_per_plane`): a geometric defocus disc of radius ``|dz| tan(asin(NA/n))``
 (the disc of :func:`scripts.simulate.optics.defocus_otf`) has the second moment of a Gaussian of sigma =
@@ -70,14 +71,22 @@ class OpticalBlur(nn.Module):
         core_sigma: initial sigma_0 in pixels: the blur at the focal plane itself.
         floor: transmission of the darkest value (-1) when converting to absorbance.
         learnable: learn k_above, k_below and sigma_0 with the generators (else fixed).
+        domain: "absorbance" (blur -log of the transmission) or "intensity" (blur the image, keeping its mean).
     """
 
     needs_focus = True  # the trainer passes each stack's focal plane
 
     def __init__(
-        self, blur_per_plane: float = 0.29, core_sigma: float = 0.3, floor: float = 0.1, learnable: bool = True
+        self,
+        blur_per_plane: float = 0.29,
+        core_sigma: float = 0.3,
+        floor: float = 0.1,
+        learnable: bool = True,
+        domain: str = "absorbance",
     ):
         super().__init__()
+        if domain not in ("absorbance", "intensity"):
+            raise ValueError(f"domain must be 'absorbance' or 'intensity', got {domain!r}")
         if blur_per_plane <= 0 or core_sigma <= 0:
             raise ValueError(f"blur_per_plane and core_sigma must be > 0, got {blur_per_plane}, {core_sigma}")
         if not 0 < floor < 1:
@@ -86,7 +95,7 @@ class OpticalBlur(nn.Module):
         log_core = torch.tensor(math.log(core_sigma))
         self.log_k = nn.Parameter(log_k, requires_grad=learnable)  # (above focus, below focus)
         self.log_core = nn.Parameter(log_core, requires_grad=learnable)
-        self.floor = floor
+        self.floor, self.domain = floor, domain
 
     def sigmas(self, depth: int, focus: torch.Tensor) -> torch.Tensor:
         """(B,) focal planes (0-based, may be fractional) -> (B, Z) PSF sigmas in pixels."""
@@ -101,6 +110,8 @@ class OpticalBlur(nn.Module):
         if focus.shape != (y.shape[0],):
             raise ValueError(f"focus must hold one plane per stack ({y.shape[0]}), got shape {tuple(focus.shape)}")
         sigma = self.sigmas(y.shape[2], focus)  # (B, Z)
+        if self.domain == "intensity":
+            return gaussian_blur_planes(y, sigma).to(y.dtype)
         transmission = self.floor + (1.0 - self.floor) * (y.float() + 1.0) / 2.0
         absorbance = -torch.log(transmission.clamp(min=1e-3))
         blurred = gaussian_blur_planes(absorbance, sigma)
