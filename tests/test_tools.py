@@ -56,6 +56,27 @@ def test_defocus_from_stacks_recovers_a_known_gaussian_defocus(tmp_path, capsys)
     assert len(ks) == 2 and all(abs(k - 0.3) < 0.05 for k in ks), out
 
 
+def test_defocus_domains_tell_a_light_keeping_blur_from_an_absorbance_blur(tmp_path, capsys):
+    """Stacks blurred in intensity: the intensity fit keeps the mean and explains more than the absorbance one."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import defocus_from_stacks
+
+    rng = np.random.default_rng(1)
+    specimen = 0.1 + 0.9 * (gaussian_filter(rng.random((48, 48)), 1.5) > 0.5)  # cells and background
+    stack = np.stack([gaussian_filter(specimen, 0.3 + 0.3 * abs(z - 12), mode="nearest") for z in range(25)])
+    fits = defocus_from_stacks.domain_fit(stack)
+    shift = {domain: np.median([f[3] for f in fits[domain] if f[0] == 12]) for domain in fits}
+    unexplained = {domain: np.median([f[2] for f in fits[domain]]) for domain in fits}
+    assert shift["intensity"] < 0.002 < shift["absorbance"]
+    assert unexplained["intensity"] < unexplained["absorbance"]
+    np.savez(tmp_path / "s.npz", arr_0=stack.transpose(1, 2, 0).astype(np.float32))
+    defocus_from_stacks.main([str(tmp_path), "--domains"])
+    assert "| intensity | 12 | 2 |" in capsys.readouterr().out
+
+
 def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path, capsys):
     """Issue 17, item 3: every network call of an iteration, run bare, and the rest; on tiny settings."""
     from scripts.simulate.zstacks import simulate_dataset
