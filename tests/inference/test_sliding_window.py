@@ -17,7 +17,9 @@ from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import (
     Accelerated,
+    HaloInferer,
     SaveStackd,
+    auto_overlap,
     check_inputs,
     enhance,
     inference_datalist,
@@ -406,3 +408,44 @@ def test_an_overlap_in_pixels_equal_to_the_fraction_gives_the_same_output():
     ]
     assert np.array_equal(outputs[0], outputs[1])  # 4 px of 16: the windows of 0.25, the same output
     assert not np.array_equal(outputs[0], outputs[2])  # 6 px: other windows
+
+
+def _window_independent(norm: str = "batch") -> Generator3D:
+    """A tiny G_S with ``norm``, its batch norms' running statistics from a few training passes, in eval mode."""
+    torch.manual_seed(0)
+    g = Generator3D(channels=4, n_residual_blocks=1, norm=norm, upsampling="pixelshuffle")
+    with torch.no_grad():
+        for _ in range(3):
+            g(torch.randn(1, 1, 8, 48, 48))
+    return g.eval()
+
+
+def test_halo_tiling_of_a_batch_norm_g_s_equals_one_window_over_the_whole_field():
+    """Issue 17, item 1: with g_norm "batch" in eval mode and a halo of G_S's reach (25 px here), the tiled output
+    is the whole field's to 0.5% of its range; the instance-norm default is not (its windows' statistics differ)."""
+    x = torch.randn(1, 1, 8, 136, 112).cumsum(-1).cumsum(-2) / 20
+    inferer = HaloInferer((-1, 80, 80), halo=28)  # the reach, 25, on G_S's stride-4 lattice
+    with torch.no_grad():
+        for norm, equal in (("batch", True), ("instance", False)):
+            g = _window_independent(norm)
+            whole, tiled = g(x), inferer(x, g)
+            error = ((tiled - whole).abs().max() / (whole.max() - whole.min())).item()
+            assert (error < 0.005) == equal, (norm, error)
+    with pytest.raises(InputError, match="multiples of 4"):
+        HaloInferer((-1, 64, 64), halo=30)
+
+
+def test_auto_overlap_is_twice_the_reach_on_the_stride_lattice():
+    """Issue 17, item 2: ``--sw_overlap_px auto`` overlaps windows by twice G_S's reach (25 px: 52, a multiple of 4),
+    whatever their size; checking the command line without the network leaves it for later; too small a window
+    gets one error line with the pixels it would need."""
+    g = _window_independent()
+    assert auto_overlap(g) == 52
+    for r in (64, 128, 512):
+        fractions = window_overlap((-1, r, r), 0.25, "auto", g)
+        assert _get_scan_interval((29, 4 * r, 4 * r), (29, r, r), 3, fractions)[1:] == (r - 52, r - 52)
+    assert window_overlap((-1, 64, 64), 0.25, "auto") == 0.25
+    with pytest.raises(
+        InputError, match=r"--sw_overlap_px auto \(52 px, twice G_S's reach\): must be below the window's 48"
+    ):
+        window_overlap((-1, 48, 48), 0.25, "auto", g)

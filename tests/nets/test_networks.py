@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights
+from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights, receptive_reach
 from torch import nn
 
 REFERENCE = {"upsampling": "transpose", "residual": False}  # the reference code's generator (tanh output)
@@ -342,3 +342,41 @@ def test_shipped_weights_give_what_they_gave_before_the_2d_3d_refactor():
     with torch.no_grad():
         y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
     assert y.double().sum().item() == pytest.approx(685.168335204944, rel=1e-5)
+
+
+def _trained_batch_norms(g: Generator3D) -> Generator3D:
+    """``g`` with running statistics from a few training-mode passes, in eval mode."""
+    with torch.no_grad():
+        for _ in range(3):
+            g(torch.randn(1, 1, 8, 32, 32))
+    return g.eval()
+
+
+def test_receptive_reach_is_the_hand_count_and_where_a_window_stops_mattering():
+    """Issue 17, item 2. Hand count for 1 downsampling, kernels 3, sub-pixel upsampling: first conv 1, the
+    stride-2 conv 1, the residual block's two convs 2 x 2, the sub-pixel conv 2 and its blur pool 1, last conv 1."""
+    g = _trained_batch_norms(
+        tiny_generator(norm="batch", n_downsampling=1, first_kernel_size=3, upsampling="pixelshuffle")
+    )
+    reach = receptive_reach(g)
+    assert reach == 10
+    x = torch.randn(1, 1, 8, 64, 64)
+    with torch.no_grad():
+        whole, window = g(x), g(x[..., 12:44, 12:44])
+    inside = window[..., reach:-reach, reach:-reach] - whole[..., 12 + reach : 44 - reach, 12 + reach : 44 - reach]
+    assert inside.abs().max() < 1e-5  # beyond the reach from its edges, a window gives the whole field's output
+    assert (window - whole[..., 12:44, 12:44]).abs().max() > 1e-3  # within it, not
+    assert receptive_reach(tiny_generator(n_downsampling=1, first_kernel_size=3, upsampling="pixelshuffle")) == 10
+
+
+def test_instance_norm_stays_the_default_and_batch_norm_weights_never_load_into_it():
+    """Issue 17, item 1: g_norm "instance" (window-dependent, today's G_S) stays the default, so earlier
+    checkpoints load as before; a batch-norm G_S's running statistics are keys the default lacks."""
+    from scripts.nets.architecture import DEFAULTS
+
+    assert DEFAULTS["g_norm"] == "instance"
+    instance, batch = tiny_generator(), tiny_generator(norm="batch")
+    with pytest.raises(RuntimeError, match="running_mean"):
+        instance.load_state_dict(batch.state_dict())
+    with pytest.raises(RuntimeError, match="running_mean"):
+        batch.load_state_dict(instance.state_dict())

@@ -180,8 +180,11 @@ def test_prepare_checks_values_before_writing(case, tmp_path, keep_excepthook):
 
 
 INFERENCE_BAD_VALUES = {
-    "--sw_overlap_px -3": (["--sw_overlap_px", "-3"], "--sw_overlap_px -3: must be null or an integer >= 0 (pixels)"),
-    "--sw_overlap_px 1.5": (["--sw_overlap_px", "1.5"], "--sw_overlap_px 1.5: must be null or an integer >= 0"),
+    "--sw_overlap_px -3": (
+        ["--sw_overlap_px", "-3"],
+        "--sw_overlap_px -3: must be null, auto or an integer >= 0 (pixels)",
+    ),
+    "--sw_overlap_px 1.5": (["--sw_overlap_px", "1.5"], "--sw_overlap_px 1.5: must be null, auto or an integer >= 0"),
     "--sw_overlap_px 128": (["--sw_overlap_px", "128"], "--sw_overlap_px 128: must be below the window's 128 px"),
     "beyond a smaller window": (
         ["--sw_overlap_px", "40", "--sw_roi_size", "[-1, 64, 32]"],

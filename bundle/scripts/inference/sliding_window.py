@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from scripts.data.io import (
     IMAGE_SUFFIXES,
@@ -26,6 +27,7 @@ from scripts.data.io import (
 )
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
+from scripts.nets.networks import receptive_reach
 
 logger = logging.getLogger("zsegan")
 
@@ -97,29 +99,83 @@ def check_inputs(
     return datalist
 
 
-def window_overlap(roi_size, overlap: float = 0.25, overlap_px: int | None = None) -> float | tuple[float, ...]:
+def auto_overlap(network: torch.nn.Module) -> int:
+    """The overlap in pixels that a window-independent G_S (``--g_norm batch``, eval mode) needs: twice its
+    receptive reach (:func:`~scripts.nets.networks.receptive_reach`), so that every pixel lies at least the
+    reach inside the window whose centre is nearest, rounded up to the network's ``multiple`` (its
+    ``2 ** n_downsampling``), so that windows stay on its stride lattice. 132 px for the default G_S."""
+    multiple = getattr(network, "multiple", 1)
+    return -(-2 * receptive_reach(network) // multiple) * multiple
+
+
+def window_overlap(
+    roi_size, overlap: float = 0.25, overlap_px: int | str | None = None, network: torch.nn.Module | None = None
+) -> float | tuple[float, ...]:
     """The ``overlap`` to give MONAI's sliding window for windows of ``roi_size`` ((Z,) Y, X; -1: the full size).
 
     ``overlap_px`` None: ``overlap`` itself, a fraction of the window along every axis (MONAI's meaning). Else the
     windows overlap by ``overlap_px`` pixels along y and x, whatever their size, so that larger windows are not
     penalised (a fraction of 0.25 is 32 px of a 128-px window but 128 px of a 512-px one): per axis the fraction
     with which MONAI's step, ``int(r * (1 - fraction))``, is exactly ``r - overlap_px``; along z (planes) the
-    windows keep ``overlap``. An axis the window covers whole (-1) needs none. InputError when ``overlap_px`` is
-    not below a window's size."""
+    windows keep ``overlap``. An axis the window covers whole (-1) needs none. ``overlap_px`` "auto": the
+    overlap of :func:`auto_overlap` for ``network`` (G_S; not needed otherwise). InputError when ``overlap_px``
+    is not below a window's size."""
     if overlap_px is None:
         return overlap
+    name = repr(overlap_px)
+    if overlap_px == "auto":
+        if network is None:
+            return overlap  # checking the command line: the network is built later
+        overlap_px = auto_overlap(network)
+        name = f"auto ({overlap_px} px, twice G_S's reach)"
     fractions = [float(overlap)] * (len(roi_size) - 2)
     for r in roi_size[-2:]:
         if r is None or r <= 0:
             fractions.append(0.0)
             continue
         if not 0 <= overlap_px < r:
-            raise InputError(None, f"--sw_overlap_px {overlap_px!r}: must be below the window's {r} px (--sw_roi_size)")
+            raise InputError(None, f"--sw_overlap_px {name}: must be below the window's {r} px (--sw_roi_size)")
         fraction = overlap_px / r
         while int(r * (1 - fraction)) < r - overlap_px:  # rounded down a pixel short: take the next float below
             fraction = math.nextafter(fraction, 0.0)
         fractions.append(fraction)
     return tuple(fractions)
+
+
+class HaloInferer(Inferer):
+    """Exact tiling for a window-independent network (``--g_norm batch`` in eval mode): the y, x plane is cut
+    into cores of ``roi_size`` less ``halo`` on each side; each core runs with its halo (cut at the image's
+    border) over all planes, and only the core is kept. With ``halo`` at least the network's reach
+    (:func:`~scripts.nets.networks.receptive_reach`) every output pixel is computed with all the input it
+    depends on, so the result equals one window over the whole field. Windows overlap by ``2 * halo``;
+    nothing is blended. ``halo`` and the cores are multiples of ``multiple`` (G_S's ``2 ** n_downsampling``)
+    so that windows start on its stride lattice; y and x sizes that are not multiples of it shift the
+    lattice of the last windows (G_S pads them), which is exact only up to that shift.
+    """
+
+    def __init__(self, roi_size, halo: int, multiple: int = 4):
+        super().__init__()
+        self.halo = int(halo)
+        self.cores = [r - 2 * self.halo for r in roi_size[-2:]]
+        if self.halo < 0 or self.halo % multiple or any(c <= 0 or c % multiple for c in self.cores):
+            raise InputError(
+                None, f"halo {halo} and the window {list(roi_size)} less twice it must be multiples of {multiple} >= 0"
+            )
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        """network over ``inputs`` (B,C,...,Y,X) core by core; B,C_out,...,Y,X."""
+        (height, width), h = inputs.shape[-2:], self.halo
+        out = None
+        for y in range(0, height, self.cores[0]):
+            for x in range(0, width, self.cores[1]):
+                y0, x0 = max(0, y - h), max(0, x - h)
+                window = inputs[..., y0 : y + self.cores[0] + h, x0 : x + self.cores[1] + h]
+                result = network(window, *args, **kwargs)
+                if out is None:
+                    out = result.new_empty(result.shape[:2] + inputs.shape[2:])
+                core = result[..., y - y0 : y - y0 + self.cores[0], x - x0 : x - x0 + self.cores[1]]
+                out[..., y : y + core.shape[-2], x : x + core.shape[-1]] = core
+        return out
 
 
 def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

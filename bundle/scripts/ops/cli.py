@@ -64,7 +64,10 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "an integer >= 0", lambda v: _integer(v) and v >= 0,
     ),
     (("sw_overlap", "val_fraction", "test_fraction"), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
-    (("sw_overlap_px",), "null or an integer >= 0 (pixels)", lambda v: v is None or (_integer(v) and v >= 0)),
+    (
+        ("sw_overlap_px",),
+        "null, auto or an integer >= 0 (pixels)", lambda v: v in (None, "auto") or (_integer(v) and v >= 0),
+    ),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
     (("lr", "detail_sigma"), "a positive number", lambda v: _number(v) and v > 0),
     (
