@@ -45,8 +45,8 @@ if [ "$job" = floors ]; then
   "$VENV/bin/python" -m pip install -q "${wheel:-$torch}"
   "$VENV/bin/python" tools/floors.py
   # the code style at the linters' floors (the commands of README's Development section)
-  "$VENV/bin/isort" --check -q bundle tests tools && "$VENV/bin/black" --check -q bundle tests tools
-  "$VENV/bin/flake8" bundle tests tools && "$VENV/bin/ruff" check -q --no-cache bundle tests tools
+  "$VENV/bin/isort" --check -q bundle tests tools zsegan_napari && "$VENV/bin/black" --check -q bundle tests tools zsegan_napari
+  "$VENV/bin/flake8" bundle tests tools zsegan_napari && "$VENV/bin/ruff" check -q --no-cache bundle tests tools zsegan_napari
   # the whole suite: the quick lane alone passed at floors that broke the MLflow registry, the ONNX export and
   # the configs; metadata.json's versions are the newest verified, which the floors are not
   exec "$VENV/bin/python" -m pytest -p no:cacheprovider \

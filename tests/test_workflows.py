@@ -75,6 +75,8 @@ def trained(dataset, tmp_path_factory) -> Path:
         ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the last line says what was written where, and how long it took
+    assert re.search(rf"trained 2 epochs into {re.escape(str(out))}\S* \(G_S: .*model.pt\) in \d+\.\d s", result.stdout)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import mlflow
@@ -29,6 +30,7 @@ from scripts.evaluation.evaluate import (
 )
 from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
+from scripts.ops.handlers import RunSummary
 from scripts.simulate.zstacks import simulate_dataset
 
 
@@ -119,7 +121,7 @@ def test_evaluation_datalist_pairs_truth_and_holds_out_the_validation_split(data
 
 
 @pytest.mark.slow
-def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
+def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path, capsys, caplog):
     torch.manual_seed(0)
     model = Generator3D(channels=4, n_residual_blocks=1).eval()
     out = tmp_path / "report"
@@ -135,8 +137,13 @@ def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path):
         n_views=1,
         tracking_uri=uri,
         config={"fm_threshold": 1000.0},
+        summary=RunSummary(str(out), "evaluated", "stack"),
     )
-    result = evaluation.run()
+    with caplog.at_level("INFO", logger="zsegan"):
+        result = evaluation.run()
+    n = len(evaluation.datalist)  # quiet: one bar over all stacks, none per stack or window; a summary line at the end
+    assert re.search(rf"evaluated: 100%\|.*\| {n}/{n} ", capsys.readouterr().err)
+    assert re.fullmatch(rf"evaluated {n} stacks into {re.escape(str(out))} in \d+\.\d s", caplog.messages[-1])
     methods = [INPUT, "G_S", "sharpest_slice", "richardson_lucy"]
     with open(out / "metrics.csv") as f:
         table = list(csv.DictReader(f))

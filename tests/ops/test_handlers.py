@@ -347,3 +347,6 @@ def test_run_summary_says_how_many_were_done_where_and_how_long(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "zsegan"]
     assert len(lines) == 2 and re.fullmatch(r"enhanced 3 stacks into /out in \d+\.\d s", lines[0]), lines
     assert re.fullmatch(r"enhanced 1 stack into /out in \d+\.\d s", lines[1]), lines
+    with caplog.at_level("INFO", logger="zsegan"):
+        handlers.RunSummary("/out", "evaluated").finish(2)  # without an engine: the clock started when it was made
+    assert re.fullmatch(r"evaluated 2 stacks into /out in \d+\.\d s", caplog.messages[-1])

@@ -56,6 +56,7 @@ from scripts.evaluation.report import INPUT
 from scripts.inference.sliding_window import enhance
 from scripts.zsegan.focus import sharpest_index
 from scripts.zsegan.sections import vertical_split
+from tqdm import tqdm
 
 logger = logging.getLogger("zsegan")
 
@@ -361,6 +362,8 @@ class Evaluation:
         n_views: stacks whose orthogonal views are drawn (input beside each method).
         tracking_uri, experiment_name, run_name: the MLflow run everything is logged to (None: no MLflow).
         config: parameters to log (the executed config's scalars).
+        summary: at the end, ``summary.finish(n)`` says what was written where and how long it took
+            (``ops.handlers.RunSummary``); None: the summary table only.
     """
 
     def __init__(
@@ -378,6 +381,7 @@ class Evaluation:
         experiment_name: str = "zsegan-evaluation",
         run_name: str | None = None,
         config: Mapping | None = None,
+        summary=None,
     ):
         names = [INPUT, *models, *baselines]
         if len(set(names)) != len(names):
@@ -390,7 +394,7 @@ class Evaluation:
         self.settings = settings or Settings()
         self.device, self.num_workers, self.n_views = device, int(num_workers), int(n_views)
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
-        self.config = dict(config or {})
+        self.config, self.summary = dict(config or {}), summary
 
     def _outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         normalise = RobustNormalised("image", self.settings.intensity_lower, self.settings.intensity_upper)
@@ -400,7 +404,8 @@ class Evaluation:
         """Evaluate all stacks and write the report; returns ``{"rows", "aggregates", "histograms", "files"}``."""
         for item in self.datalist:  # every input readable before hours of work (and before any output)
             read_stack(item["image"])
-        start, n = time.perf_counter(), len(self.datalist)
+        n = len(self.datalist)
+        bar = tqdm(total=n, desc="evaluated", unit="stack")  # one bar over all stacks
         rows: list[dict] = []
         histograms: dict[str, dict[str, np.ndarray]] = {}
         views: dict[str, dict] = {}
@@ -425,17 +430,16 @@ class Evaluation:
                     result = pending.pop(0).result()
                     done += 1
                     self._collect(result, rows, histograms, views, self.datalist[done - 1]["image"])
-                    elapsed = time.perf_counter() - start
-                    logger.info(
-                        f"evaluated {done}/{n} stacks, {elapsed:.0f} s, about {elapsed / done * (n - done):.0f} s left"
-                    )
+                    bar.update()
         finally:
+            bar.close()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         aggregates = aggregate(rows)
         files = self._write(rows, aggregates, histograms, views)
         print(summary_table(aggregates), flush=True)
-        logger.info(f"evaluation of {n} stacks in {time.perf_counter() - start:.1f} s, written to {self.output_dir}")
+        if self.summary is not None:
+            self.summary.finish(n)
         return {"rows": rows, "aggregates": aggregates, "histograms": histograms, "files": files}
 
     @staticmethod

@@ -212,7 +212,10 @@ class ExportGenerator:
 
 
 class RunSummary:
-    """At the end of a run, one line: how many inputs were ``done`` (e.g. "enhanced"), into which folder, how long."""
+    """At the end of a run, one line: how many ``unit``s were ``done`` (e.g. "enhanced"), into which folder, how long.
+
+    An Ignite handler (the engine's iterations counted), or called by hand: ``finish(n)``; the clock starts when the
+    engine starts, else when this is made."""
 
     def __init__(self, output_dir: str, done: str = "enhanced", unit: str = "stack"):
         self.output_dir, self.done, self.unit = output_dir, done, unit
@@ -226,7 +229,10 @@ class RunSummary:
         self._start = time.monotonic()
 
     def __call__(self, engine: Engine) -> None:
-        n = engine.state.iteration
+        self.finish(engine.state.iteration)
+
+    def finish(self, n: int) -> None:
+        """Log the line for ``n`` units done."""
         took = time.monotonic() - self._start
         logger.info(f"{self.done} {n} {self.unit}{'s' if n != 1 else ''} into {self.output_dir} in {took:.1f} s")
 

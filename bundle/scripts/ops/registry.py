@@ -81,6 +81,12 @@ def signature(ndim: int = 3) -> ModelSignature:
     return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
 
 
+def input_example(ndim: int = 3) -> np.ndarray:
+    """A small float32 ramp of ``ndim`` axes (4 planes of 16 x 16, or 16 x 16) that the logged model is shown."""
+    shape = (4, 16, 16)[-ndim:]
+    return np.linspace(0.0, 1.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+
 # what importing scripts.ops.registry needs (the logged model's environment)
 REQUIREMENTS = ("mlflow", "torch", "monai", "numpy", "nibabel", "tifffile", "pillow")
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
@@ -198,7 +204,7 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
             settings["sw_roi_size"], settings["sw_batch_size"], settings["sw_overlap"], mode=settings["sw_mode"]
         )
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units."""
         return enhance(self.network, model_input, self.inferer, self.normalise, self.device)
 
@@ -236,6 +242,7 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
                 signature=signature(spatial_dims(settings)),
+                input_example=input_example(spatial_dims(settings)),  # and the type hint: no MLflow warnings
                 pip_requirements=requirements(),
             )
 
