@@ -115,6 +115,10 @@ VARIANTS["optical_intensity"] = (
     "optical with the blur in intensity (each plane keeps its mean, as the real stacks' do), not absorbance",
     {**VARIANTS["optical"][1], "optical_domain": "intensity"},
 )
+VARIANTS["optical_batchnorm"] = (
+    "optical with batch-norm G_S (running statistics at inference: the output does not depend on the window)",
+    {**VARIANTS["optical"][1], "g_norm": "batch"},
+)
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
 ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide")
