@@ -43,3 +43,17 @@ def test_every_config_builds_the_same_generator_and_trains_the_paper_recipe():
     assert layouts[0] == layouts[1] == layouts[2]
     train = load("paired_train.yaml")
     assert (train["lambda_l1"], train["lr"], train["beta1"], train["beta2"]) == (100.0, 0.0002, 0.5, 0.999)
+
+
+def test_training_saves_what_an_exact_resume_needs():
+    """paired_train.yaml, and restore_train.yaml laid over it (its own handler list), checkpoint the training
+    loader's random states and shuffle with the resumable sampler; validation draws from a generator of its own
+    (the end-to-end proof: test_paired_workflows.py, a killed and resumed run ends bit for bit)."""
+    for files in (["paired_train.yaml"], ["paired_train.yaml", "restore_train.yaml"]):
+        config = ConfigParser.load_config_files([CONFIGS / f for f in files])
+        train = config["train"]
+        (checkpoint,) = [h for h in train["handlers"] if str(h.get("_target_")).endswith(".ResumableCheckpoint")]
+        assert checkpoint["loaders"] == ["@train#dataloader"], files
+        assert train["dataloader"]["sampler"]["_target_"] == "scripts.data.datalist.ResumableSampler"
+        assert "shuffle" not in train["dataloader"] and "generator" in train["dataloader"]
+        assert "generator" in config["validate"]["dataloader"]

@@ -17,7 +17,7 @@ from scipy import ndimage
 from scripts.data.io import read_image, read_stack, write_image, write_stack
 from scripts.nets.paired import residual_unet
 from scripts.simulate.fluorescence import simulate_pairs
-from test_workflows import _expect_clean_failure, bundle_run
+from test_workflows import CONFIGS, ROOT, _expect_clean_failure, _killed_at, bundle_run
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +72,34 @@ def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "C_00000_confocal.tif").is_file()
+
+
+def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path):
+    """Killed in the middle of epoch 2 (after a validation), then run again with the same command: the same G,
+    bit for bit. What is random, and how it is resumed: the order of the pairs (``ResumableSampler``, its place in
+    the pass saved), the crops, flips and rotations (the transforms' generators, saved), torch's, numpy's and
+    Python's global generators (saved), the optimisers and schedulers (in the checkpoint); validation draws
+    nothing (its loader has its own generator)."""
+    short = ["--max_epochs", "3", "--val_interval", "1", "--checkpoint_interval", "3"]  # 5 training pairs: 2 a pass
+
+    def command(out: Path) -> list[str]:
+        args = ["--dataset_dir", str(dataset), "--output_dir", str(out / "run"), "--model_path", str(out / "paired.pt")]
+        config = str(CONFIGS / "paired_train.yaml")
+        return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config,
+                *args, *TINY_TRAIN, *SYSTEMS, *short]  # fmt: skip
+
+    reference = subprocess.run(command(tmp_path / "ref"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = torch.load(tmp_path / "ref" / "paired.pt", weights_only=True)
+    out = tmp_path / "killed"
+    _killed_at(command(out), out / "run" / "checkpoints" / "state_checkpoint_3.pt")
+    assert not (out / "paired.pt").exists(), "the run was not interrupted"
+    again = subprocess.run(command(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr, again.stderr[-3000:]
+    resumed = torch.load(out / "paired.pt", weights_only=True)
+    assert resumed.keys() == expected.keys()
+    for key, value in expected.items():  # one process on the CPU: exact (a tolerance would hide a lost state)
+        assert torch.equal(resumed[key], value), key
 
 
 def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "make_figures",
         "sim_realism",
         "sliding_window_seams",
+        "systems_study",
     ],
 )
 def test_tool_starts(tool):

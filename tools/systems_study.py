@@ -1,0 +1,193 @@
+"""Several systems, one model (issue 18): train on every simulated wide-field system but one, test on all of them.
+
+    python tools/systems_study.py --out /tmp/systems                        # each of A, B, C held out in turn
+    python tools/systems_study.py --out /tmp/systems --hold_out C --phase table
+
+For each held-out system: ``paired_train.yaml`` trains the GAN and the L1-only generator (``--lambda_adversarial 0``)
+on the other systems' pairs (``train_systems``), and ``paired_evaluate.yaml`` tests both, with the input and
+Richardson-Lucy, on the test split: the held-out pairs of the systems trained on and every pair of the unseen one.
+``table.md`` and ``table.json`` under ``--out`` give, per held-out system, the median PSNR and SSIM on the seen
+systems' test pairs and on the unseen system's, each method's gain over the input there, and the drop: the gain
+on the seen systems minus the gain on the unseen one.
+
+Phases (``--phase``, default all): ``train`` (a finished training is skipped; an interrupted one, started again,
+resumes exactly from its checkpoint), ``evaluate`` (skipped where ``metrics.json`` exists), ``table``. ``--data``:
+a paired dataset whose file names start with their system (``A_00000.tif``, as the simulator names them; default:
+pairs simulated into ``<out>/data``). ``--override`` (one string of ``--key value`` pairs) goes to every training,
+``--override_eval`` to every evaluation (tiny networks in tests; a variant such as ``--lambda_ssim 1``: run again
+into another ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ablation import _args, _run  # tools/ is on sys.path when run as a script
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+sys.path.insert(0, str(ROOT / "bundle"))
+
+from scripts.evaluation.paired import summarise, system_of  # noqa: E402
+from scripts.simulate.fluorescence import ensure_paired_dataset  # noqa: E402
+
+#: the generators trained per held-out system: name -> overrides of paired_train.yaml
+KINDS = {"gan": {}, "l1": {"lambda_adversarial": 0}}
+#: the methods of the table (paired_evaluate.yaml's names) and the measures
+METHODS = ("input", "gan", "l1", "richardson_lucy")
+MEASURES = ("psnr", "ssim")
+
+
+def systems(data: Path) -> list[str]:
+    """The systems of the wide-field images in ``data`` (their names' prefixes), sorted."""
+    found = {system_of(path) for path in (data / "widefield").iterdir()}
+    if None in found or len(found) < 2:
+        raise SystemExit(f"error: {data / 'widefield'}: needs files of at least two known systems (A_..., B_...)")
+    return sorted(found)
+
+
+def trained_on(held_out: str, args) -> list[str]:
+    return [f"{s}_" for s in args.systems if s != held_out]
+
+
+def train(held_out: str, kind: str, args) -> Path:
+    out = args.out / f"without_{held_out}" / kind
+    model = out / "paired.pt"
+    if model.exists():
+        print(f"without {held_out}, {kind}: trained already", flush=True)
+        return model
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "dataset_dir": args.data,
+        "output_dir": out / "run",
+        "model_path": model,
+        "train_systems": trained_on(held_out, args),
+        "max_epochs": args.epochs,
+        "val_interval": args.epochs,  # validate once, at the end
+        "log_interval": args.log_interval,
+        "seed": args.seed,
+        **KINDS[kind],
+    }
+    command = [sys.executable, "-m", "monai.bundle", "run", "training"]
+    command += ["--config_file", str(CONFIGS / "paired_train.yaml"), *_args(settings), *args.override]
+    print(f"without {held_out}, {kind}: training on {', '.join(settings['train_systems'])}", flush=True)
+    seconds = _run(command, out / "train.log", args.threads)
+    print(f"without {held_out}, {kind}: trained in {seconds / 60:.1f} min", flush=True)
+    return model
+
+
+def evaluate(held_out: str, args) -> Path:
+    out = args.out / f"without_{held_out}" / "evaluate"
+    if (out / "metrics.json").exists():
+        return out / "metrics.json"
+    settings = {
+        "dataset_dir": args.data,
+        "output_dir": out,
+        "model_path": args.out / f"without_{held_out}" / "gan" / "paired.pt",
+        "l1_model_path": args.out / f"without_{held_out}" / "l1" / "paired.pt",
+        "train_systems": trained_on(held_out, args),
+        "seed": args.seed,
+    }
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate"]
+    command += ["--config_file", str(CONFIGS / "paired_evaluate.yaml"), *_args(settings), *args.override_eval]
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"without {held_out}: evaluating", flush=True)
+    _run(command, out / "evaluate.log", args.threads)
+    return out / "metrics.json"
+
+
+def medians(metrics: dict, held_out: str) -> dict[str, dict[str, dict[str, float]]]:
+    """{"seen"/"unseen": {method: {measure: median over that group's test pairs}}} from an evaluation's
+    per-image rows (``summarise`` over the rows relabelled by group)."""
+    rows = [
+        {**row, "system": "unseen" if row["system"] == held_out else "seen"}
+        for row in metrics["per_image"]
+        if row["method"] in METHODS
+    ]
+    out: dict = {"seen": {}, "unseen": {}}
+    for s in summarise(rows):
+        if s["view"] in out and s["measure"] in MEASURES:
+            out[s["view"]].setdefault(s["method"], {})[s["measure"]] = s["median"]
+    return out
+
+
+def table(args) -> dict:
+    """Write ``table.json`` and ``table.md`` from the evaluations; returns the JSON's content."""
+    result = {"systems": args.systems, "held_out": {}}
+    lines = [
+        "Median over test pairs; gain = method - input on the same pairs; drop = gain on the seen systems - gain on",
+        "the unseen one (positive: the model helps the unseen system less).",
+        "",
+        "| held out | method | PSNR seen | PSNR unseen | SSIM seen | SSIM unseen | PSNR gain seen | PSNR gain unseen "
+        "| PSNR drop | SSIM drop |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for held_out in args.hold_out:
+        path = args.out / f"without_{held_out}" / "evaluate" / "metrics.json"
+        groups = medians(json.loads(path.read_text()), held_out)
+        rows = {}
+        for method in METHODS:
+            if method not in groups["seen"] or method not in groups["unseen"]:
+                continue
+            row = {f"{m}_{g}": groups[g][method][m] for g in ("seen", "unseen") for m in MEASURES}
+            for m in MEASURES:
+                for g in ("seen", "unseen"):
+                    row[f"{m}_gain_{g}"] = row[f"{m}_{g}"] - groups[g]["input"][m]
+                row[f"{m}_drop"] = row[f"{m}_gain_seen"] - row[f"{m}_gain_unseen"]
+            rows[method] = row
+            lines.append(
+                f"| {held_out} | {method} | {row['psnr_seen']:.2f} | {row['psnr_unseen']:.2f} | {row['ssim_seen']:.3f} "
+                f"| {row['ssim_unseen']:.3f} | {row['psnr_gain_seen']:+.2f} | {row['psnr_gain_unseen']:+.2f} "
+                f"| {row['psnr_drop']:+.2f} | {row['ssim_drop']:+.3f} |"
+            )
+        result["held_out"][held_out] = {"trained_on": trained_on(held_out, args), "methods": rows}
+    (args.out / "table.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="paired dataset (widefield/, confocal/); default: <out>/data")
+    parser.add_argument("--hold_out", nargs="+", help="systems held out in turn (default: every system)")
+    parser.add_argument("--phase", choices=("all", "train", "evaluate", "table"), default="all")
+    parser.add_argument("--epochs", type=int, default=200, help="paired_train.yaml's max_epochs")
+    parser.add_argument("--log_interval", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="the split's and training's (and the simulation's)")
+    parser.add_argument("--n_per_system", type=int, default=40, help="pairs simulated per system (default data)")
+    parser.add_argument("--size", type=int, default=128, help="their size in pixels")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training or evaluation")
+    parser.add_argument("--override", default="", help="more '--key value' pairs for every training, one string")
+    parser.add_argument("--override_eval", default="", help="more '--key value' pairs for every evaluation")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        args.data = ensure_paired_dataset(
+            args.out / "data", n_per_system=args.n_per_system, size=args.size, seed=args.seed, progress=False
+        )
+    args.data = args.data.resolve()
+    args.systems = systems(args.data)
+    args.hold_out = args.hold_out or args.systems
+    unknown = sorted(set(args.hold_out) - set(args.systems))
+    if unknown:
+        raise SystemExit(f"error: --hold_out {' '.join(unknown)}: not a system of {args.data} ({args.systems})")
+    args.override, args.override_eval = shlex.split(args.override), shlex.split(args.override_eval)
+    for held_out in args.hold_out:
+        if args.phase in ("all", "train"):
+            for kind in KINDS:
+                train(held_out, kind, args)
+        if args.phase in ("all", "evaluate"):
+            evaluate(held_out, args)
+    if args.phase in ("all", "table"):
+        table(args)
+        print((args.out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
