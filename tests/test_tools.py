@@ -106,3 +106,16 @@ def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path,
     parts = sum(float(rows[name][1]) for name in ("g_s", "g_b", "d_s", "d_b", "optimiser steps"))
     assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=0.01)
     assert float(rows["g_s"][1]) > float(rows["d_s"][1]) > 0  # G_S's 3D passes outweigh the 2D discriminator's
+
+
+def test_sliding_window_seams_tilings_halo_is_one_window_and_blend_is_not():
+    """Issue 17: the --tilings benchmark's rows, on a tiny untrained batch-norm G_S: halo tiling gives one window's
+    output and seam index, MONAI's blend at the same window does not."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import sliding_window_seams
+
+    rows = sliding_window_seams.compare_tilings(96, 64, channels=4, n_residual_blocks=1, n_downsampling=1)
+    names = [row[0] for row in rows]
+    assert names == ["one window", "blend, auto overlap", "blend, 28 px overlap", "halo 14 px", "truth"]
+    one, blend, _, halo, _ = rows
+    assert halo[2] < 1e-3 and halo[1] == pytest.approx(one[1])

@@ -22,9 +22,11 @@ from scripts.inference.sliding_window import (
     auto_overlap,
     check_inputs,
     enhance,
+    halo_width,
     inference_datalist,
     load_weights,
     output_path,
+    sliding_window,
     window_overlap,
 )
 from scripts.nets.networks import Generator3D
@@ -433,6 +435,43 @@ def test_halo_tiling_of_a_batch_norm_g_s_equals_one_window_over_the_whole_field(
             assert (error < 0.005) == equal, (norm, error)
     with pytest.raises(InputError, match="multiples of 4"):
         HaloInferer((-1, 64, 64), halo=30)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 7, 101, 77), (2, 1, 6, 61, 130), (1, 1, 5, 30, 90)])
+def test_halo_tiling_equals_one_window_on_sizes_off_the_stride_lattice(shape):
+    """Issue 17: y and x that are not multiples of G_S's stride 4 are padded as G_S pads them (replicate, centred),
+    tiled on that lattice and cropped back: still one window's output over the whole field, for any batch of
+    windows, a batch of stacks, a field smaller than the window along an axis."""
+    g = _window_independent()
+    x = torch.randn(*shape).cumsum(-1).cumsum(-2) / 20
+    with torch.no_grad():
+        whole = g(x)
+        for sw_batch_size in (1, 3):
+            tiled = HaloInferer((-1, 64, 64), halo=28, sw_batch_size=sw_batch_size)(x, g)
+            assert tiled.shape == whole.shape
+            assert ((tiled - whole).abs().max() / (whole.max() - whole.min())).item() < 1e-5
+
+
+def test_sw_tiling_builds_the_configs_sliding_window(caplog):
+    """``--sw_tiling``: blend is MONAI's sliding window (overlap in pixels as before); halo a HaloInferer whose halo
+    is G_S's reach on its lattice (auto or null) or half sw_overlap_px; one error line for anything else, and a
+    warning where G_S's instance norms make halo tiling inexact."""
+    g = _window_independent()
+    blend = sliding_window("blend", (-1, 64, 64), 2, 0.25, 16, "constant", g)
+    assert isinstance(blend, SlidingWindowInferer) and blend.overlap == window_overlap((-1, 64, 64), 0.25, 16)
+    for overlap_px, halo in ((None, 28), ("auto", 28), (40, 20)):
+        inferer = sliding_window("halo", (-1, 64, 64), 2, 0.25, overlap_px, "gaussian", g)
+        assert isinstance(inferer, HaloInferer) and (inferer.halo, inferer.sw_batch_size) == (halo, 2)
+    assert halo_width("auto") is None  # checking the command line: G_S's reach once it is built
+    assert "instance norms" not in caplog.text
+    sliding_window("halo", (-1, 64, 64), 1, 0.25, None, "gaussian", _window_independent("instance"))
+    assert "instance norms" in caplog.text
+    with pytest.raises(InputError, match="--sw_tiling 'seamless': must be one of blend, halo"):
+        sliding_window("seamless", (-1, 64, 64), 1, 0.25, None, "gaussian", g)
+    with pytest.raises(InputError, match="must be twice a halo that is a multiple of 4"):
+        sliding_window("halo", (-1, 64, 64), 1, 0.25, 36, "gaussian", g)
+    with pytest.raises(InputError, match=r"the halo \(28 px\) and the window's y, x \[48, 48\]"):
+        sliding_window("halo", (-1, 48, 48), 1, 0.25, "auto", "gaussian", g)
 
 
 def test_auto_overlap_is_twice_the_reach_on_the_stride_lattice():

@@ -14,16 +14,18 @@ import pytest
 import torch
 import zarr
 from monai.data.utils import compute_importance_map
-from monai.inferers import SlidingWindowInferer
+from monai.inferers import SimpleInferer, SlidingWindowInferer
 from scripts.data.io import cast_to, read_stack, write_stack
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 from scripts.inference import wholeslide
-from scripts.inference.sliding_window import enhance
+from scripts.inference.sliding_window import HaloInferer, enhance
 from scripts.inference.wholeslide import (
     aligned_tiling,
     enhance_lazily,
+    enhance_lazily_halo,
     enhance_slide,
+    halo_tiling,
     ngff_multiscales,
     open_stack,
     stack_range,
@@ -235,6 +237,34 @@ def test_tiles_enhance_exactly_as_the_in_memory_sliding_window(network, stack, o
     if (overlap, height, width) == (0.25, 100, 100):
         seams = enhance_lazily(network, lazy, inferer(overlap), intensity_range, ((50, 50), (50, 50)), overhangs)
         assert np.abs(seams.compute(scheduler="sync") - expected).max() > 0.01 * scale
+
+
+def test_halo_tiles_of_a_batch_norm_g_s_give_one_window_over_the_whole_odd_sized_slide(stack, tmp_path):
+    """Issue 17, ``--sw_tiling halo``: each tile reads its halo on the whole stack's stride lattice (edge-padded
+    at the border as G_S pads the whole stack), so tiles of odd sizes, off the windows, give one window's output
+    over the whole field for a window-independent G_S, through enhance_slide too (written in the input dtype)."""
+    torch.manual_seed(0)
+    g_s = Generator3D(channels=4, n_residual_blocks=1, norm="batch", upsampling="pixelshuffle")
+    with torch.no_grad():
+        g_s(torch.randn(1, 1, 8, 48, 48))  # running statistics; its reach is 25 px
+    g_s.eval()
+    stack = stack[:, :99, :97]  # neither a multiple of G_S's stride 4
+    lazy = da.from_array(stack)
+    intensity_range = stack_range(lazy, 0.5, 99.5)
+    normalise = RobustNormalised("image", intensity_range=intensity_range)
+    whole = enhance(g_s, stack, SimpleInferer(), normalise)
+    halo = HaloInferer((-1, 64, 64), 28, 4, sw_batch_size=2)
+    assert halo_tiling(30, stack.shape) == ((32, 32, 32, 3), (32, 32, 32, 1))
+    tiled = enhance_lazily_halo(g_s, lazy, halo, intensity_range, halo_tiling(30, stack.shape))
+    assert tiled.numblocks == (1, 4, 4)
+    np.testing.assert_allclose(tiled.compute(scheduler="sync"), whole, rtol=1e-5, atol=1e-5 * np.ptp(whole))
+    np.testing.assert_allclose(enhance(g_s, stack, halo, normalise), whole, rtol=1e-5, atol=1e-5 * np.ptp(whole))
+    source = write_ome_zarr(tmp_path / "slide.ome.zarr", stack)
+    out = enhance_slide(g_s, source, tmp_path / "out.ome.zarr", halo, tile_size=40)
+    run = json.loads((out / ".zsegan" / "run.json").read_text())
+    assert (run["tiling"], run["halo"], run["tiles"]) == ("halo", 28, [[40, 40, 19], [40, 40, 17]])
+    written = np.asarray(zarr.open_array(str(out / "0"), mode="r"))
+    assert np.abs(written.astype(np.float64) - cast_to(whole, "uint16")).max() <= 1
 
 
 def test_memory_holds_the_tiles_in_flight_whatever_the_number_of_tiles(network, tmp_path, monkeypatch):

@@ -190,6 +190,20 @@ INFERENCE_BAD_VALUES = {
         ["--sw_overlap_px", "40", "--sw_roi_size", "[-1, 64, 32]"],
         "--sw_overlap_px 40: must be below the window's 32 px",
     ),
+    "--sw_tiling foo": (["--sw_tiling", "foo"], "--sw_tiling 'foo': must be one of blend, halo"),
+    "halo: an overlap not twice a halo on the lattice": (
+        ["--sw_tiling", "halo", "--sw_overlap_px", "20"],
+        "--sw_overlap_px 20: with --sw_tiling halo it must be twice a halo that is a multiple of 4",
+    ),
+    "halo: a window not over twice the halo": (
+        ["--sw_tiling", "halo", "--sw_overlap_px", "128"],
+        "--sw_tiling halo: the halo (64 px) and the window's y, x [128, 128] (-1: all) must be multiples of 4, the "
+        "window larger than twice the halo",
+    ),
+    "halo: windows over some planes": (
+        ["--sw_tiling", "halo", "--sw_overlap_px", "16", "--sw_roi_size", "[8, 64, 64]"],
+        "--sw_tiling halo runs windows over all planes: --sw_roi_size [8, 64, 64] must start with -1",
+    ),
 }
 
 

@@ -20,8 +20,11 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from monai.inferers import SimpleInferer, SlidingWindowInferer
 from scripts.data.io import read_stack, write_stack
+from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
+from scripts.inference.sliding_window import HaloInferer, enhance
 from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
 from scripts.ops.cli import prepare
@@ -133,6 +136,30 @@ def test_enhancer_maps_back_to_the_input_units(tmp_path):
     assert enhanced.shape == stack.shape and enhanced.dtype == np.float32
     model.network = torch.nn.Identity()
     np.testing.assert_allclose(model.predict(None, stack), stack, rtol=1e-5)
+
+
+def test_the_enhancer_tiles_as_its_settings_say(tmp_path):
+    """Issue 17: the logged settings carry sw_overlap_px and sw_tiling (a model logged before them blends, with the
+    fractional overlap); a batch-norm G_S logged with halo tiling gives one window's output over the whole field."""
+    torch.manual_seed(0)
+    g_s = Generator3D(channels=4, n_residual_blocks=1, norm="batch")
+    with torch.no_grad():
+        g_s(torch.randn(1, 1, 8, 48, 48))  # running statistics
+    save_state_dict_atomic(g_s, tmp_path / WEIGHTS)
+    artifacts = SimpleNamespace(artifacts={name: str(tmp_path / name) for name in (WEIGHTS, SETTINGS)})
+    settings = {**SETTINGS_TINY, "network_args": {"channels": 4, "n_residual_blocks": 1, "norm": "batch"}}
+    (tmp_path / SETTINGS).write_text(json.dumps(settings))
+    model = ZStackEnhancer()
+    model.load_context(artifacts)
+    assert isinstance(model.inferer, SlidingWindowInferer) and model.inferer.overlap == 0.25
+    settings.update(sw_roi_size=[-1, 96, 96], sw_overlap_px=64, sw_tiling="halo", sw_batch_size=2)
+    (tmp_path / SETTINGS).write_text(json.dumps(settings))
+    model.load_context(artifacts)
+    assert isinstance(model.inferer, HaloInferer) and model.inferer.halo == 32
+    stack = np.random.default_rng(0).uniform(0, 40, (7, 141, 103)).astype(np.float32).cumsum(-1)  # odd y, x
+    whole = enhance(model.network, stack, SimpleInferer(), RobustNormalised("image"))
+    tiled = model.predict(None, stack)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-6)  # to float32 rounding
 
 
 @pytest.fixture(scope="module")

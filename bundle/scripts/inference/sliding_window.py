@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import threading
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import MapTransform
 from scripts.data.io import (
     IMAGE_SUFFIXES,
@@ -142,40 +144,119 @@ def window_overlap(
     return tuple(fractions)
 
 
+#: how the sliding window joins its windows (``--sw_tiling``): MONAI's blending, or exact halo tiling
+TILINGS = ("blend", "halo")
+
+
+def halo_width(overlap_px: int | str | None, network: torch.nn.Module | None = None, multiple: int | None = None):
+    """The halo of ``--sw_tiling halo``: half of ``overlap_px`` (a multiple of twice G_S's ``multiple``, its
+    ``2 ** n_downsampling``), or for ``overlap_px`` None or "auto" G_S's receptive reach
+    (:func:`~scripts.nets.networks.receptive_reach`) rounded up to ``multiple`` (68 px for the default G_S);
+    None where that needs ``network`` and it is not given (checking the command line). InputError for an
+    ``overlap_px`` that is not twice a halo on the lattice."""
+    multiple = multiple or getattr(network, "multiple", 4)
+    if overlap_px in (None, "auto"):
+        return None if network is None else -(-receptive_reach(network) // multiple) * multiple
+    if overlap_px % (2 * multiple):
+        raise InputError(
+            None, f"--sw_overlap_px {overlap_px}: with --sw_tiling halo it must be twice a halo that is a multiple "
+            f"of {multiple} (a multiple of {2 * multiple}), or auto (twice G_S's reach)",
+        )  # fmt: skip
+    return overlap_px // 2
+
+
+def sliding_window(
+    tiling: str,
+    roi_size,
+    sw_batch_size: int = 1,
+    overlap: float = 0.25,
+    overlap_px: int | str | None = None,
+    mode: str = "gaussian",
+    network: torch.nn.Module | None = None,
+    progress: bool = False,
+) -> Inferer:
+    """The configs' sliding window (``--sw_tiling``): ``blend``, MONAI's ``SlidingWindowInferer`` with windows of
+    ``roi_size`` overlapping by :func:`window_overlap` and blended by ``mode``; ``halo``, :class:`HaloInferer`
+    with the halo of :func:`halo_width` (``overlap`` and ``mode`` unused), exact for a window-independent G_S
+    (``--g_norm batch``). ``network``: G_S, for its reach and stride (``network_def``). One InputError line for
+    a bad ``tiling`` or a window that does not fit."""
+    if tiling == "blend":
+        overlap = window_overlap(roi_size, overlap, overlap_px, network)
+        return SlidingWindowInferer(roi_size, sw_batch_size, overlap, mode=mode, progress=progress)
+    if tiling != "halo":
+        raise InputError(None, f"--sw_tiling {tiling!r}: must be one of {', '.join(TILINGS)}")
+    if network is None:
+        raise ValueError("sw_tiling halo needs the network (its reach and stride)")
+    if any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in network.modules()):
+        logger.warning(
+            "--sw_tiling halo with instance norms in G_S: each window's output depends on the whole window, so "
+            "tiles can disagree at their borders (halo tiling is exact for --g_norm batch)"
+        )
+    multiple = getattr(network, "multiple", 4)
+    return HaloInferer(roi_size, halo_width(overlap_px, network, multiple), multiple, sw_batch_size)
+
+
+def _halo_windows(n: int, r: int, halo: int) -> list[tuple[int, int, int]]:
+    """Along one axis of ``n`` pixels: (start, keep from, keep to) of each window of ``r`` (-1 or >= n: one
+    window) at MONAI's positions for an overlap of ``2 * halo`` (every ``r - 2 * halo``, the last flush with
+    the end), each kept from ``halo`` inside its edges (from the edge itself at the image's border)."""
+    if r <= 0 or r >= n:
+        return [(0, 0, n)]
+    starts = [*range(0, n - r, r - 2 * halo), n - r]
+    return [(s, s + halo if s else 0, s + r - halo if s + r < n else n) for s in starts]
+
+
 class HaloInferer(Inferer):
-    """Exact tiling for a window-independent network (``--g_norm batch`` in eval mode): the y, x plane is cut
-    into cores of ``roi_size`` less ``halo`` on each side; each core runs with its halo (cut at the image's
-    border) over all planes, and only the core is kept. With ``halo`` at least the network's reach
-    (:func:`~scripts.nets.networks.receptive_reach`) every output pixel is computed with all the input it
-    depends on, so the result equals one window over the whole field. Windows overlap by ``2 * halo``;
-    nothing is blended. ``halo`` and the cores are multiples of ``multiple`` (G_S's ``2 ** n_downsampling``)
-    so that windows start on its stride lattice; y and x sizes that are not multiples of it shift the
-    lattice of the last windows (G_S pads them), which is exact only up to that shift.
+    """Exact tiling for a window-independent network (``--g_norm batch`` in eval mode, ``--sw_tiling halo``):
+    windows of ``roi_size`` along y and x (over all planes) at MONAI's positions for an overlap of
+    ``2 * halo``, each kept only from ``halo`` inside its edges (from the edge itself at the image's border),
+    nothing blended. With ``halo`` at least the network's reach (:func:`~scripts.nets.networks.receptive_reach`)
+    every output pixel is computed with all the input it depends on, so the result equals one window over the
+    whole field. For that the windows must lie on the network's stride lattice (``multiple``, G_S's
+    ``2 ** n_downsampling``) as the whole field's does: y and x are padded as G_S pads them (replicate, centred,
+    to a multiple of ``multiple``), tiled, and cropped back; ``halo`` and the window are multiples of it.
+    ``sw_batch_size`` windows go through the network at a time (all windows have one shape).
     """
 
-    def __init__(self, roi_size, halo: int, multiple: int = 4):
+    def __init__(self, roi_size, halo: int, multiple: int = 4, sw_batch_size: int = 1):
         super().__init__()
-        self.halo = int(halo)
-        self.cores = [r - 2 * self.halo for r in roi_size[-2:]]
-        if self.halo < 0 or self.halo % multiple or any(c <= 0 or c % multiple for c in self.cores):
+        self.roi_size, self.halo, self.multiple = tuple(int(r) for r in roi_size), int(halo), int(multiple)
+        self.sw_batch_size = int(sw_batch_size)
+        if any(r > 0 for r in self.roi_size[:-2]):
             raise InputError(
-                None, f"halo {halo} and the window {list(roi_size)} less twice it must be multiples of {multiple} >= 0"
+                None,
+                f"--sw_tiling halo runs windows over all planes: --sw_roi_size {list(roi_size)} must start with -1",
             )
+        windows = [r for r in self.roi_size[-2:] if r > 0]
+        if self.halo < 0 or self.halo % multiple or any(r % multiple or r <= 2 * self.halo for r in windows):
+            raise InputError(
+                None, f"--sw_tiling halo: the halo ({halo} px) and the window's y, x {list(self.roi_size[-2:])} (-1: "
+                f"all) must be multiples of {multiple}, the window larger than twice the halo (--sw_roi_size)",
+            )  # fmt: skip
+        #: MONAI's overlap for the same windows (what counts them, e.g. the napari plugin's progress)
+        self.overlap = window_overlap(self.roi_size, 0.0, 2 * self.halo) if windows else 0.0
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
-        """network over ``inputs`` (B,C,...,Y,X) core by core; B,C_out,...,Y,X."""
-        (height, width), h = inputs.shape[-2:], self.halo
+        """network over ``inputs`` (B,C,...,Y,X) window by window; B,C_out,...,Y,X."""
+        sizes, m = inputs.shape[-2:], self.multiple
+        targets = [-(-n // m) * m for n in sizes]
+        before = [(t - n) // 2 for t, n in zip(targets, sizes, strict=True)]
+        # F.pad: (x before, x after, y before, y after, then the other axes: none); as Generator3D.forward pads
+        pads = [before[1], targets[1] - sizes[1] - before[1], before[0], targets[0] - sizes[0] - before[0]]
+        padded = F.pad(inputs, pads + [0, 0] * (inputs.dim() - 4), mode="replicate") if any(pads) else inputs
+        axes = [_halo_windows(t, r, self.halo) for t, r in zip(targets, self.roi_size[-2:], strict=True)]
+        windows = list(itertools.product(*axes))
+        ry, rx = (t if r <= 0 or r >= t else r for t, r in zip(targets, self.roi_size[-2:], strict=True))
         out = None
-        for y in range(0, height, self.cores[0]):
-            for x in range(0, width, self.cores[1]):
-                y0, x0 = max(0, y - h), max(0, x - h)
-                window = inputs[..., y0 : y + self.cores[0] + h, x0 : x + self.cores[1] + h]
-                result = network(window, *args, **kwargs)
+        for i in range(0, len(windows), self.sw_batch_size):
+            batch = windows[i : i + self.sw_batch_size]
+            tiles = torch.cat([padded[..., y : y + ry, x : x + rx] for (y, _, _), (x, _, _) in batch])
+            results = network(tiles, *args, **kwargs).split(inputs.shape[0])
+            for ((y, y0, y1), (x, x0, x1)), result in zip(batch, results, strict=True):
                 if out is None:
-                    out = result.new_empty(result.shape[:2] + inputs.shape[2:])
-                core = result[..., y - y0 : y - y0 + self.cores[0], x - x0 : x - x0 + self.cores[1]]
-                out[..., y : y + core.shape[-2], x : x + core.shape[-1]] = core
-        return out
+                    out = result.new_empty(result.shape[:2] + padded.shape[2:])
+                out[..., y0:y1, x0:x1] = result[..., y0 - y : y1 - y, x0 - x : x1 - x]
+        return out[..., before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
 
 
 def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -32,6 +32,12 @@ place once every tile is written, so the output path never holds a partial resul
 skips the tiles already done; a run stopped after its last tile, before or after the rename, is finished
 by the next. OME-TIFF on request: written from the finished OME-Zarr, tile by tile.
 
+``--sw_tiling halo`` (``scripts.inference.sliding_window.HaloInferer``, for a window-independent G_S,
+``--g_norm batch``) tiles otherwise: tiles of ``tile_size`` on G_S's stride (``halo_tiling``) each read
+their halo, on the stride lattice of the whole stack padded as G_S pads it (``enhance_lazily_halo``), and
+keep only themselves: no sums to add between tiles, and the result is the in-memory HaloInferer's, which is
+one window's over the whole field; windows across tile borders run for both tiles.
+
 Bad values are refused, never written: the dtype (bool, complex) when the slide is opened; NaN, Inf and
 float values beyond float32's range by the percentiles' pass over every voxel, before any output is made
 (``enhance_slides`` takes every input's percentiles before the first output); and, should the input change
@@ -71,7 +77,7 @@ from scripts.data.atomic import atomic, hold_lock
 from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, weights_digest, without_outputs
+from scripts.inference.sliding_window import HaloInferer, enhance, weights_digest, without_outputs
 from tqdm import tqdm
 
 logger = logging.getLogger("zsegan")
@@ -423,6 +429,71 @@ def enhance_lazily(
     return da.block([rows])
 
 
+def halo_tiling(tile_size: int, shape, multiple: int = 4) -> tuple:
+    """Tiles along y and x for ``--sw_tiling halo`` (:class:`~scripts.inference.sliding_window.HaloInferer`) on
+    a stack of ``shape``: ``tile_size`` rounded up to G_S's stride ``multiple``, the last tile shorter (dask's
+    chunks). Tiles need not follow the windows: each reads its own halo (:func:`_halo_region`)."""
+    tile = max(-(-int(tile_size) // multiple), 1) * multiple
+    return tuple(tuple([tile] * (n // tile) + ([n % tile] if n % tile else [])) for n in shape[-2:])
+
+
+def _halo_region(start: int, stop: int, n: int, halo: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Along an axis of ``n`` pixels, for the tile ``start``..``stop``: the part of the stack to read and the
+    edge padding to add before and after it, such that the tile lies at least ``halo`` inside, or at the
+    border of, a region whose ends are on the stride lattice of the whole stack padded as G_S pads it
+    (replicate, centred, to a multiple of ``multiple``): HaloInferer's windows over that region are then
+    those of the whole stack, and its tile is the whole stack's."""
+    padded = -(-n // multiple) * multiple
+    before = (padded - n) // 2
+    lo = max(0, (start + before - halo) // multiple * multiple)  # in the padded stack's coordinates
+    hi = min(padded, -(-(stop + before + halo) // multiple) * multiple)
+    read = max(0, lo - before), min(n, hi - before)
+    return read, (read[0] - (lo - before), (hi - before) - read[1])
+
+
+def _halo_tile(region: _Region, pads, crop, network, inferer, intensity_range, device) -> np.ndarray:
+    """One tile of ``--sw_tiling halo``: its ``region`` (the tile and its halo), edge-padded by ``pads`` (y, x)
+    where it meets the stack's border as G_S pads the whole stack, enhanced by ``inferer`` (a HaloInferer) with
+    the whole stack's intensity mapping, and cut to the tile (``crop``)."""
+    normalise = RobustNormalised("image", intensity_range=intensity_range)
+    values = np.pad(region.read(), ((0, 0), *pads), mode="edge")  # the mapping is per voxel: padding commutes
+    return enhance(network.to(device), values, inferer, normalise, device)[crop]
+
+
+def enhance_lazily_halo(
+    network, stack: da.Array, inferer, intensity_range, chunks, device="cpu", name: str = "<in memory>"
+) -> da.Array:
+    """G_S's enhancement of a ZYX dask stack by ``--sw_tiling halo``, lazily: float32, same shape, one chunk per
+    tile over all planes (``chunks``: :func:`halo_tiling`'s). Each tile is one task that reads the tile and its
+    halo, on the stride lattice (:func:`_halo_region`), and keeps the tile: the result is the in-memory
+    HaloInferer's over the whole stack, and for a window-independent G_S (``--g_norm batch``) that of one
+    window over the whole field. Windows across tile borders run for both tiles (the price of independent
+    tiles). Each tile's input is checked as it is read (``name`` names the input in the error)."""
+    z = (0, stack.shape[0])
+    bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
+    shared = dask.delayed(network, name=f"g_s-{uuid.uuid4().hex}", traverse=False)
+    rows = []
+    for y0, y1 in bounds[0]:
+        row = []
+        for x0, x1 in bounds[1]:
+            (ry, py), (rx, px) = (
+                _halo_region(a, b, n, inferer.halo, inferer.multiple)
+                for (a, b), n in zip(((y0, y1), (x0, x1)), stack.shape[1:], strict=True)
+            )
+            crop = (
+                slice(None),
+                slice(y0 - ry[0] + py[0], y1 - ry[0] + py[0]),
+                slice(x0 - rx[0] + px[0], x1 - rx[0] + px[0]),
+            )
+            region = _Region(stack[:, ry[0] : ry[1], rx[0] : rx[1]], (z, ry, rx), name)
+            tile = dask.delayed(_halo_tile, pure=False)(
+                region, (py, px), crop, shared, inferer, intensity_range, device
+            )
+            row.append(da.from_delayed(tile, (stack.shape[0], y1 - y0, x1 - x0), dtype=np.float32))
+        rows.append(row)
+    return da.block([rows])
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -497,7 +568,8 @@ def enhance_slide(
     """Enhance one large stack (OME-Zarr, zarr or TIFF) into the OME-Zarr ``output_path``, chunk by chunk.
 
     ``inferer``: the sliding window (``monai.inferers.SlidingWindowInferer``, ``roi_size`` (Z, Y, X),
-    ``overlap``) used for every tile; ``lower``/``upper``: the intensity percentiles (as training);
+    ``overlap``; or ``--sw_tiling halo``'s ``HaloInferer``, tiled by :func:`enhance_lazily_halo`) used for
+    every tile; ``lower``/``upper``: the intensity percentiles (as training);
     ``tile_size``: xy size of the chunks (rounded up to the window's step); ``scheduler_address``: a
     ``dask.distributed`` scheduler to run on, else dask's local threads. Each tile (all planes) is
     computed and written on its own, then marked done. Resumable (see the module
@@ -508,8 +580,14 @@ def enhance_slide(
     stack, meta = open_stack(input_path, min_planes)
     inferer = copy.copy(inferer)
     inferer.progress = False  # one progress bar over the chunks instead of one per tile
-    overlap = float(inferer.overlap) if np.ndim(inferer.overlap) == 0 else [float(o) for o in inferer.overlap]
-    chunks, overhangs = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
+    halo = isinstance(inferer, HaloInferer)  # --sw_tiling halo: tiles with their halo, no overhangs to add
+    if halo:
+        chunks, overhangs = halo_tiling(tile_size, stack.shape, inferer.multiple), [inferer.halo] * 2
+        tiling = {"tiling": "halo", "halo": inferer.halo}
+    else:
+        overlap = float(inferer.overlap) if np.ndim(inferer.overlap) == 0 else [float(o) for o in inferer.overlap]
+        chunks, overhangs = aligned_tiling(inferer.roi_size, overlap, tile_size, stack.shape)
+        tiling = {"overlap": overlap, "mode": str(inferer.mode)}
     run = {
         "input": str(Path(input_path).resolve()),
         "shape": list(stack.shape),
@@ -517,8 +595,7 @@ def enhance_slide(
         "weights_sha256": weights_digest(network.state_dict()),
         "precision": getattr(network, "precision", "float32"),  # scripts.inference.sliding_window.Accelerated's
         "roi_size": [int(r) for r in inferer.roi_size],
-        "overlap": overlap,
-        "mode": str(inferer.mode),
+        **tiling,
         "percentiles": [lower, upper],
         "tiles": [list(c) for c in chunks],
         "overhangs": list(overhangs),
@@ -555,7 +632,10 @@ def enhance_slide(
 
     # one delayed object per tile from the whole graph, so that the tiles' shared tasks stay shared (taken
     # one block at a time, dask would fuse them into each block's own tasks and run them again for each)
-    enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path))
+    if halo:
+        enhanced = enhance_lazily_halo(network, stack, inferer, (lo, hi), chunks, device, str(input_path))
+    else:
+        enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path))
     enhanced = enhanced.to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"

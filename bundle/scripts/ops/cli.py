@@ -20,7 +20,7 @@ import yaml
 from monai.bundle import ConfigParser
 from scripts.data.atomic import hold_lock, write_text_atomic
 from scripts.errors import InputError, install_excepthook
-from scripts.inference.sliding_window import PRECISIONS, window_overlap
+from scripts.inference.sliding_window import PRECISIONS, TILINGS, HaloInferer, halo_width, window_overlap
 from scripts.ops.pack import check_complete
 from scripts.simulate.defects import TASKS
 from scripts.zsegan.trainer import AMP_DTYPES, SHARP_DOMAINS
@@ -88,6 +88,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ((key,), "one of " + ", ".join(map(str, choices)), lambda v, choices=choices: v in choices)
     for key, choices in {
         "sw_mode": ("constant", "gaussian"),
+        "sw_tiling": TILINGS,
         "precision": PRECISIONS,
         "focus_weights": ("dynamic", "reference"),
         "adversarial_loss": ("lsgan", "bce"),
@@ -118,7 +119,11 @@ def check_values(parser: ConfigParser) -> None:
     if roi is not None and len(roi) != dims:
         axes = "[z, y, x]" if dims == 3 else "[y, x]"
         raise InputError(None, f"--sw_roi_size {roi!r}: must be a list {axes} (spatial_dims {dims})")
-    if roi is not None and values.get("sw_overlap_px") is not None:
+    if roi is not None and values.get("sw_tiling") == "halo":  # the halo on G_S's lattice, the window over two
+        multiple = 2 ** parser.get_parsed_content("g_downsamplings") if "g_downsamplings" in config else 4
+        halo = halo_width(values.get("sw_overlap_px"), None, multiple)  # None: G_S's reach, checked once built
+        HaloInferer(roi, halo or 0, multiple)
+    elif roi is not None and values.get("sw_overlap_px") is not None:
         window_overlap(roi, values.get("sw_overlap", 0.25), values["sw_overlap_px"])  # below the window's size
     if values.get("intensity_lower", 0) >= values.get("intensity_upper", 100):
         raise InputError(

@@ -40,10 +40,9 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
-from monai.inferers import SlidingWindowInferer
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, load_weights, weights_digest
+from scripts.inference.sliding_window import enhance, load_weights, sliding_window, weights_digest
 from scripts.nets.networks import Generator3D, unwrap
 from scripts.nets.paired import residual_unet
 
@@ -191,8 +190,9 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
     Artifacts: ``generator.pt`` (the plain state_dict) and ``settings.json``: ``builder`` (a key of
     :data:`BUILDERS`, "Generator3D" when absent), ``network_args`` (its arguments),
     ``intensity_lower``/``intensity_upper`` (percentiles mapped to -1/1 per stack) and the sliding window's
-    ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_mode`` (as in inference.yaml). Runs on CUDA when
-    available.
+    ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode``, ``sw_tiling`` (as in
+    inference.yaml: ``inference.sliding_window.sliding_window`` builds it; ``sw_overlap_px`` and ``sw_tiling``,
+    absent from models logged before them, are then null and blend). Runs on CUDA when available.
     """
 
     def load_context(self, context) -> None:
@@ -200,8 +200,14 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.network = load_weights(build(settings), context.artifacts[WEIGHTS], self.device)
         self.normalise = RobustNormalised("image", settings["intensity_lower"], settings["intensity_upper"])
-        self.inferer = SlidingWindowInferer(
-            settings["sw_roi_size"], settings["sw_batch_size"], settings["sw_overlap"], mode=settings["sw_mode"]
+        self.inferer = sliding_window(
+            settings.get("sw_tiling", "blend"),  # models logged before sw_tiling and sw_overlap_px: blend, fractional
+            settings["sw_roi_size"],
+            settings["sw_batch_size"],
+            settings["sw_overlap"],
+            settings.get("sw_overlap_px"),
+            settings["sw_mode"],
+            self.network,
         )
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
@@ -325,7 +331,7 @@ class RegisterGenerator:
     Args:
         network_args: the generator's arguments (as in ``network_def``): ``networks.Generator3D``'s for G_S.
         inference: the logged model's ``intensity_lower``, ``intensity_upper``, ``sw_roi_size``,
-            ``sw_batch_size``, ``sw_overlap``, ``sw_mode``.
+            ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode`` and ``sw_tiling`` (as inference.yaml).
         model_path: G_S's weights file written by training (models/model.pt).
         mlflow_handler: the trainer's MONAI MLFlowHandler (its run gets the model).
         tracking_uri: the config's tracking store (``MLFLOW_TRACKING_URI`` wins when set).
