@@ -115,6 +115,14 @@ VARIANTS["optical_intensity"] = (
     "optical with the blur in intensity (each plane keeps its mean, as the real stacks' do), not absorbance",
     {**VARIANTS["optical"][1], "optical_domain": "intensity"},
 )
+VARIANTS["optical_focal_guide"] = (
+    "optical_focal + focus-guided G_S: the prior asks for the focal plane's detail, the guide hands it over",
+    {**VARIANTS["optical_focal"][1], "g_focus_guide": True},
+)
+VARIANTS["optical_focal30_guide"] = (
+    "optical_focal_guide with the focal-detail prior at 30",
+    {**VARIANTS["optical_focal_guide"][1], "lambda_focal_detail": 30.0},
+)
 VARIANTS["optical_batchnorm"] = (
     "optical with batch-norm G_S (running statistics at inference: the output does not depend on the window)",
     {**VARIANTS["optical"][1], "g_norm": "batch"},
