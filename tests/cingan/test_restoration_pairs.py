@@ -1,10 +1,11 @@
-"""Stage 2's training pairs: the real pairs of a task, the synthesised ones added, and clear refusals."""
+"""Stage 2's pairs: the real pairs of a task, the synthesised ones added, real ones held out for validation, and
+clear refusals."""
 
 import shutil
 from pathlib import Path
 
 import pytest
-from scripts.cingan.pairs import restoration_pairs
+from scripts.cingan.pairs import restoration_split
 from scripts.errors import InputError
 from scripts.simulate.defects import simulate_defect_dataset
 
@@ -19,6 +20,13 @@ def data(tmp_path_factory) -> Path:
         for i in (7, 8):
             shutil.copy(path / "axial" / "train" / side / "sim_00000.tif", synthetic / side / f"syn_{i}.tif")
     return path
+
+
+def restoration_pairs(*args, **kwargs) -> list[dict]:
+    """The training pairs, without validation."""
+    train, val, test = restoration_split(*args, **kwargs)
+    assert val == [] == test
+    return train
 
 
 def names(items: list[dict]) -> list[tuple[str, str]]:
@@ -71,3 +79,27 @@ def test_a_real_pair_without_its_partner_is_refused(data, tmp_path):
     (tmp_path / "axial" / "train" / "clean" / "sim_00001.tif").unlink()
     with pytest.raises(InputError, match="has no partner"):
         restoration_pairs(tmp_path, "axial", real_only=True)
+
+
+def test_validation_holds_out_real_pairs_by_volume_whatever_else_is_trained(data):
+    synthetic = data / "synthetic"
+    train, val, test = restoration_split(data, "axial", None, None, synthetic, val_fraction=0.34, seed=0)
+    assert len(val) == 1 and test == [] and Path(val[0]["image"]).parent.parent.name == "train"  # a real pair
+    assert val[0] not in train and len(train) == 2 + 2  # the other real pairs, then the synthesised ones
+    assert restoration_split(data, "axial", None, None, synthetic, val_fraction=0.34, seed=0)[1] == val  # seeded
+    for n_real, real_only in ((1, False), (0, False), (None, True)):  # the same validation pairs
+        assert restoration_split(data, "axial", n_real, None, synthetic, real_only, 0.34, 0)[1] == val
+    with pytest.raises(InputError, match="holds 2 real pairs besides the 1 validated on, fewer than the 3"):
+        restoration_split(data, "axial", 3, real_only=True, val_fraction=0.34)
+
+
+@pytest.mark.parametrize(
+    "val_fraction, message",
+    [
+        (0.1, r"--val_fraction 0.1 of its 3 real pairs validates on none: raise it, or pass --val_fraction 0"),
+        (0.9, "3 pairs are too few to train on after the validation"),
+    ],
+)
+def test_a_bad_validation_share_is_one_clear_error(data, val_fraction, message):
+    with pytest.raises(InputError, match=message):
+        restoration_split(data, "axial", real_only=True, val_fraction=val_fraction)

@@ -1,10 +1,12 @@
 """Stage 2's configs: restore_train (laid over paired_train), restore_inference (over paired_inference) and
 restore_evaluate agree on the restorer and follow MicroscopyGAN's recipe; end-to-end runs on tiny data with random
-VGG weights (marked slow) and their one-line refusals of bad input."""
+VGG weights (marked slow): training validates on held-out real pairs and registers the restorer in MLflow, the
+registered model restores volumes; and the one-line refusals of bad input."""
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,7 @@ INFERENCE = str([str(CONFIGS / "paired_inference.yaml"), str(CONFIGS / "restore_
 EVALUATE = str(CONFIGS / "restore_evaluate.yaml")
 SHARED = ["g_channels", "g_first_kernel", "g_downsamplings", "g_residual_blocks", "g_output", "network_def",
           "intensity_min", "intensity_max", "sw_roi_size", "task"]  # fmt: skip
+TRAIN_INFERENCE = ["run_name", "restorer"]  # restore_inference finds restore_train's weights and MLflow store by them
 TINY_NET = ["--g_channels", "2", "--g_residual_blocks", "1", "--sw_roi_size", "[-1, 16, 16]"]
 TINY_TRAIN = TINY_NET + ["--d_channels", "4", "--crop_size", "16", "--max_epochs", "1", "--epoch_length", "2"]
 
@@ -51,6 +54,8 @@ def test_the_restore_configs_share_the_restorer():
     evaluate = ConfigParser.load_config_file(CONFIGS / "restore_evaluate.yaml")
     for key in SHARED:
         assert train[key] == inference[key] == evaluate[key], key
+    for key in TRAIN_INFERENCE:
+        assert train[key] == inference[key], key
     assert inference["dataset_dir"] == train["simulated_dir"] == evaluate["simulated_dir"]
     layouts = [
         {k: tuple(v.shape) for k, v in ConfigParser(c).get_parsed_content("network_def").state_dict().items()}
@@ -76,14 +81,16 @@ def test_restore_train_is_microscopygans_restorer_and_l1_the_care_like_one():
 def setup(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("restore")
     data = path / "data"
-    simulate_defect_dataset(data, tasks=["axial"], n_pairs=2, n_clean=1, n_test=2, size=24, depth=9, progress=False)
+    # 3 real pairs: the default val_fraction 0.2 holds 1 out for validation, 2 are trained on
+    simulate_defect_dataset(data, tasks=["axial"], n_pairs=3, n_clean=1, n_test=2, size=24, depth=9, progress=False)
     for side in ("clean", "defective"):  # stands in for cingan_synthesise's output (the same layout)
         shutil.copytree(data / "axial" / "train" / side, data / "synthetic" / "axial" / side)
     return {"data": data, "vgg16": save_random_vgg_weights("vgg16", path / "vgg16.pth", "relu3_3")}
 
 
 def train(setup: dict, out: Path, *extra: str):
-    """restore_train on the tiny data (2 real pairs, so ``--n_real 2`` unless ``extra`` says otherwise)."""
+    """restore_train on the tiny data (2 real pairs trained on, 1 validated on: ``--n_real 2`` unless ``extra``
+    says otherwise)."""
     args = ["--dataset_dir", str(setup["data"]), "--output_dir", str(out), "--model_path", str(out / "model.pt")]
     real = [] if "--n_real" in extra else ["--n_real", "2"]
     return bundle_run("training", TRAIN, "--task", "axial", *args, *real, *TINY_TRAIN, *extra)
@@ -92,7 +99,9 @@ def train(setup: dict, out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def trained(setup, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("restorers")
-    cgan = train(setup, out / "cgan", "--vgg16_weights", str(setup["vgg16"]), "--log_interval", "1")
+    cgan = train(
+        setup, out / "cgan", "--vgg16_weights", str(setup["vgg16"]), "--log_interval", "1", "--val_interval", "1"
+    )
     assert cgan.returncode == 0, cgan.stderr[-3000:]
     l1 = train(setup, out / "l1", "--restorer", "l1", "--real_only", "True")
     assert l1.returncode == 0, l1.stderr[-3000:]
@@ -106,8 +115,10 @@ def trained(setup, tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_the_restorers_train_on_the_pairs_asked_for_and_log_the_vgg_weights(trained):
-    assert "restorer for axial: 2 real and 2 synthesised pairs" in trained["cgan_log"]
-    assert "restorer for axial: 2 real and 0 synthesised pairs" in trained["l1_log"]
+    assert (
+        "restorer for axial: 2 real and 3 synthesised pairs, validated on 1 held-out real pairs" in trained["cgan_log"]
+    )
+    assert "restorer for axial: 2 real and 0 synthesised pairs, validated on 1 held-out real pairs" in trained["l1_log"]
     assert "loss_G_content" in trained["cgan_log"]
     for name in ("cgan", "l1"):
         generator = ResNetGenerator(3, channels=2, n_residual_blocks=1, first_kernel_size=7, output="residual")
@@ -117,6 +128,51 @@ def test_the_restorers_train_on_the_pairs_asked_for_and_log_the_vgg_weights(trai
     (run,) = client.search_runs([client.get_experiment_by_name("zsegan_restore").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["vgg16_weights_used"].startswith("other sha256:")  # random features, never "imagenet"
+
+
+@pytest.mark.slow
+def test_the_restorers_validate_and_are_registered_each_under_its_own_name(trained):
+    for name, registered in (("cgan", "zsegan_restore_axial"), ("l1", "zsegan_restore_axial_l1")):
+        client = mlflow.MlflowClient(*[f"sqlite:///{trained[name] / 'mlflow.db'}"] * 2)
+        (run,) = client.search_runs([client.get_experiment_by_name("zsegan_restore").experiment_id])
+        metrics = run.data.metrics
+        assert {"val_psnr", "val_ssim", "val_input_psnr", "val_input_ssim", "val_mse"} <= set(metrics), name
+        assert 0 < metrics["val_ssim"] <= 1 and np.isfinite(metrics["val_psnr"])
+        champion = client.get_model_version_by_alias(registered, "champion")
+        assert champion.run_id == run.info.run_id and float(champion.tags["val_psnr"]) == metrics["val_psnr"]
+        assert run.info.status == "FINISHED"  # closed by the registration, after logging the model
+
+
+@pytest.mark.slow
+def test_the_registered_restorer_loads_and_restores_a_volume_as_its_weights_file_does(setup, trained, tmp_path):
+    inputs = setup["data"] / "axial" / "test" / "defective"
+    store = f"sqlite:///{trained['cgan'] / 'mlflow.db'}"
+    outputs = {}
+    for source, args in {
+        "file": ["--model_path", str(trained["cgan"] / "model.pt")],
+        "registry": ["--model_uri", "models:/zsegan_restore_axial@champion", "--tracking_uri", store],
+    }.items():
+        out = tmp_path / source
+        result = bundle_run("inference", INFERENCE, "--task", "axial", "--input_path", str(inputs), "--output_dir",
+                            str(out), *args, *TINY_NET)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[source] = read_stack(out / "sim_00000_restored.tif")[0]
+    assert np.array_equal(outputs["file"], outputs["registry"])
+    # the MLflow model itself, in a fresh process without the bundle on its path (its logged code builds it): a
+    # volume in its units (0-255) in, the restored volume out, through the fixed intensity mapping
+    load = (
+        "import sys, mlflow, numpy as np, tifffile; "
+        "model = mlflow.pyfunc.load_model('models:/zsegan_restore_axial@champion'); "
+        "volume = tifffile.imread(sys.argv[1]).astype(np.float32); restored = model.predict(volume); "
+        "expected = tifffile.imread(sys.argv[2]).astype(np.float32); "
+        "print(restored.shape == volume.shape, np.abs(restored.clip(0, 255).round() - expected).max())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MLFLOW_TRACKING_URI": store}
+    volume, expected = str(inputs / "sim_00000.tif"), str(tmp_path / "file" / "sim_00000_restored.tif")
+    result = subprocess.run([sys.executable, "-c", load, volume, expected], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    same_shape, difference = result.stdout.split()[-2:] if result.stdout.strip() else ("", "")
+    assert same_shape == "True" and float(difference) <= 1, result.stderr[-3000:]  # 1: rounding of the uint8 output
 
 
 @pytest.mark.slow
@@ -156,7 +212,9 @@ def test_inference_and_evaluation_of_the_trained_restorers(setup, trained, tmp_p
         (["--restorer", "gan"], ["--restorer 'gan'", "one of cgan, l1"]),
         (["--synthetic_dir", "/nonexistent/synthetic"], ["holds no synthesised pairs", "--real_only True"]),
         (["--dataset_dir", "/nonexistent/defects"], ["/nonexistent/defects: no such dataset folder"]),
-        (["--n_real", "5", "--real_only", "True"], ["holds 2 real pairs, fewer than the 5 asked for"]),
+        (["--n_real", "5", "--real_only", "True"], ["holds 2 real pairs besides the 1 validated on, fewer than the 5"]),
+        (["--val_fraction", "0.1"], ["--val_fraction 0.1 of its 3 real pairs validates on none", "--val_fraction 0"]),
+        (["--val_fraction", "1.5"], ["--val_fraction 1.5: must be a number in [0, 1)"]),
     ],
 )
 def test_bad_training_input_is_one_clear_line_and_no_output(setup, tmp_path, extra, phrases):

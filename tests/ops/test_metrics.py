@@ -1,11 +1,11 @@
-"""sharpness_ratios and the SharpnessRatio validation metric."""
+"""sharpness_ratios and the validation metrics (SharpnessRatio, Fidelity, GatedScore, CycleProbe, PlaneSSIM)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from monai.networks.layers import GaussianFilter
-from scripts.ops.metrics import SharpnessRatio, sharpness_ratios
+from scripts.ops.metrics import PlaneSSIM, SharpnessRatio, sharpness_ratios
 from scripts.zsegan.focus import focus_measure
 
 
@@ -136,3 +136,19 @@ def test_cycle_probe_is_small_for_an_optical_g_b_and_large_for_a_g_b_that_reads_
     decoder = CycleProbe(Decoder(), epsilon=0.02)
     decoder.update(([x], [x]))
     assert 0 <= optical.compute() < 0.02 < decoder.compute()
+
+
+def test_plane_ssim_is_the_restoration_evaluations_ssim_of_the_volumes_in_their_units():
+    from scripts.evaluation.restoration import restoration_scores
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 256, (2, 1, 5, 16, 16), generator=g).float()
+    noisy = (clean + 40 * torch.randn(clean.shape, generator=g)).clamp(0, 255).round()
+    metric = PlaneSSIM()
+    metric.update((noisy / 127.5 - 1, clean / 127.5 - 1))  # 0-255 mapped to [-1, 1], as restore_train.yaml does
+    expected = [restoration_scores(n[0].numpy().astype("uint8"), c[0].numpy().astype("uint8"))["ssim"]
+                for n, c in zip(noisy, clean, strict=True)]  # fmt: skip
+    assert metric.compute() == pytest.approx(sum(expected) / 2, abs=1e-6)
+    metric.reset()
+    metric.update((clean / 127.5 - 1 + 5.0, clean / 127.5 - 1))  # far out of range: clipped to the fixed domain
+    assert metric.compute() < 0.1

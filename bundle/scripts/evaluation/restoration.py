@@ -42,6 +42,7 @@ __all__ = [
     "gradient_hellinger",
     "minmax_planes",
     "restoration_scores",
+    "ssim_planes",
 ]
 
 logger = logging.getLogger("zsegan")
@@ -61,8 +62,14 @@ def minmax_planes(volume: np.ndarray) -> np.ndarray:
     return np.where(span > 0, (v - low) / np.where(span > 0, span, 1.0), 0.0)
 
 
+def ssim_planes(output: np.ndarray, clean: np.ndarray) -> float:
+    """SSIM of two ZYX volumes in [0, 1] as the mean over their XY planes (the restorers' SSIM, MicroscopyGAN's
+    2D one; also the validation's ``val_ssim`` during stage 2: ``scripts.ops.metrics.PlaneSSIM``)."""
+    return float(np.mean([ssim(o, c) for o, c in zip(output, clean, strict=True)]))
+
+
 def _scores(output: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
-    return psnr(output, clean), float(np.mean([ssim(o, c) for o, c in zip(output, clean, strict=True)]))
+    return psnr(output, clean), ssim_planes(output, clean)
 
 
 def restoration_scores(output: np.ndarray, clean: np.ndarray) -> dict[str, float]:

@@ -12,6 +12,9 @@ high-frequency codes that G_B decodes (Chu et al. 2017), so the cycle loss stays
 shows something else. It measures how much the cycle's error |G_B(y + n) - x| grows when a faint
 noise n (``epsilon``, 1% of the range by default) is added to y: a G_B that reads a hidden code is
 thrown off far more than the noise itself explains.
+
+:class:`PlaneSSIM` is the multi-defect restorer's validation SSIM (``configs/restore_train.yaml``): the
+restoration evaluation's SSIM (mean over XY planes, fixed domain) of an output against its clean target.
 """
 
 from __future__ import annotations
@@ -168,3 +171,18 @@ class CycleProbe(_PerStack):
             clean = (g_b(y, *args) - x).abs().mean()
             noisy = (g_b(y + noise, *args) - x).abs().mean()
         return float(noisy - clean)
+
+
+class PlaneSSIM(_PerStack):
+    """Mean over volumes of ``evaluation.restoration.ssim_planes`` (the mean SSIM over XY planes) of ``(outputs,
+    targets)``, both CZYX in the normalised range [-1, 1] (the fixed intensities mapped: 0-255 for the defect
+    data), taken to [0, 1] and clipped first, as the restoration evaluation does: so ``val_ssim`` during stage 2
+    is the number ``restore_evaluate.yaml`` reports as ``ssim``."""
+
+    def value(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        from scripts.evaluation.restoration import ssim_planes  # here only: it needs the plotting of views
+
+        def unit(volume: torch.Tensor) -> np.ndarray:
+            return ((volume[0].detach().float().cpu().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+
+        return ssim_planes(unit(out), unit(target))

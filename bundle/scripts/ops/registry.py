@@ -43,7 +43,7 @@ from mlflow.types import Schema, TensorSpec
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, load_weights, sliding_window, weights_digest
-from scripts.nets.networks import Generator3D, unwrap
+from scripts.nets.networks import Generator3D, ResNetGenerator, unwrap
 from scripts.nets.paired import residual_unet
 
 logger = logging.getLogger("zsegan")
@@ -60,8 +60,8 @@ MODEL_CODE = (
     "mlflow.models.set_model(ZStackEnhancer())\n",
 )
 #: what rebuilds a logged generator from its ``network_args`` (settings.json's ``builder``): G_S's class, the
-#: default, or the paired workflow's G
-BUILDERS = {"Generator3D": Generator3D, "residual_unet": residual_unet}
+#: default, the paired workflow's G, or the multi-defect restorer (restore_train.yaml)
+BUILDERS = {"Generator3D": Generator3D, "residual_unet": residual_unet, "ResNetGenerator": ResNetGenerator}
 
 
 def build(settings: Mapping) -> torch.nn.Module:
@@ -189,7 +189,8 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
 
     Artifacts: ``generator.pt`` (the plain state_dict) and ``settings.json``: ``builder`` (a key of
     :data:`BUILDERS`, "Generator3D" when absent), ``network_args`` (its arguments),
-    ``intensity_lower``/``intensity_upper`` (percentiles mapped to -1/1 per stack) and the sliding window's
+    ``intensity_lower``/``intensity_upper`` (percentiles mapped to -1/1 per stack; or ``intensity_range``, fixed
+    intensities (lo, hi) mapped to -1/1 for every stack, the multi-defect restorer's) and the sliding window's
     ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode``, ``sw_tiling`` (as in
     inference.yaml: ``inference.sliding_window.sliding_window`` builds it; ``sw_overlap_px`` and ``sw_tiling``,
     absent from models logged before them, are then null and blend). Runs on CUDA when available.
@@ -199,7 +200,8 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         settings = json.loads(Path(context.artifacts[SETTINGS]).read_text())
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.network = load_weights(build(settings), context.artifacts[WEIGHTS], self.device)
-        self.normalise = RobustNormalised("image", settings["intensity_lower"], settings["intensity_upper"])
+        lower, upper, fixed = settings["intensity_lower"], settings["intensity_upper"], settings.get("intensity_range")
+        self.normalise = RobustNormalised("image", lower, upper, intensity_range=fixed)
         self.inferer = sliding_window(
             settings.get("sw_tiling", "blend"),  # models logged before sw_tiling and sw_overlap_px: blend, fractional
             settings["sw_roi_size"],
@@ -340,7 +342,7 @@ class RegisterGenerator:
         model_alias: the alias that follows the best validated version; None: no alias.
         checkpoint_dir: where the final checkpoint is (named in messages).
         builder: what rebuilds the generator from ``network_args``, a key of :data:`BUILDERS`
-            ("residual_unet" for the paired workflow's G).
+            ("residual_unet" for the paired workflow's G, "ResNetGenerator" for the multi-defect restorer).
     """
 
     def __init__(
