@@ -72,13 +72,19 @@ def window_independent_g_s(stack: np.ndarray, **args) -> Generator3D:
     return g_s.eval()
 
 
-def compare_tilings(size: int = 256, window: int = 192, **g_s_args) -> list[tuple[str, float, float, float]]:
+def compare_tilings(
+    size: int = 256, window: int = 192, weights: Path | None = None, **g_s_args
+) -> list[tuple[str, float, float, float]]:
     """(setting, seam index, max |tiled - one window| in % of the one window's output range, seconds) for one
     window over the whole field and blend and halo tiling at ``window`` px, on one simulated ``size``-px stack,
     with :func:`window_independent_g_s` (``residual`` False unless ``g_s_args`` say otherwise: an untrained
-    residual G_S is the identity); the last row is the truth's seam index."""
+    residual G_S is the identity), or a trained ``--g_norm batch`` G_S from ``weights`` (the configs' default
+    architecture otherwise); the last row is the truth's seam index."""
     stack, truth, _ = simulate_stack(np.random.default_rng(5), size=size)
-    g_s = window_independent_g_s(stack, **{"residual": False, **g_s_args})
+    if weights is None:
+        g_s = window_independent_g_s(stack, **{"residual": False, **g_s_args})
+    else:
+        g_s = load_weights(default_generator(**{"norm": "batch", **g_s_args}), weights).eval()
     halo = halo_width("auto", g_s)
     roi = (-1, window, window)
     settings = [
@@ -106,12 +112,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--tilings", action="store_true", help="blend against halo, untrained batch-norm G_S")
     parser.add_argument("--window", type=int, default=192, help="with --tilings: the window's y, x")
+    parser.add_argument("--weights", type=Path, help="with --tilings: a trained g_norm batch G_S (default: untrained)")
     args = parser.parse_args()
     if args.tilings:
-        rows = compare_tilings(args.size, args.window)
+        rows = compare_tilings(args.size, args.window, args.weights)
+        network = f"G_S from {args.weights}" if args.weights else "untrained default G_S, residual off"
         print(
-            f"one simulated stack of {args.size}x{args.size}x29, untrained default G_S, g_norm batch, "
-            f"residual off, window {args.window} px, {torch.get_num_threads()} torch threads"
+            f"one simulated stack of {args.size}x{args.size}x29, {network}, g_norm batch, "
+            f"window {args.window} px, {torch.get_num_threads()} torch threads"
         )
         for name, seams, error, seconds in rows[:-1]:
             print(
