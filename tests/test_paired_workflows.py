@@ -74,13 +74,14 @@ def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_p
     assert (tmp_path / "out" / "C_00000_confocal.tif").is_file()
 
 
-def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path):
+@pytest.mark.parametrize("switches", [[], ["--augment_input", "True", "--system_normalisation", "True"]])
+def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path, switches):
     """Killed in the middle of epoch 2 (after a validation), then run again with the same command: the same G,
     bit for bit. What is random, and how it is resumed: the order of the pairs (``ResumableSampler``, its place in
-    the pass saved), the crops, flips and rotations (the transforms' generators, saved), torch's, numpy's and
-    Python's global generators (saved), the optimisers and schedulers (in the checkpoint); validation draws
-    nothing (its loader has its own generator)."""
-    short = ["--max_epochs", "3", "--val_interval", "1", "--checkpoint_interval", "3"]  # 5 training pairs: 2 a pass
+    the pass saved), the crops, flips and rotations, and with ``augment_input`` the nuisances of the input (the
+    transforms' generators, saved), torch's, numpy's and Python's global generators (saved), the optimisers and
+    schedulers (in the checkpoint); validation draws nothing (its loader has its own generator)."""
+    short = ["--max_epochs", "3", "--val_interval", "1", "--checkpoint_interval", "3", *switches]  # 2 batches a pass
 
     def command(out: Path) -> list[str]:
         args = ["--dataset_dir", str(dataset), "--output_dir", str(out / "run"), "--model_path", str(out / "paired.pt")]
@@ -100,6 +101,55 @@ def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tm
     assert resumed.keys() == expected.keys()
     for key, value in expected.items():  # one process on the CPU: exact (a tolerance would hide a lost state)
         assert torch.equal(resumed[key], value), key
+
+
+def test_augmentation_changes_only_the_input_and_is_the_same_from_the_same_seed(dataset):
+    """train#preprocessing with augment_input: every nuisance drawn (prob 1), the target as without augmentation,
+    the input not; the same seed gives the same pair, another seed another."""
+    from monai.bundle import ConfigParser
+
+    def first_pair(augment: bool, seed: int) -> dict:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "paired_train.yaml"))
+        always = {"prob": 1.0}
+        parser.update({"dataset_dir": str(dataset), "crop_size": 32, "train_systems": ["A_", "B_"],
+                       "augment_input": augment, **{f"aug_{n}#prob": always["prob"] for n in
+                                                    ("shift", "blur", "haze", "gain", "offset", "noise")}})  # fmt: skip
+        transform = parser.get_parsed_content("train#preprocessing")
+        transform.set_random_state(seed)
+        return transform(parser.get_parsed_content("split")[0][0])
+
+    plain, augmented = first_pair(False, 0), first_pair(True, 0)
+    assert torch.equal(plain["label"], augmented["label"])  # the same crop, flips, rotation: the target unchanged
+    assert not torch.equal(plain["image"], augmented["image"])
+    assert torch.equal(first_pair(True, 0)["image"], augmented["image"])
+    assert not torch.equal(first_pair(True, 1)["image"], augmented["image"])
+
+
+@pytest.mark.parametrize(
+    "override, phrase",
+    [
+        (["--aug_gain", "{'prob': 2, 'range': [0, 0.1]}"], "--aug_gain {'prob': 2, 'range': [0, 0.1]}: must be"),
+        (["--aug_blur#range", "[1.0, 0.5]"], "--aug_blur"),
+        (["--augment_input", "yes"], "--augment_input 'yes': must be True or False"),
+    ],
+)
+def test_a_bad_augmentation_value_is_one_clear_line_and_no_output(dataset, tmp_path, override, phrase):
+    result = train(dataset, tmp_path / "out", "--max_epochs", "1", *override)
+    _expect_clean_failure(result, phrase)
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+
+
+def test_system_normalisation_refuses_files_without_a_system_label(dataset, tmp_path):
+    unlabelled = tmp_path / "unlabelled"
+    for side in ("widefield", "confocal"):
+        (unlabelled / side).mkdir(parents=True)
+        for f in sorted((dataset / side).glob("*.tif")):
+            shutil.copy(f, unlabelled / side / f.name.replace("_", ""))  # A_00000.tif -> A00000.tif
+    args = ["--dataset_dir", str(unlabelled), "--output_dir", str(tmp_path / "out" / "run")]
+    result = bundle_run("training", "paired_train.yaml", *args, *TINY_TRAIN, "--system_normalisation", "True")
+    _expect_clean_failure(result, "A00000.tif: has no system label")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
 def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):

@@ -79,3 +79,19 @@ def test_the_split_is_by_image_reproducible_and_keeps_unseen_systems_for_testing
     assert len(split_by_image(items, 0.1, 0.2)[0]) == 21  # no prefixes: every system is trained on
     with pytest.raises(InputError, match="too few"):
         split_by_image(_items(["a.tif", "b.tif"]), 0.5, 0.4)
+
+
+def test_system_ranges_come_from_the_training_inputs_and_unseen_systems_from_their_own(tmp_path):
+    from scripts.data.pairs import system_intensity_ranges
+
+    def item(name: str, values) -> dict:
+        write_image(tmp_path / "widefield" / name, np.asarray(values, np.uint16).reshape(4, 4))
+        write_image(tmp_path / "confocal" / name, np.full((4, 4), 60000, np.uint16))  # never read
+        return {"image": str(tmp_path / "widefield" / name), "label": str(tmp_path / "confocal" / name)}
+
+    train = [item("A_00000.tif", range(16)), item("A_00001.tif", range(100, 116))]
+    test = [item("A_00002.tif", range(1000, 1016)), item("C_00000.tif", range(50, 66))]
+    ranges = system_intensity_ranges(train, test, 0, 100)
+    assert ranges == {"A": (0.0, 115.0), "C": (50.0, 65.0)}  # A: its training inputs pooled, not its test image
+    with pytest.raises(InputError, match="cell.tif: has no system label"):
+        system_intensity_ranges(train + [item("cell.tif", range(16))])

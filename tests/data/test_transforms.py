@@ -176,3 +176,111 @@ def test_check_sized_real_file_through_load(tmp_path):
     # MONAI's Compose wraps what a transform raises; the InputError is the cause
     found = find_input_error(info.value)
     assert found is not None and found.path == str(path) and "8x8" in found.problem
+
+
+# ---------------------------------------------------------------- augmentation over the systems' nuisances
+NUISANCE_SETTINGS = {
+    "shift": {"prob": 1.0, "range": [-0.5, 0.5]},
+    "blur": {"prob": 1.0, "range": [0.3, 1.0]},
+    "haze": {"prob": 1.0, "range": [0.1, 0.3], "sigma_px": [4.0, 8.0]},
+    "gain": {"prob": 1.0, "range": [-0.2, 0.2]},
+    "offset": {"prob": 1.0, "range": [-0.1, 0.1]},
+    "noise": {"prob": 1.0, "shot": [0.0, 0.02], "read": [0.01, 0.05]},
+}
+
+
+def _pair(seed: int = 0, shape=(1, 24, 24)) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(shape, generator=g) * 2 - 1
+    return {"image": MetaTensor(image), "label": MetaTensor(image.clone() * 0.5)}
+
+
+def _augment(name: str, seed: int, pair: dict, spatial_dims: int = 2):
+    from scripts.data.transforms import nuisance_augmentation
+
+    (transform,) = nuisance_augmentation(spatial_dims, "image", **{name: NUISANCE_SETTINGS[name]})
+    transform.set_random_state(seed)
+    return transform, transform({k: v.clone() for k, v in pair.items()})
+
+
+@pytest.mark.parametrize("name", list(NUISANCE_SETTINGS))
+def test_each_nuisance_changes_the_input_only_and_is_reproducible_from_the_seed(name):
+    pair = _pair()
+    _, out = _augment(name, 0, pair)
+    assert not torch.equal(out["image"].as_tensor(), pair["image"].as_tensor())
+    assert out["image"].shape == pair["image"].shape
+    assert torch.equal(out["label"].as_tensor(), pair["label"].as_tensor())  # the confocal target stays the truth
+    _, again = _augment(name, 0, pair)
+    assert torch.equal(again["image"].as_tensor(), out["image"].as_tensor())
+    _, other = _augment(name, 1, pair)
+    assert not torch.equal(other["image"].as_tensor(), out["image"].as_tensor())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_each_nuisance_draws_within_its_range(seed):
+    pair = _pair(seed)
+    x = pair["image"].as_tensor()
+    t, out = _augment("gain", seed, pair)
+    factor = (out["image"].as_tensor() / x).mean().item() - 1
+    assert -0.2 - 1e-5 <= factor <= 0.2 + 1e-5
+    t, out = _augment("offset", seed, pair)
+    offset = (out["image"].as_tensor() - x).mean().item()
+    assert -0.1 - 1e-5 <= offset <= 0.1 + 1e-5
+    t, out = _augment("noise", seed, pair)
+    assert 0.0 <= t.shot <= 0.02 and 0.01 <= t.read <= 0.05
+    residual = (out["image"].as_tensor() - x).std().item()
+    assert residual <= 3 * (t.read**2 + 2 * t.shot) ** 0.5  # variance at most read² + shot · 2 (x <= 1)
+    t, out = _augment("haze", seed, pair)
+    assert 0.1 <= t.strength <= 0.3 and 4.0 <= t.sigma <= 8.0
+    added = out["image"].as_tensor() - x
+    assert added.min() >= 0 and added.max() <= 0.3 * 2 + 1e-5  # haze only adds, at most h · max(x + 1)
+    t, out = _augment("blur", seed, pair)
+    assert 0.3 <= t.rand_smooth.x <= 1.0 and 0.3 <= t.rand_smooth.y <= 1.0
+    assert out["image"].as_tensor().std() < x.std()  # blurred: less contrast
+    t, out = _augment("shift", seed, pair)
+    shift = t.rand_affine.rand_affine_grid.translate_params
+    assert len(shift) == 2 and all(-0.5 <= s <= 0.5 for s in shift)
+
+
+def test_nuisances_leave_the_planes_of_a_stack_alone():
+    pair = _pair(shape=(1, 3, 24, 24))
+    pair["image"][0, 1] = 0.0  # a flat plane stays flat: no blur or shift along z
+    for name in ("shift", "blur", "haze"):
+        _, out = _augment(name, 0, pair, spatial_dims=3)
+        assert out["image"].shape == pair["image"].shape
+        assert float(out["image"][0, 1].std()) < 1e-5, name
+
+
+def test_nuisances_with_probability_zero_are_left_out_and_bad_values_refused():
+    from scripts.data.transforms import nuisance_augmentation, nuisance_ok
+
+    assert nuisance_augmentation(2, "image", gain={"prob": 0, "range": [0, 0]}) == []
+    assert all(nuisance_ok(name, value) for name, value in NUISANCE_SETTINGS.items())
+    bad = [
+        ("gain", {"prob": 0.5, "range": [-1.0, 0.2]}),  # a gain of 0
+        ("blur", {"prob": 0.5, "range": [-0.5, 1.0]}),  # a negative sigma
+        ("shift", {"prob": 1.5, "range": [0, 1]}),  # a probability above 1
+        ("offset", {"prob": 0.5, "range": [0.2, 0.1]}),  # lo above hi
+        ("noise", {"prob": 0.5, "shot": [0, 0.1]}),  # read missing
+        ("haze", {"prob": 0.5, "range": [0, 0.3], "sigma_px": [0, 4]}),  # a zero sigma
+        ("offset", [0.1, 0.2]),
+    ]
+    for name, value in bad:
+        assert not nuisance_ok(name, value), (name, value)
+        with pytest.raises(InputError, match=f"--aug_{name} .*: must be a mapping"):
+            nuisance_augmentation(2, "image", **{name: value})
+
+
+def test_system_normalised_maps_each_image_by_its_systems_range_and_inverts():
+    from scripts.data.transforms import SystemNormalised
+
+    t = SystemNormalised("image", {"A": (100.0, 300.0), "B": (0.0, 10.0)})
+    image = MetaTensor(torch.full((1, 4, 4), 200.0), meta={"filename_or_obj": "/data/widefield/A_00003.tif"})
+    out = t({"image": image})
+    assert torch.allclose(out["image"].as_tensor(), torch.zeros(1, 4, 4))
+    assert torch.allclose(t.inverse(out)["image"].as_tensor(), torch.full((1, 4, 4), 200.0))
+    assert t.for_file("B_00000.tif").intensity_range == (0.0, 10.0)
+    for name, phrase in (("cell.tif", "has no system label"), ("C_00000.tif", "is of system C")):
+        image = MetaTensor(torch.ones(1, 4, 4), meta={"filename_or_obj": name})
+        with pytest.raises(InputError, match=phrase):
+            t({"image": image})

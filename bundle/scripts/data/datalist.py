@@ -5,6 +5,9 @@
 ``<dataset_dir>/truth/``   optional sharp ground-truth volumes, same file names as the stacks
 
 MicroscopyGAN's defect datasets (``scripts.simulate.defects``) hold ``clean/`` and ``defective/`` volumes.
+
+A file's microscope system, where a dataset records one, is its name's prefix before the first ``_``
+(``A_00000.tif``: system ``A``, as the fluorescence simulator names its pairs; ``system_label``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ def datalist(dataset_dir: str | Path, kind: str = "stacks") -> list[dict[str, st
     if kind not in ("stacks", "infocus", "truth", "clean", "defective"):
         raise KeyError(kind)
     return [{"image": str(f)} for f in list_files(Path(dataset_dir) / kind, suffixes)]
+
+
+def system_label(path: str | Path) -> str | None:
+    """The system a file belongs to: its name's prefix before the first ``_`` (``A_00000.tif`` -> ``"A"``), or
+    None when the name has no such prefix."""
+    prefix, sep, _ = Path(path).name.partition("_")
+    return prefix if sep and prefix else None
 
 
 def train_val_split(items: list, val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:

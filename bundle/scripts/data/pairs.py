@@ -10,6 +10,9 @@ dimensions (the readers'), sizes that differ, or a misregistration larger than `
 measured by phase correlation (``skimage.registration.phase_cross_correlation``, to 0.1 px).
 
 The split is by image (pair), made before any augmentation, so no view of a test image is trained on.
+
+Per-system normalisation (``system_intensity_ranges``): the system of a pair is its file name's prefix
+(``A_00000.tif``: system ``A``, ``scripts.data.datalist.system_label``), as the simulator names them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scripts.data.datalist import system_label
 from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files, read_image, read_stack
+from scripts.data.transforms import percentile_range
 from scripts.errors import InputError
 from skimage.registration import phase_cross_correlation
 
-__all__ = ["misregistration", "paired_datalist", "split_by_image"]
+__all__ = ["misregistration", "paired_datalist", "split_by_image", "system_intensity_ranges"]
 
 logger = logging.getLogger("zsegan")
 
@@ -108,3 +113,36 @@ def split_by_image(
 
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     return by_name(train), by_name(val), by_name(test + unseen)
+
+
+def system_intensity_ranges(
+    fit: Sequence[dict], items: Sequence[dict] = (), lower: float = 0.5, upper: float = 99.5, ndim: int = 2
+) -> dict[str, tuple[float, float]]:
+    """{system: (lo, hi)}: the ``lower``/``upper`` percentiles of all the input images (``"image"``) of each system,
+    pooled, for ``scripts.data.transforms.SystemNormalised``.
+
+    Computed on ``fit`` (the training split) for its systems; a system of ``items`` that ``fit`` lacks (a system never
+    trained on) gets the percentiles of its own input images in ``items``, inputs only, never the targets: what a
+    lab with a new microscope can compute from its own images. Every file must carry a system label (its name's
+    prefix, ``A_00000.tif``); one that does not is an InputError naming it.
+    """
+    groups: dict[str, list[Path]] = {}
+    for part in (fit, items):
+        found: dict[str, list[Path]] = {}
+        for item in part:
+            system = system_label(item["image"])
+            if system is None:
+                raise InputError(
+                    item["image"],
+                    "has no system label (file names <system>_<name>, such as A_00000.tif): system_normalisation "
+                    "needs one for every file; leave it false for this dataset",
+                )
+            if system not in groups:
+                found.setdefault(system, []).append(Path(item["image"]))
+        groups.update(found)
+    ranges = {}
+    for system, paths in sorted(groups.items()):
+        values = np.concatenate([np.asarray(_read(path, ndim), np.float32).ravel() for path in paths])
+        ranges[system] = percentile_range(values, lower, upper, f"system {system} ({paths[0].parent})")
+        logger.info(f"system {system}: percentiles {lower}/{upper} of {len(paths)} input images: {ranges[system]}")
+    return ranges

@@ -1,4 +1,6 @@
-"""MONAI transforms that MONAI lacks: invertible robust normalisation, focal weights, size checks.
+"""MONAI transforms that MONAI lacks: invertible robust normalisation (per image, or per microscope system),
+focal weights, size checks, and the random nuisances of a wide-field input that MONAI has no transform for
+(Poisson-Gaussian noise, out-of-focus haze), with ``nuisance_augmentation``, which composes them with MONAI's own.
 
 All of them are dictionary transforms working on channel-first MetaTensors (CZYX stacks, CYX images).
 """
@@ -10,7 +12,18 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import InvertibleTransform, MapTransform
+from monai.data import MetaTensor
+from monai.transforms import (
+    InvertibleTransform,
+    MapTransform,
+    RandAffined,
+    RandGaussianSmoothd,
+    RandomizableTransform,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from scipy import ndimage
+from scripts.data.datalist import system_label
 from scripts.errors import InputError
 from scripts.zsegan.focus import (
     ALPHA_RANGE,
@@ -71,14 +84,17 @@ class RobustNormalised(MapTransform, InvertibleTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            if self.intensity_range is not None:
-                lo, hi = self.intensity_range
-            else:
-                values = img.as_tensor() if hasattr(img, "as_tensor") else img
-                lo, hi = percentile_range(values, self.lower, self.upper, _filename(img))
+            lo, hi = self._range(img)
             d[key] = (img.float() - lo).mul_(2.0 / (hi - lo)).sub_(1.0)  # in place: one new stack in memory
             self.push_transform(d[key], extra_info={"lo": lo, "hi": hi})
         return d
+
+    def _range(self, img) -> tuple[float, float]:
+        """The (lo, hi) mapped to -1 and 1 for ``img``: given, or its own percentiles."""
+        if self.intensity_range is not None:
+            return self.intensity_range
+        values = img.as_tensor() if hasattr(img, "as_tensor") else img
+        return percentile_range(values, self.lower, self.upper, _filename(img))
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -86,6 +102,186 @@ class RobustNormalised(MapTransform, InvertibleTransform):
             info = self.pop_transform(d[key])["extra_info"]
             d[key] = (d[key] + 1.0).mul_((info["hi"] - info["lo"]) / 2.0).add_(info["lo"])
         return d
+
+
+class SystemNormalised(RobustNormalised):
+    """``RobustNormalised`` by the percentiles of each image's microscope system instead of its own.
+
+    ``ranges``: system -> (lo, hi), e.g. ``scripts.data.pairs.system_intensity_ranges`` of the training images;
+    the system is the file name's prefix (``scripts.data.datalist.system_label``: ``A_00000.tif`` is of ``A``).
+    An image without a system label, or of a system without a range, is an InputError naming the file.
+    Within a system, differences of level (gain, brightness of the specimen) are kept, not normalised away.
+    """
+
+    def __init__(self, keys: KeysCollection, ranges: Mapping[str, Sequence[float]], allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys=allow_missing_keys)
+        self.ranges = {str(k): check_range(float(v[0]), float(v[1]), f"system {k}") for k, v in ranges.items()}
+
+    def _range(self, img) -> tuple[float, float]:
+        name = _filename(img)
+        system = system_label(name)
+        if system is None:
+            raise InputError(name, "has no system label (file names <system>_<name>): needed by system_normalisation")
+        if system not in self.ranges:
+            raise InputError(name, f"is of system {system}, which has no intensity statistics ({sorted(self.ranges)})")
+        return self.ranges[system]
+
+    def for_file(self, path: str) -> RobustNormalised:
+        """A ``RobustNormalised`` with the range of the system of ``path`` (for data that does not carry its
+        file name, such as ``scripts.inference.sliding_window.enhance``'s)."""
+        return RobustNormalised(self.keys, intensity_range=self._range(MetaTensor(0.0, meta={"filename_or_obj": path})))
+
+
+class RandPoissonGaussianNoised(RandomizableTransform, MapTransform):
+    """Add camera noise, with probability ``prob``: shot noise of variance ``a (x - black_level)`` (a Gaussian
+    approximation of Poisson noise; ``x`` below the black level gets none) plus read noise of standard deviation
+    ``b``, with ``a`` uniform in ``shot_range`` and ``b`` in ``read_range`` (in the image's units: for a normalised
+    wide-field image whose 0.5-99.5 percentiles span 2 with N photo-electrons at the top, one electron is 2 / N, the
+    shot ``a`` of the camera itself 2 / N). MONAI's ``RandGaussianNoise`` has no signal-dependent part, and draws
+    its standard deviation from [0, std] only. The noise is drawn from the transform's generator (``R``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.1,
+        shot_range: Sequence[float] = (0.0, 0.02),
+        read_range: Sequence[float] = (0.0, 0.05),
+        black_level: float = -1.0,
+        allow_missing_keys: bool = False,
+    ):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.shot_range, self.read_range, self.black_level = tuple(shot_range), tuple(read_range), black_level
+        self.shot, self.read = 0.0, 0.0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.shot, self.read = self.R.uniform(*self.shot_range), self.R.uniform(*self.read_range)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            variance = (img.detach() - self.black_level).clamp(min=0.0) * self.shot + self.read**2
+            noise = torch.as_tensor(self.R.standard_normal(tuple(img.shape)), dtype=img.dtype, device=img.device)
+            d[key] = img + variance.sqrt() * noise
+        return d
+
+
+class RandHazed(RandomizableTransform, MapTransform):
+    """Add out-of-focus haze, with probability ``prob``: ``x + h G_s (x - black_level)``, a blurred copy of the
+    light above the black level (Gaussian of ``s`` px in y and x, each plane of a stack alone, reflected at the
+    borders), ``h`` uniform in ``strength_range``, ``s`` in ``sigma_range``: the light of the planes out of focus
+    that a wide-field camera collects, more of it for thicker specimens and lower NA."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.1,
+        strength_range: Sequence[float] = (0.0, 0.3),
+        sigma_range: Sequence[float] = (4.0, 16.0),
+        black_level: float = -1.0,
+        allow_missing_keys: bool = False,
+    ):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.strength_range, self.sigma_range = tuple(strength_range), tuple(sigma_range)
+        self.black_level, self.strength, self.sigma = black_level, 0.0, 1.0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.strength, self.sigma = self.R.uniform(*self.strength_range), self.R.uniform(*self.sigma_range)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            light = np.clip(img.detach().cpu().numpy().astype(np.float32) - self.black_level, 0.0, None)
+            sigma = (0.0,) * (light.ndim - 2) + (self.sigma,) * 2
+            haze = ndimage.gaussian_filter(light, sigma, mode="reflect")
+            d[key] = img + self.strength * torch.as_tensor(haze, dtype=img.dtype, device=img.device)
+        return d
+
+
+#: The nuisances ``nuisance_augmentation`` draws, in the order it applies them (as they arise: registration,
+#: optics, camera): name -> its ranges -> (the least value a range may start at, whether that value itself is
+#: excluded; None: any). Each nuisance also has ``prob``. Units: those of the normalised input, px for sizes.
+NUISANCE_RANGES: dict[str, dict[str, tuple[float | None, bool]]] = {
+    "shift": {"range": (None, False)},  # sub-pixel shift, px, in y and in x (MONAI's RandAffined, bilinear)
+    "blur": {"range": (0.0, False)},  # Gaussian sigma, px, in y and in x (MONAI's RandGaussianSmoothd)
+    "haze": {"range": (0.0, False), "sigma_px": (0.0, True)},  # strength h and blur s of RandHazed
+    "gain": {"range": (-1.0, True)},  # x (1 + f) (MONAI's RandScaleIntensityd)
+    "offset": {"range": (None, False)},  # x + o (MONAI's RandShiftIntensityd)
+    "noise": {"shot": (0.0, False), "read": (0.0, False)},  # RandPoissonGaussianNoised's a and b
+}
+
+
+def nuisance_must_be(name: str) -> str:
+    """What the config value of nuisance ``name`` must be, in words."""
+
+    def bound(field: str, least, strict: bool) -> str:
+        return (
+            f"{field}: [lo, hi] with " + ("" if least is None else f"{least:g} {'<' if strict else '<='} ") + "lo <= hi"
+        )
+
+    fields = [bound(f, *b) for f, b in NUISANCE_RANGES[name].items()]
+    return "a mapping {prob: a number in [0, 1], " + ", ".join(fields) + "}"
+
+
+def nuisance_ok(name: str, value) -> bool:
+    """Whether ``value`` is a valid setting of nuisance ``name`` (see ``nuisance_must_be``)."""
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+    fields = NUISANCE_RANGES[name]
+    if not isinstance(value, Mapping) or set(value) != {"prob", *fields}:
+        return False
+    if not (number(value["prob"]) and 0 <= value["prob"] <= 1):
+        return False
+    for field, (least, strict) in fields.items():
+        r = value[field]
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(number(v) for v in r) and r[0] <= r[1]):
+            return False
+        if least is not None and (r[0] < least or (strict and r[0] == least)):
+            return False
+    return True
+
+
+def nuisance_augmentation(spatial_dims: int = 2, keys: KeysCollection = "image", **nuisances: Mapping) -> list:
+    """Random transforms over the nuisances that differ between microscope systems, for the input only (``keys``):
+    one per nuisance given (``shift``, ``blur``, ``haze``, ``gain``, ``offset``, ``noise``, each a mapping of
+    ``prob`` and its ranges, :data:`NUISANCE_RANGES`), in that order, those with ``prob`` 0 left out. MONAI's own
+    where it has one; each draws from its own generator (seeded by the DataLoader, saved by checkpoints). A bad
+    value is an InputError naming the key and what it must be."""
+    for name, value in nuisances.items():
+        if name not in NUISANCE_RANGES:
+            raise InputError(None, f"unknown nuisance {name!r}: one of {', '.join(NUISANCE_RANGES)}")
+        if not nuisance_ok(name, value):
+            raise InputError(None, f"--aug_{name} {value!r}: must be {nuisance_must_be(name)}")
+    plane = [(0.0, 0.0)] * (spatial_dims - 2)  # z of a stack: not shifted, not blurred
+    build = {
+        "shift": lambda n: RandAffined(
+            keys, prob=n["prob"], translate_range=plane + [tuple(n["range"])] * 2, mode="bilinear",
+            padding_mode="border",
+        ),
+        "blur": lambda n: RandGaussianSmoothd(
+            keys, *(plane + [tuple(n["range"])] * 2), prob=n["prob"]
+        ),
+        "haze": lambda n: RandHazed(keys, n["prob"], n["range"], n["sigma_px"]),
+        "gain": lambda n: RandScaleIntensityd(keys, factors=tuple(n["range"]), prob=n["prob"]),
+        "offset": lambda n: RandShiftIntensityd(keys, offsets=tuple(n["range"]), prob=n["prob"]),
+        "noise": lambda n: RandPoissonGaussianNoised(keys, n["prob"], n["shot"], n["read"]),
+    }  # fmt: skip
+    return [build[name](nuisances[name]) for name in NUISANCE_RANGES if name in nuisances and nuisances[name]["prob"]]
 
 
 class FocusWeightsd(MapTransform):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import fft as sfft
 from scripts.data.io import read_image, write_image
-from scripts.data.transforms import RobustNormalised, percentile_range
+from scripts.data.transforms import RobustNormalised, SystemNormalised, percentile_range
 from scripts.evaluation.measures import mean_abs_gradient, psnr, ssim
 from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
 from scripts.inference.sliding_window import enhance
@@ -136,6 +136,8 @@ class PairedEvaluation:
         n_views: test pairs shown in the picture.
         tracking_uri, experiment_name: the MLflow store and experiment (None: not logged).
         device: where the generators run.
+        system_ranges: {system: (lo, hi)} when G was trained with ``system_normalisation``: each input is then
+            mapped by its system's range (``scripts.data.pairs.system_intensity_ranges``), not by ``normalise``.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class PairedEvaluation:
         tracking_uri: str | None = None,
         experiment_name: str = "zsegan_paired",
         device: str | torch.device = "cpu",
+        system_ranges: Mapping[str, Sequence[float]] | None = None,
     ):
         self.datalist, self.network, self.inferer, self.normalise = list(datalist), network, inferer, normalise
         self.output_dir, self.baseline, self.rl_iterations = Path(output_dir), baseline, rl_iterations
@@ -160,11 +163,19 @@ class PairedEvaluation:
             experiment_name,
             device,
         )
+        self.system_ranges = None if system_ranges is None else {k: tuple(v) for k, v in system_ranges.items()}
 
-    def _methods(self, x: np.ndarray, system: str | None) -> dict[str, np.ndarray]:
-        methods = {"input": x, "gan": enhance(self.network, x, self.inferer, self.normalise, self.device)}
+    def _normalise(self, path: str) -> RobustNormalised:
+        """The input's intensity mapping: the training's per image, or its system's range."""
+        if self.system_ranges is None:
+            return self.normalise
+        return SystemNormalised("image", self.system_ranges).for_file(path)
+
+    def _methods(self, x: np.ndarray, system: str | None, path: str = "<in memory>") -> dict[str, np.ndarray]:
+        normalise = self._normalise(path)
+        methods = {"input": x, "gan": enhance(self.network, x, self.inferer, normalise, self.device)}
         if self.baseline is not None:
-            methods["l1"] = enhance(self.baseline, x, self.inferer, self.normalise, self.device)
+            methods["l1"] = enhance(self.baseline, x, self.inferer, normalise, self.device)
         if self.rl_iterations > 0 and system is not None:
             methods["richardson_lucy"] = deconvolve(x, system, self.rl_iterations)
         return methods
@@ -177,7 +188,10 @@ class PairedEvaluation:
             x, y = read_image(item["image"])[0], read_image(item["label"])[0]
             system = system_of(item["image"])
             target = unit_range(y)
-            unit = {name: unit_range(image) for name, image in self._methods(x.astype(np.float32), system).items()}
+            unit = {
+                name: unit_range(image)
+                for name, image in self._methods(x.astype(np.float32), system, item["image"]).items()
+            }
             name = Path(item["image"]).name
             for method, image in unit.items():
                 rows.append({"image": name, "system": system or "-", "method": method, **compare(image, target)})

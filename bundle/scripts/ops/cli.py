@@ -19,6 +19,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 from scripts.data.atomic import hold_lock, write_text_atomic
+from scripts.data.transforms import NUISANCE_RANGES, nuisance_must_be, nuisance_ok
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS, TILINGS, HaloInferer, halo_width, window_overlap
 from scripts.ops.pack import check_complete
@@ -84,6 +85,9 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ),
     (("output_dir",), "a folder, not a file", lambda v: isinstance(v, str) and not Path(v).is_file()),
     (("device",), "cpu, or cuda on a machine with a CUDA GPU", _device_here),
+    (("augment_input", "system_normalisation"), "True or False", lambda v: isinstance(v, bool)),
+] + [
+    ((f"aug_{name}",), nuisance_must_be(name), lambda v, name=name: nuisance_ok(name, v)) for name in NUISANCE_RANGES
 ] + [
     ((key,), "one of " + ", ".join(map(str, choices)), lambda v, choices=choices: v in choices)
     for key, choices in {
