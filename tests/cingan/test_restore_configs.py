@@ -215,6 +215,7 @@ def test_inference_and_evaluation_of_the_trained_restorers(setup, trained, tmp_p
         (["--n_real", "5", "--real_only", "True"], ["holds 2 real pairs besides the 1 validated on, fewer than the 5"]),
         (["--val_fraction", "0.1"], ["--val_fraction 0.1 of its 3 real pairs validates on none", "--val_fraction 0"]),
         (["--val_fraction", "1.5"], ["--val_fraction 1.5: must be a number in [0, 1)"]),
+        (["--system_normalisation", "True"], ["--system_normalisation True", "a key of the paired workflow only"]),
     ],
 )
 def test_bad_training_input_is_one_clear_line_and_no_output(setup, tmp_path, extra, phrases):

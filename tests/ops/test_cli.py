@@ -160,6 +160,11 @@ BAD_VALUES = {
     "--sharp_domain": (["--sharp_domain", "sharp"], "--sharp_domain 'sharp': must be one of infocus, stack, both"),
     "--amp_dtype": (["--amp_dtype", "fp8"], "--amp_dtype 'fp8': must be one of float16, bfloat16"),
     "--cycle_sigma": (["--cycle_sigma", "-1"], "--cycle_sigma -1: must be a number >= 0"),
+    "--lambda_focal_detail": (["--lambda_focal_detail", "-1"], "--lambda_focal_detail -1: must be a number >= 0"),
+    "--optical_domain": (
+        ["--optical_domain", "phase"],
+        "--optical_domain 'phase': must be one of absorbance, intensity",
+    ),
 }
 
 

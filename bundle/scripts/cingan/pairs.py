@@ -23,7 +23,7 @@ from scripts.data.pairs import paired_datalist, split_by_image
 from scripts.errors import InputError
 from scripts.simulate.defects import check_task
 
-__all__ = ["restoration_split", "validation_split"]
+__all__ = ["no_system_normalisation", "restoration_split", "validation_split"]
 
 logger = logging.getLogger("zsegan")
 
@@ -39,6 +39,17 @@ def _first(items: list, n: int | None, what: str, folder: Path, besides: str = "
     if n > len(items):
         raise InputError(folder, f"holds {len(items)} {what} pairs{besides}, fewer than the {n} asked for")
     return items[:n]
+
+
+def no_system_normalisation(system_normalisation: bool) -> None:
+    """The restorer's pairs are mapped by the fixed ``intensity_min``..``intensity_max``: the paired workflow's
+    ``--system_normalisation True`` would do nothing here, so it is one InputError instead of a silent no-op."""
+    if system_normalisation:
+        raise InputError(
+            None,
+            "--system_normalisation True: the restorer maps every pair by the fixed intensity range "
+            "(--intensity_min, --intensity_max), not by system; it is a key of the paired workflow only",
+        )
 
 
 def validation_split(items: list, val_fraction: float, seed: int, folder: Path) -> tuple[list, list]:

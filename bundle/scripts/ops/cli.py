@@ -74,7 +74,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
          "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
-         "lambda_l1", "lambda_ssim", "lambda_content"),
+         "lambda_l1", "lambda_ssim", "lambda_content", "lambda_focal_detail"),
         "a number >= 0", lambda v: _number(v) and v >= 0,
     ),
     (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
@@ -97,6 +97,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "focus_weights": ("dynamic", "reference"),
         "adversarial_loss": ("lsgan", "bce"),
         "g_b_kind": ("optical", "generator"),
+        "optical_domain": ("absorbance", "intensity"),
         "sharp_domain": SHARP_DOMAINS,
         "amp_dtype": tuple(AMP_DTYPES),
         "tracking_fallback": ("fail", "local"),
