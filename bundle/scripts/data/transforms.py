@@ -132,7 +132,37 @@ class SystemNormalised(RobustNormalised):
         return RobustNormalised(self.keys, intensity_range=self._range(MetaTensor(0.0, meta={"filename_or_obj": path})))
 
 
-class RandPoissonGaussianNoised(RandomizableTransform, MapTransform):
+class _RandNuisanced(RandomizableTransform, MapTransform):
+    """With probability ``prob``, one value drawn uniformly from each of ``ranges`` (name -> (low, high), in
+    that order, from the transform's generator ``R``; kept as attributes of those names), then ``_apply``
+    to each key's image. ``black_level``: the image value that stands for no light."""
+
+    def __init__(self, keys: KeysCollection, prob: float, ranges: dict, black_level: float, allow_missing_keys: bool):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.ranges, self.black_level = {name: tuple(r) for name, r in ranges.items()}, black_level
+        for name, r in self.ranges.items():
+            setattr(self, name, r[0])
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            for name, r in self.ranges.items():
+                setattr(self, name, self.R.uniform(*r))
+
+    def _apply(self, img: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if self._do_transform:
+            for key in self.key_iterator(d):
+                d[key] = self._apply(d[key])
+        return d
+
+
+class RandPoissonGaussianNoised(_RandNuisanced):
     """Add camera noise, with probability ``prob``: shot noise of variance ``a (x - black_level)`` (a Gaussian
     approximation of Poisson noise; ``x`` below the black level gets none) plus read noise of standard deviation
     ``b``, with ``a`` uniform in ``shot_range`` and ``b`` in ``read_range`` (in the image's units: for a normalised
@@ -149,30 +179,15 @@ class RandPoissonGaussianNoised(RandomizableTransform, MapTransform):
         black_level: float = -1.0,
         allow_missing_keys: bool = False,
     ):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.shot_range, self.read_range, self.black_level = tuple(shot_range), tuple(read_range), black_level
-        self.shot, self.read = 0.0, 0.0
+        super().__init__(keys, prob, {"shot": shot_range, "read": read_range}, black_level, allow_missing_keys)
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        if self._do_transform:
-            self.shot, self.read = self.R.uniform(*self.shot_range), self.R.uniform(*self.read_range)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return d
-        for key in self.key_iterator(d):
-            img = d[key]
-            variance = (img.detach() - self.black_level).clamp(min=0.0) * self.shot + self.read**2
-            noise = torch.as_tensor(self.R.standard_normal(tuple(img.shape)), dtype=img.dtype, device=img.device)
-            d[key] = img + variance.sqrt() * noise
-        return d
+    def _apply(self, img: torch.Tensor) -> torch.Tensor:
+        variance = (img.detach() - self.black_level).clamp(min=0.0) * self.shot + self.read**2
+        noise = torch.as_tensor(self.R.standard_normal(tuple(img.shape)), dtype=img.dtype, device=img.device)
+        return img + variance.sqrt() * noise
 
 
-class RandHazed(RandomizableTransform, MapTransform):
+class RandHazed(_RandNuisanced):
     """Add out-of-focus haze, with probability ``prob``: ``x + h G_s (x - black_level)``, a blurred copy of the
     light above the black level (Gaussian of ``s`` px in y and x, each plane of a stack alone, reflected at the
     borders), ``h`` uniform in ``strength_range``, ``s`` in ``sigma_range``: the light of the planes out of focus
@@ -187,28 +202,14 @@ class RandHazed(RandomizableTransform, MapTransform):
         black_level: float = -1.0,
         allow_missing_keys: bool = False,
     ):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.strength_range, self.sigma_range = tuple(strength_range), tuple(sigma_range)
-        self.black_level, self.strength, self.sigma = black_level, 0.0, 1.0
+        ranges = {"strength": strength_range, "sigma": sigma_range}
+        super().__init__(keys, prob, ranges, black_level, allow_missing_keys)
 
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        if self._do_transform:
-            self.strength, self.sigma = self.R.uniform(*self.strength_range), self.R.uniform(*self.sigma_range)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return d
-        for key in self.key_iterator(d):
-            img = d[key]
-            light = np.clip(img.detach().cpu().numpy().astype(np.float32) - self.black_level, 0.0, None)
-            sigma = (0.0,) * (light.ndim - 2) + (self.sigma,) * 2
-            haze = ndimage.gaussian_filter(light, sigma, mode="reflect")
-            d[key] = img + self.strength * torch.as_tensor(haze, dtype=img.dtype, device=img.device)
-        return d
+    def _apply(self, img: torch.Tensor) -> torch.Tensor:
+        light = np.clip(img.detach().cpu().numpy().astype(np.float32) - self.black_level, 0.0, None)
+        sigma = (0.0,) * (light.ndim - 2) + (self.sigma,) * 2
+        haze = ndimage.gaussian_filter(light, sigma, mode="reflect")
+        return img + self.strength * torch.as_tensor(haze, dtype=img.dtype, device=img.device)
 
 
 #: The nuisances ``nuisance_augmentation`` draws, in the order it applies them (as they arise: registration,
