@@ -101,13 +101,18 @@ def check_inputs(
     return datalist
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (G_S's stride lattice, its ``2 ** n_downsampling``)."""
+    return -(-n // multiple) * multiple
+
+
 def auto_overlap(network: torch.nn.Module) -> int:
     """The overlap in pixels that a window-independent G_S (``--g_norm batch``, eval mode) needs: twice its
     receptive reach (:func:`~scripts.nets.networks.receptive_reach`), so that every pixel lies at least the
     reach inside the window whose centre is nearest, rounded up to the network's ``multiple`` (its
     ``2 ** n_downsampling``), so that windows stay on its stride lattice. 132 px for the default G_S."""
     multiple = getattr(network, "multiple", 1)
-    return -(-2 * receptive_reach(network) // multiple) * multiple
+    return round_up(2 * receptive_reach(network), multiple)
 
 
 def window_overlap(
@@ -156,7 +161,7 @@ def halo_width(overlap_px: int | str | None, network: torch.nn.Module | None = N
     ``overlap_px`` that is not twice a halo on the lattice."""
     multiple = multiple or getattr(network, "multiple", 4)
     if overlap_px in (None, "auto"):
-        return None if network is None else -(-receptive_reach(network) // multiple) * multiple
+        return None if network is None else round_up(receptive_reach(network), multiple)
     if overlap_px % (2 * multiple):
         raise InputError(
             None, f"--sw_overlap_px {overlap_px}: with --sw_tiling halo it must be twice a halo that is a multiple "
@@ -239,7 +244,7 @@ class HaloInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         """network over ``inputs`` (B,C,...,Y,X) window by window; B,C_out,...,Y,X."""
         sizes, m = inputs.shape[-2:], self.multiple
-        targets = [-(-n // m) * m for n in sizes]
+        targets = [round_up(n, m) for n in sizes]
         before = [(t - n) // 2 for t, n in zip(targets, sizes, strict=True)]
         # F.pad: (x before, x after, y before, y after, then the other axes: none); as Generator3D.forward pads
         pads = [before[1], targets[1] - sizes[1] - before[1], before[0], targets[0] - sizes[0] - before[0]]

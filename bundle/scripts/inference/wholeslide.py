@@ -77,7 +77,7 @@ from scripts.data.atomic import atomic, hold_lock
 from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, check_values, tiff_spacing, um_per_unit
 from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
-from scripts.inference.sliding_window import HaloInferer, enhance, weights_digest, without_outputs
+from scripts.inference.sliding_window import HaloInferer, enhance, round_up, weights_digest, without_outputs
 from tqdm import tqdm
 
 logger = logging.getLogger("zsegan")
@@ -433,7 +433,7 @@ def halo_tiling(tile_size: int, shape, multiple: int = 4) -> tuple:
     """Tiles along y and x for ``--sw_tiling halo`` (:class:`~scripts.inference.sliding_window.HaloInferer`) on
     a stack of ``shape``: ``tile_size`` rounded up to G_S's stride ``multiple``, the last tile shorter (dask's
     chunks). Tiles need not follow the windows: each reads its own halo (:func:`_halo_region`)."""
-    tile = max(-(-int(tile_size) // multiple), 1) * multiple
+    tile = max(round_up(int(tile_size), multiple), multiple)
     return tuple(tuple([tile] * (n // tile) + ([n % tile] if n % tile else [])) for n in shape[-2:])
 
 
@@ -443,10 +443,10 @@ def _halo_region(start: int, stop: int, n: int, halo: int, multiple: int) -> tup
     border of, a region whose ends are on the stride lattice of the whole stack padded as G_S pads it
     (replicate, centred, to a multiple of ``multiple``): HaloInferer's windows over that region are then
     those of the whole stack, and its tile is the whole stack's."""
-    padded = -(-n // multiple) * multiple
+    padded = round_up(n, multiple)
     before = (padded - n) // 2
     lo = max(0, (start + before - halo) // multiple * multiple)  # in the padded stack's coordinates
-    hi = min(padded, -(-(stop + before + halo) // multiple) * multiple)
+    hi = min(padded, round_up(stop + before + halo, multiple))
     read = max(0, lo - before), min(n, hi - before)
     return read, (read[0] - (lo - before), (hi - before) - read[1])
 
