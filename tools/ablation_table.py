@@ -153,17 +153,16 @@ def write_views(
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
     from monai.bundle import ConfigParser
-    from monai.inferers import SlidingWindowInferer
     from scripts.data.io import read_stack
     from scripts.data.transforms import RobustNormalised
     from scripts.evaluation.baselines import sharpest_slice
     from scripts.evaluation.views import comparison_png
-    from scripts.inference.sliding_window import enhance
+    from scripts.inference.sliding_window import SlidingWindow, enhance
     from scripts.ops.registry import load_generator
 
     x = read_stack(stack_path)[0].astype(np.float32)
     stacks = {"input": x, "sharpest slice": sharpest_slice(x)}
-    inferer = SlidingWindowInferer(roi_size=[-1, 128, 128], sw_batch_size=1, overlap=0.25, mode="gaussian")
+    inferer = SlidingWindow(roi_size=[-1, 128, 128], sw_batch_size=1, overlap=0.25, mode="gaussian")
     normalise = RobustNormalised("image", 0.5, 99.5)
     for name in names:
         model = out / name / "model.pt"

@@ -34,11 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from monai.inferers import SimpleInferer, SlidingWindowInferer  # noqa: E402
+from monai.inferers import SimpleInferer  # noqa: E402
 from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.evaluation.evaluate import unit_domain  # noqa: E402
 from scripts.evaluation.measures import psnr as psnr_db  # noqa: E402
-from scripts.inference.sliding_window import enhance, halo_width, load_weights, sliding_window  # noqa: E402
+from scripts.inference.sliding_window import SlidingWindow, enhance, halo_width, load_weights, sliding_window  # noqa: E402
 from scripts.nets.architecture import default_generator  # noqa: E402
 from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.simulate.zstacks import simulate_stack  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> None:
             )
         print(f"truth: seam index {rows[-1][1]:.3f}")
         return
-    network = load_weights(Generator3D(), Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt")
+    network = load_weights(default_generator(), Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt")
     rng = np.random.default_rng(5)
     settings = [(roi or args.size, overlap) for roi, overlap in SETTINGS]
     psnr, seams = np.zeros((args.stacks, len(settings))), np.zeros((args.stacks, len(settings) + 1))
@@ -137,7 +137,7 @@ def main() -> None:
         t = unit(truth.astype(np.float32))
         seams[i, -1] = seam_index(t)
         for j, (roi, overlap) in enumerate(settings):
-            inferer = SlidingWindowInferer((-1, roi, roi), sw_batch_size=1, overlap=overlap, mode="gaussian")
+            inferer = SlidingWindow((-1, roi, roi), sw_batch_size=1, overlap=overlap, mode="gaussian")
             with torch.no_grad():
                 y = unit(enhance(network, stack, inferer, RobustNormalised("image")))
             psnr[i, j], seams[i, j] = psnr_db(y, t), seam_index(y)

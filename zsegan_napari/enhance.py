@@ -89,6 +89,7 @@ def enhance_stack(
     from scripts.data.transforms import RobustNormalised, percentile_range
     from scripts.errors import InputError
     from scripts.inference.sliding_window import enhance
+    from scripts.nets.networks import focus_guided
 
     parser = inference_config(model, tracking_uri, **settings)
     lower, upper, min_planes = (parsed(parser, k) for k in ("intensity_lower", "intensity_upper", "min_planes"))
@@ -100,16 +101,17 @@ def enhance_stack(
     network, inferer = parsed(parser, "network"), parsed(parser, "inferer")
     total, done = window_count(stack.shape, inferer), 0
 
-    def watched(windows):
+    def watched(windows, **kwargs):
         nonlocal done
         if cancelled is not None and cancelled():
             raise CancelledError(f"{name}: enhancement cancelled after {done} of {total} windows")
-        out = network(windows)
+        out = network(windows, **kwargs)
         done += windows.shape[0]
         if progress is not None:
             progress(done, total)
         return out
 
+    watched.focus_guide = focus_guided(network)  # the sliding window then hands it the stack's focal plane
     normalise = RobustNormalised("image", lower, upper)
     return enhance(watched, stack, inferer, normalise, parsed(parser, "device"))
 

@@ -199,6 +199,11 @@ def test_focal_guide_gives_each_plane_the_focal_plane_and_its_distance():
     assert all(torch.equal(h[0, 1, z], x[0, 0, 2]) and torch.equal(h[1, 1, z], x[1, 0, 5]) for z in range(7))
     assert torch.allclose(h[0, 2, :, 0, 0], (torch.arange(7) - 2) / 7)
     assert torch.allclose(h[1, 2, :, 3, 4], (torch.arange(7) - 5) / 7)
+    given = focal_guide(x, torch.tensor([4]))  # a plane found over the whole stack, for every volume
+    assert all(torch.equal(given[b, 1, z], x[b, 0, 4]) for b in range(2) for z in range(7))
+    assert torch.allclose(given[1, 2, :, 0, 0], (torch.arange(7) - 4) / 7)
+    with pytest.raises(ValueError, match="only for a focus-guided generator"):
+        Generator3D(channels=4, n_residual_blocks=1)(x, focus=torch.tensor([4]))
 
 
 def test_focus_guided_generator_starts_as_the_identity_scripts_and_learns_from_the_guide():

@@ -29,7 +29,7 @@ from scripts.data.io import (
 )
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
-from scripts.nets.networks import receptive_reach
+from scripts.nets.networks import focal_plane, focus_guided, receptive_reach
 
 logger = logging.getLogger("zsegan")
 
@@ -180,14 +180,14 @@ def sliding_window(
     network: torch.nn.Module | None = None,
     progress: bool = False,
 ) -> Inferer:
-    """The configs' sliding window (``--sw_tiling``): ``blend``, MONAI's ``SlidingWindowInferer`` with windows of
+    """The configs' sliding window (``--sw_tiling``): ``blend``, :class:`SlidingWindow` (MONAI's) with windows of
     ``roi_size`` overlapping by :func:`window_overlap` and blended by ``mode``; ``halo``, :class:`HaloInferer`
     with the halo of :func:`halo_width` (``overlap`` and ``mode`` unused), exact for a window-independent G_S
     (``--g_norm batch``). ``network``: G_S, for its reach and stride (``network_def``). One InputError line for
     a bad ``tiling`` or a window that does not fit."""
     if tiling == "blend":
         overlap = window_overlap(roi_size, overlap, overlap_px, network)
-        return SlidingWindowInferer(roi_size, sw_batch_size, overlap, mode=mode, progress=progress)
+        return SlidingWindow(roi_size, sw_batch_size, overlap, mode=mode, progress=progress)
     if tiling != "halo":
         raise InputError(None, f"--sw_tiling {tiling!r}: must be one of {', '.join(TILINGS)}")
     if network is None:
@@ -201,6 +201,47 @@ def sliding_window(
     return HaloInferer(roi_size, halo_width(overlap_px, network, multiple), multiple, sw_batch_size)
 
 
+class _StackFocus:
+    """What both sliding windows do for a focus-guided G_S (``--g_focus_guide true``; for any other network they
+    run its ``windows`` as they are): find each stack's focal plane once, over the whole field
+    (:func:`~scripts.nets.networks.focal_plane`), or take the one given (``focus``: a whole slide's, found before
+    its tiles), and hand it to every window. Every window then borrows the same plane, so the tiling does not
+    change the output (found per window, neighbouring windows could borrow different planes). The windows must
+    span all planes (``--sw_roi_size`` starting with -1): one InputError line otherwise."""
+
+    roi_size: tuple
+
+    def windows(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, inputs: torch.Tensor, network, *args, focus=None, **kwargs) -> torch.Tensor:
+        """network over ``inputs`` (B,C,Z,Y,X, or B,C,Y,X for 2D networks) window by window."""
+        if not focus_guided(network):
+            return self.windows(inputs, network, *args, **kwargs)
+        depth = int(self.roi_size[-3]) if len(self.roi_size) >= 3 else 0
+        if 0 < depth < inputs.shape[2]:
+            raise InputError(
+                None, f"--sw_roi_size {list(self.roi_size)}: G_S is focus-guided (--g_focus_guide true), so each "
+                f"window must hold all {inputs.shape[2]} planes: start it with -1",
+            )  # fmt: skip
+        focus = focal_plane(inputs) if focus is None else torch.as_tensor(focus, device=inputs.device).reshape(-1)
+        focus = focus.expand(inputs.shape[0])
+        outputs = [
+            self.windows(inputs[i : i + 1], network, *args, focus=focus[i : i + 1], **kwargs)
+            for i in range(inputs.shape[0])
+        ]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+class SlidingWindow(_StackFocus, SlidingWindowInferer):
+    """MONAI's ``SlidingWindowInferer`` (windows blended), handing a focus-guided G_S its stack's focal plane
+    (:class:`_StackFocus`). Everything else as MONAI's; the bundle's configs build it through :func:`sliding_window`."""
+
+    def windows(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        """MONAI's sliding window over ``inputs``."""
+        return SlidingWindowInferer.__call__(self, inputs, network, *args, **kwargs)
+
+
 def _halo_windows(n: int, r: int, halo: int) -> list[tuple[int, int, int]]:
     """Along one axis of ``n`` pixels: (start, keep from, keep to) of each window of ``r`` (-1 or >= n: one
     window) at MONAI's positions for an overlap of ``2 * halo`` (every ``r - 2 * halo``, the last flush with
@@ -211,7 +252,7 @@ def _halo_windows(n: int, r: int, halo: int) -> list[tuple[int, int, int]]:
     return [(s, s + halo if s else 0, s + r - halo if s + r < n else n) for s in starts]
 
 
-class HaloInferer(Inferer):
+class HaloInferer(_StackFocus, Inferer):
     """Exact tiling for a window-independent network (``--g_norm batch`` in eval mode, ``--sw_tiling halo``):
     windows of ``roi_size`` along y and x (over all planes) at MONAI's positions for an overlap of
     ``2 * halo``, each kept only from ``halo`` inside its edges (from the edge itself at the image's border),
@@ -220,7 +261,8 @@ class HaloInferer(Inferer):
     whole field. For that the windows must lie on the network's stride lattice (``multiple``, G_S's
     ``2 ** n_downsampling``) as the whole field's does: y and x are padded as G_S pads them (replicate, centred,
     to a multiple of ``multiple``), tiled, and cropped back; ``halo`` and the window are multiples of it.
-    ``sw_batch_size`` windows go through the network at a time (all windows have one shape).
+    ``sw_batch_size`` windows go through the network at a time (all windows have one shape). A focus-guided G_S
+    gets its stack's focal plane (:class:`_StackFocus`).
     """
 
     def __init__(self, roi_size, halo: int, multiple: int = 4, sw_batch_size: int = 1):
@@ -241,7 +283,7 @@ class HaloInferer(Inferer):
         #: MONAI's overlap for the same windows (what counts them, e.g. the napari plugin's progress)
         self.overlap = window_overlap(self.roi_size, 0.0, 2 * self.halo) if windows else 0.0
 
-    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+    def windows(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         """network over ``inputs`` (B,C,...,Y,X) window by window; B,C_out,...,Y,X."""
         sizes, m = inputs.shape[-2:], self.multiple
         targets = [round_up(n, m) for n in sizes]
@@ -329,48 +371,51 @@ class Accelerated(torch.nn.Module):
             with torch.no_grad():
                 self(torch.zeros(shape, device=device))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """network(x) in float32, computed as set."""
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """network(x, **kwargs) in float32, computed as set (``kwargs``: e.g. a focus-guided G_S's ``focus``)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         dtype = getattr(torch, self.precision)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return self._forward(x).float()
+            return self._forward(x, **kwargs).float()
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         if not self.compile:
-            return self.network(x)
+            return self.network(x, **kwargs)
         # weights frozen as constants, so inductor fuses and prepacks them: 1.7x, against 1.1x without
         # (torch.compile's options={"freezing": True} is not applied; the global config is, while it is set)
         freezing = torch._inductor.config.patch(freezing=True)
         if "network" not in self._compiled:
             with self._compile_lock:  # threads (whole-slide tiles) wait for one compilation
                 if not self.compile:
-                    return self.network(x)
+                    return self.network(x, **kwargs)
                 if "network" not in self._compiled:
                     compiled = torch.compile(self.network)
                     try:
                         with freezing:
-                            y = compiled(x)
+                            y = compiled(x, **kwargs)
                     except Exception as e:  # noqa: BLE001 - no C++ compiler, unsupported platform...
                         problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
                         logger.warning(f"torch.compile failed, G_S runs uncompiled ({problem})")
                         self.compile = False
-                        return self.network(x)
+                        return self.network(x, **kwargs)
                     self._compiled["network"] = compiled
                     return y
         with freezing:
-            return self._compiled["network"](x)
+            return self._compiled["network"](x, **kwargs)
 
 
 def enhance(
-    network: torch.nn.Module, stack: np.ndarray, inferer, normalise: RobustNormalised, device="cpu"
+    network: torch.nn.Module, stack: np.ndarray, inferer, normalise: RobustNormalised, device="cpu", focus=None
 ) -> np.ndarray:
     """G_S on one ZYX stack in its own units: ``normalise`` (the training's percentile mapping, keyed
-    ``image``), ``inferer`` (e.g. the sliding window) and the inverse mapping; float32, same shape."""
+    ``image``), ``inferer`` (e.g. the sliding window) and the inverse mapping; float32, same shape. ``focus``: the
+    focal plane for a focus-guided G_S when ``stack`` is a tile of a larger one (a whole slide's); None: found
+    by the inferer over ``stack``."""
     data = normalise({"image": MetaTensor(torch.as_tensor(np.asarray(stack, np.float32))[None])})
+    given = {} if focus is None else {"focus": focus}
     with torch.no_grad():  # the normalised input is let go as soon as G_S's output replaces it
-        y = inferer(data["image"].as_tensor()[None].to(device), network)[0].float().cpu()
+        y = inferer(data["image"].as_tensor()[None].to(device), network, **given)[0].float().cpu()
         data["image"] = MetaTensor(y, applied_operations=data["image"].applied_operations)
     del y
     return np.asarray(normalise.inverse(data)["image"].as_tensor()[0].numpy(), dtype=np.float32)

@@ -78,6 +78,7 @@ from scripts.data.io import READ_ERRORS, cast_to, check_counts, check_dtype, che
 from scripts.data.transforms import RobustNormalised, check_range
 from scripts.errors import InputError
 from scripts.inference.sliding_window import HaloInferer, enhance, round_up, weights_digest, without_outputs
+from scripts.nets.networks import box_smooth, focus_guided
 from tqdm import tqdm
 
 logger = logging.getLogger("zsegan")
@@ -279,6 +280,20 @@ def stack_range(stack: da.Array, lower: float, upper: float, name: str = "<in me
     return check_range(lo, hi, name)
 
 
+def _smoothed(block: np.ndarray) -> np.ndarray:
+    return box_smooth(torch.from_numpy(block)).numpy()
+
+
+def stack_focal_plane(stack: da.Array) -> int:
+    """The focal plane of a ZYX dask stack over its whole field, as :func:`~scripts.nets.networks.focal_plane`
+    finds it for a stack in memory (the intensity mapping scales every plane alike and changes nothing), streamed
+    block by block: each block's 3x3 smoothing reads a pixel of its neighbours. For a focus-guided G_S, whose
+    tiles must all borrow the same plane (:class:`~scripts.inference.sliding_window.SlidingWindow`)."""
+    smooth = stack.astype(np.float64).map_overlap(_smoothed, depth=(0, 1, 1), boundary="none", dtype=np.float64)
+    energy = (da.diff(smooth, axis=1) ** 2).mean(axis=(1, 2)) + (da.diff(smooth, axis=2) ** 2).mean(axis=(1, 2))
+    return int(np.argmax(energy.compute(scheduler="threads")))
+
+
 # ----------------------------------------------------------------------------- tiling
 
 
@@ -357,16 +372,17 @@ class _Region:
         return values
 
 
-def _tile_windows(region: _Region, box, leading, trailing, network, inferer, intensity_range, device):
+def _tile_windows(region: _Region, box, leading, trailing, network, inferer, intensity_range, device, focus):
     """The windows of G_S that start in one tile, run over the tile and their overhang (``region``, ZYX,
     through the in-memory path with the whole stack's intensity mapping).
 
     Returns the tile's values over ``box`` (final but for its ``leading`` boxes, where the windows of the
     tiles before it overhang it) with, for each ``leading`` box, these windows' weighted sum and weights
     there (MONAI's sliding window blends windows as sum(w f) / sum(w)); and, apart, the same for the
-    ``trailing`` boxes, where they overhang the tiles after it."""
+    ``trailing`` boxes, where they overhang the tiles after it. ``focus``: the whole stack's focal plane for a
+    focus-guided G_S, else None."""
     normalise = RobustNormalised("image", intensity_range=intensity_range)
-    values = enhance(network.to(device), region.read(), inferer, normalise, device)  # sum(w f) / sum(w)
+    values = enhance(network.to(device), region.read(), inferer, normalise, device, focus)  # sum(w f) / sum(w)
 
     def sums(b):
         weights = window_weights(region.box, inferer, b)
@@ -391,7 +407,15 @@ def _finish_tile(tile, *overhangs) -> np.ndarray:
 
 
 def enhance_lazily(
-    network, stack: da.Array, inferer, intensity_range, chunks, overhangs, device="cpu", name: str = "<in memory>"
+    network,
+    stack: da.Array,
+    inferer,
+    intensity_range,
+    chunks,
+    overhangs,
+    device="cpu",
+    name: str = "<in memory>",
+    focus: int | None = None,
 ) -> da.Array:
     """G_S's enhancement of a ZYX dask stack, lazily: float32, same shape, one chunk per tile over all planes
     (``chunks``, ``overhangs``: the y and x tiles and overhangs of ``aligned_tiling``).
@@ -400,7 +424,8 @@ def enhance_lazily(
     tile and its overhang from ``stack`` on its own); a second task per tile adds, where the windows of the
     tiles before it (above, left, above-left) overhang it, their weighted sums to its own. The network is
     one node of the graph, which every tile's task shares (sent once to each worker of a cluster). Each tile's
-    input is checked as it is read (``scripts.data.io.check_values``; ``name`` names the input in the error)."""
+    input is checked as it is read (``scripts.data.io.check_values``; ``name`` names the input in the error).
+    ``focus``: the stack's focal plane (:func:`stack_focal_plane`) for a focus-guided G_S, else None."""
     z = (0, stack.shape[0])
     bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
     (ny, nx), (oy, ox) = stack.shape[1:], overhangs
@@ -416,7 +441,7 @@ def enhance_lazily(
         sent += [(z, (y1, y2), (x0, x1))] if y2 > y1 else []
         tiles[i, j], trailing[i, j] = dask.delayed(_tile_windows, nout=2, pure=False)(
             _Region(stack[:, y0:y2, x0:x2], region, name), (z, (y0, y1), (x0, x1)), leading, sent, shared, inferer,
-            intensity_range, device,
+            intensity_range, device, focus,
         )  # fmt: skip
     rows = []
     for i, (y0, y1) in enumerate(bounds[0]):
@@ -451,24 +476,32 @@ def _halo_region(start: int, stop: int, n: int, halo: int, multiple: int) -> tup
     return read, (read[0] - (lo - before), (hi - before) - read[1])
 
 
-def _halo_tile(region: _Region, pads, crop, network, inferer, intensity_range, device) -> np.ndarray:
+def _halo_tile(region: _Region, pads, crop, network, inferer, intensity_range, device, focus) -> np.ndarray:
     """One tile of ``--sw_tiling halo``: its ``region`` (the tile and its halo), edge-padded by ``pads`` (y, x)
     where it meets the stack's border as G_S pads the whole stack, enhanced by ``inferer`` (a HaloInferer) with
-    the whole stack's intensity mapping, and cut to the tile (``crop``)."""
+    the whole stack's intensity mapping, and cut to the tile (``crop``); ``focus`` as :func:`_tile_windows`'."""
     normalise = RobustNormalised("image", intensity_range=intensity_range)
     values = np.pad(region.read(), ((0, 0), *pads), mode="edge")  # the mapping is per voxel: padding commutes
-    return enhance(network.to(device), values, inferer, normalise, device)[crop]
+    return enhance(network.to(device), values, inferer, normalise, device, focus)[crop]
 
 
 def enhance_lazily_halo(
-    network, stack: da.Array, inferer, intensity_range, chunks, device="cpu", name: str = "<in memory>"
+    network,
+    stack: da.Array,
+    inferer,
+    intensity_range,
+    chunks,
+    device="cpu",
+    name: str = "<in memory>",
+    focus: int | None = None,
 ) -> da.Array:
     """G_S's enhancement of a ZYX dask stack by ``--sw_tiling halo``, lazily: float32, same shape, one chunk per
     tile over all planes (``chunks``: :func:`halo_tiling`'s). Each tile is one task that reads the tile and its
     halo, on the stride lattice (:func:`_halo_region`), and keeps the tile: the result is the in-memory
     HaloInferer's over the whole stack, and for a window-independent G_S (``--g_norm batch``) that of one
     window over the whole field. Windows across tile borders run for both tiles (the price of independent
-    tiles). Each tile's input is checked as it is read (``name`` names the input in the error)."""
+    tiles). Each tile's input is checked as it is read (``name`` names the input in the error). ``focus`` as
+    :func:`enhance_lazily`'s."""
     z = (0, stack.shape[0])
     bounds = [list(itertools.pairwise(np.cumsum((0, *c)).tolist())) for c in chunks]
     shared = dask.delayed(network, name=f"g_s-{uuid.uuid4().hex}", traverse=False)
@@ -487,7 +520,7 @@ def enhance_lazily_halo(
             )
             region = _Region(stack[:, ry[0] : ry[1], rx[0] : rx[1]], (z, ry, rx), name)
             tile = dask.delayed(_halo_tile, pure=False)(
-                region, (py, px), crop, shared, inferer, intensity_range, device
+                region, (py, px), crop, shared, inferer, intensity_range, device, focus
             )
             row.append(da.from_delayed(tile, (stack.shape[0], y1 - y0, x1 - x0), dtype=np.float32))
         rows.append(row)
@@ -613,6 +646,8 @@ def enhance_slide(
     if _read_run(partial) is None:
         # the checks that can fail on the whole stack come first: nothing is written for a stack they refuse
         run["intensity_range"] = list(intensity_range or stack_range(stack, lower, upper, str(input_path)))
+        if focus_guided(network):  # every tile borrows the same plane: found once, kept for a resumed run
+            run["focal_plane"] = stack_focal_plane(stack)
         shutil.rmtree(partial, ignore_errors=True)  # never got as far as its record: start again
         group = zarr.open_group(str(partial), mode="w", zarr_format=2)
         group.create_array(
@@ -628,14 +663,18 @@ def enhance_slide(
             tmp.write_text(json.dumps(run, indent=1))
     run = json.loads((partial / _STATE / "run.json").read_text())  # with the intensity range of the first start
     lo, hi = run["intensity_range"]
-    logger.info(f"{input_path}: {'x'.join(map(str, stack.shape))} voxels, intensity range {lo:.4g}..{hi:.4g}")
+    focus = run.get("focal_plane")
+    focal = "" if focus is None else f", focal plane {focus}"
+    logger.info(f"{input_path}: {'x'.join(map(str, stack.shape))} voxels, intensity range {lo:.4g}..{hi:.4g}{focal}")
 
     # one delayed object per tile from the whole graph, so that the tiles' shared tasks stay shared (taken
     # one block at a time, dask would fuse them into each block's own tasks and run them again for each)
     if halo:
-        enhanced = enhance_lazily_halo(network, stack, inferer, (lo, hi), chunks, device, str(input_path))
+        enhanced = enhance_lazily_halo(network, stack, inferer, (lo, hi), chunks, device, str(input_path), focus)
     else:
-        enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path))
+        enhanced = enhance_lazily(
+            network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path), focus
+        )
     enhanced = enhanced.to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"
@@ -711,12 +750,14 @@ def _partial_path(output_path: Path) -> Path:
 
 
 def _read_run(path: Path) -> dict | None:
-    """The record of what an output (or partial output) holds, without its intensity range; None if none."""
+    """The record of what an output (or partial output) holds, without what is found from the stack (its intensity
+    range and focal plane); None if none."""
     try:
         run = json.loads((path / _STATE / "run.json").read_text())
     except (OSError, ValueError):
         return None
     run.pop("intensity_range", None)
+    run.pop("focal_plane", None)
     return run
 
 

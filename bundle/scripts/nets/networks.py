@@ -26,7 +26,10 @@ __all__ = [
     "PatchDiscriminator",
     "PatchDiscriminator2D",
     "ResNetGenerator",
+    "box_smooth",
     "focal_guide",
+    "focal_plane",
+    "focus_guided",
     "init_weights",
     "receptive_reach",
     "unwrap",
@@ -265,9 +268,12 @@ class ResNetGenerator(nn.Module):
         blocks[0] = blocks[0] + 2 // (count + 1)
         return [b * m for b in blocks]
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None, focus: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x: B,C,(Z,)Y,X (any sizes >= 1) -> B,out_channels,(Z,)Y,X; ``condition`` (B defect types, or one)
-        only for a conditioned generator."""
+        only for a conditioned generator; ``focus`` (the stack's focal plane, :func:`focal_guide`) only for a
+        focus-guided one."""
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(self._message + f"{x.dim()} dimensions")
         sizes: list[int] = []
@@ -282,7 +288,9 @@ class ResNetGenerator(nn.Module):
             before.append((targets[d] - sizes[d]) // 2)
         for d in range(self.spatial_dims - 1, -1, -1):
             pads += [before[d], targets[d] - sizes[d] - before[d]]
-        h = focal_guide(x) if self.focus_guide else x
+        if focus is not None and not self.focus_guide:
+            raise ValueError("focus (the stack's focal plane) is only for a focus-guided generator (focus_guide)")
+        h = focal_guide(x, focus) if self.focus_guide else x
         h = F.pad(h, pads, mode="replicate")
         for block in self.encoder:  # empty unless conditioned
             h = block(h, condition)
@@ -300,27 +308,59 @@ class ResNetGenerator(nn.Module):
         return self.skip(x, out)
 
 
-def focal_guide(x: torch.Tensor) -> torch.Tensor:
-    """x (B,C,Z,Y,X) -> B,2C+1,Z,Y,X: x, its focal plane repeated at every depth, and each plane's signed
-    distance from the focal plane (in units of the depth Z), the input of a focus-guided generator.
+def _box_sums(a: torch.Tensor) -> torch.Tensor:
+    a = F.pad(a, (1, 1, 1, 1))
+    a = a[..., :-2, :] + a[..., 1:-1, :] + a[..., 2:, :]
+    return a[..., :-2] + a[..., 1:-1] + a[..., 2:]
 
-    The focal plane of each volume is its plane of greatest gradient energy (squared finite differences
-    in y and x after a 3x3 box smoothing against noise, averaged over channels), as the training's
-    sharpness weights find it. Nothing is learnt here: the guide only puts the sharp detail that the
-    stack holds within reach of every plane, so that a plane far from focus can borrow it instead of
-    inventing texture (a 3D network sees the focal plane only through many layers otherwise).
-    """
-    b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-    smooth = F.avg_pool3d(x, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+
+def box_smooth(x: torch.Tensor) -> torch.Tensor:
+    """x (..., Y, X) averaged over 3x3 boxes in y and x, at the edges over the pixels inside the image (any
+    size, even 1 px): the smoothing against noise of :func:`focal_plane`, also run block by block on whole
+    slides (:func:`scripts.inference.wholeslide.stack_focal_plane`)."""
+    return _box_sums(x) / _box_sums(torch.ones(x.shape[-2:], dtype=x.dtype, device=x.device))
+
+
+def focal_plane(x: torch.Tensor) -> torch.Tensor:
+    """x (B,C,Z,Y,X) -> B: the index of each volume's focal plane, its plane of greatest gradient energy
+    (squared finite differences in y and x after :func:`box_smooth`, averaged over channels): cheaper than
+    :func:`scripts.zsegan.focus.focus_measure`, for every training step. Any positive scaling of x, e.g. the
+    intensity mapping, finds the same plane."""
+    smooth = box_smooth(x)
     dy = smooth[:, :, :, 1:, :] - smooth[:, :, :, :-1, :]
     dx = smooth[:, :, :, :, 1:] - smooth[:, :, :, :, :-1]
     energy = dy.pow(2).mean(dim=(1, 3, 4)) + dx.pow(2).mean(dim=(1, 3, 4))  # B, Z
-    focus = energy.argmax(dim=1)  # B
+    return energy.argmax(dim=1)
+
+
+def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B,C,Z,Y,X) -> B,2C+1,Z,Y,X: x, its focal plane repeated at every depth, and each plane's signed
+    distance from the focal plane (in units of the depth Z), the input of a focus-guided generator.
+
+    ``focus``: the focal plane's index (a tensor of B values, or one for all), found over the whole stack when x is a
+    window of it (the sliding window's :class:`~scripts.inference.sliding_window.SlidingWindow`), so that
+    every window borrows the same plane; None: :func:`focal_plane` of x itself (training's crops).
+    Nothing is learnt here: the guide only puts the sharp detail that the stack holds within reach of every
+    plane, so that a plane far from focus can borrow it instead of inventing texture (a 3D network sees the
+    focal plane only through many layers otherwise).
+    """
+    b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    focus = focal_plane(x) if focus is None else focus.to(x.device).reshape(-1).expand(b)
     index = focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width)
     sharp = x.gather(2, index).expand(b, c, depth, height, width)
     planes = torch.arange(depth, device=x.device).view(1, 1, depth, 1, 1)
     distance = (planes - focus.view(b, 1, 1, 1, 1)).to(x.dtype) / depth
     return torch.cat([x, sharp, distance.expand(b, 1, depth, height, width)], dim=1)
+
+
+def focus_guided(network) -> bool:
+    """Whether ``network``, or the network it wraps (``module``: DataParallel; ``network``: the inference's
+    ``Accelerated``; ``_orig_mod``: torch.compile), is a focus-guided G_S (``--g_focus_guide true``)."""
+    while not hasattr(network, "focus_guide"):
+        network = next((getattr(network, a) for a in ("module", "network", "_orig_mod") if hasattr(network, a)), None)
+        if network is None:
+            return False
+    return bool(network.focus_guide)
 
 
 class Generator3D(ResNetGenerator):
