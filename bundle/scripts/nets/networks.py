@@ -311,7 +311,9 @@ def focal_guide(x: torch.Tensor) -> torch.Tensor:
     inventing texture (a 3D network sees the focal plane only through many layers otherwise).
     """
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-    smooth = F.avg_pool3d(x, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    smooth = x  # planes smaller than the box (the model zoo's 1-voxel check) are taken as they are
+    if height >= 3 and width >= 3:
+        smooth = F.avg_pool3d(x, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
     dy = smooth[:, :, :, 1:, :] - smooth[:, :, :, :-1, :]
     dx = smooth[:, :, :, :, 1:] - smooth[:, :, :, :, :-1]
     energy = dy.pow(2).mean(dim=(1, 3, 4)) + dx.pow(2).mean(dim=(1, 3, 4))  # B, Z
