@@ -38,7 +38,13 @@ from monai.inferers import SimpleInferer  # noqa: E402
 from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.evaluation.evaluate import unit_domain  # noqa: E402
 from scripts.evaluation.measures import psnr as psnr_db  # noqa: E402
-from scripts.inference.sliding_window import SlidingWindow, enhance, halo_width, load_weights, sliding_window  # noqa: E402
+from scripts.inference.sliding_window import (  # noqa: E402
+    SlidingWindow,
+    enhance,
+    halo_width,
+    load_weights,
+    sliding_window,
+)
 from scripts.nets.architecture import default_generator  # noqa: E402
 from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.simulate.zstacks import simulate_stack  # noqa: E402

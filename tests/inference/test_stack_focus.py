@@ -11,7 +11,6 @@ import pytest
 import tifffile
 import torch
 import zarr
-from monai.inferers import SimpleInferer
 from scripts.data.io import cast_to
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
@@ -59,7 +58,9 @@ def test_the_stack_and_a_window_of_it_have_different_focal_planes(stack):
 
 
 def normalised(array: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(RobustNormalised("image")({"image": torch.as_tensor(array, dtype=torch.float32)[None]})["image"])
+    return torch.as_tensor(
+        RobustNormalised("image")({"image": torch.as_tensor(array, dtype=torch.float32)[None]})["image"]
+    )
 
 
 def test_halo_windows_borrow_the_stacks_focal_plane_and_give_one_window_over_the_field(stack, g_s):
@@ -124,5 +125,7 @@ def test_every_tile_of_a_whole_slide_borrows_the_slides_focal_plane(stack, g_s, 
     assert json.loads((out / ".zsegan" / "run.json").read_text())["focal_plane"] == 6
     written = np.asarray(zarr.open_array(str(out / "0"), mode="r"))
     assert np.abs(written.astype(np.float64) - cast_to(whole, "uint16")).max() <= 1
-    own = enhance_lazily_halo(g_s, lazy, HaloInferer((-1, 64, 64), 28, 4), intensity_range, halo_tiling(30, stack.shape))
+    own = enhance_lazily_halo(
+        g_s, lazy, HaloInferer((-1, 64, 64), 28, 4), intensity_range, halo_tiling(30, stack.shape)
+    )
     assert np.abs(own.compute(scheduler="sync") - whole).max() > 1e-3 * np.ptp(whole)  # each tile its own plane

@@ -19,7 +19,7 @@ from scripts.data.io import cast_to, read_stack, write_stack
 from scripts.data.transforms import RobustNormalised, percentile_range
 from scripts.errors import InputError
 from scripts.inference import wholeslide
-from scripts.inference.sliding_window import HaloInferer, enhance
+from scripts.inference.sliding_window import HaloInferer, SlidingWindow, enhance
 from scripts.inference.wholeslide import (
     aligned_tiling,
     enhance_lazily,
@@ -28,6 +28,7 @@ from scripts.inference.wholeslide import (
     halo_tiling,
     ngff_multiscales,
     open_stack,
+    stack_focal_plane,
     stack_range,
 )
 from scripts.nets.networks import Generator3D
@@ -68,8 +69,15 @@ def stack() -> np.ndarray:
     return np.clip(x, 0, 65535).astype(np.uint16)
 
 
-def inferer(overlap: float = 0.25) -> SlidingWindowInferer:
-    return SlidingWindowInferer(roi_size=(-1, 32, 32), sw_batch_size=4, overlap=overlap, mode="gaussian")
+@pytest.fixture(scope="module")
+def guided() -> torch.nn.Module:
+    """The reference layout handed the focal plane, as the configs' default G_S is (--g_focus_guide true)."""
+    torch.manual_seed(0)
+    return Generator3D(channels=4, n_residual_blocks=1, focus_guide=True).eval()
+
+
+def inferer(overlap: float = 0.25) -> SlidingWindow:
+    return SlidingWindow(roi_size=(-1, 32, 32), sw_batch_size=4, overlap=overlap, mode="gaussian")
 
 
 def in_memory(network, stack, overlap=0.25) -> np.ndarray:
@@ -491,8 +499,8 @@ def test_a_local_dask_cluster_gives_the_local_result(network, stack, tmp_path):
 
 
 @pytest.mark.slow
-def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
-    torch.save(network.state_dict(), tmp_path / "model.pt")
+def test_bundle_cli_enhances_a_whole_slide(guided, stack, tmp_path):
+    torch.save(guided.state_dict(), tmp_path / "model.pt")
     source = write_ome_zarr(tmp_path / "in" / "slide.ome.zarr", stack)
     configs = [str(ROOT / "bundle" / "configs" / f) for f in ("inference.yaml", "inference_wholeslide.yaml")]
     cmd = [
@@ -509,8 +517,8 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
     run = json.loads((tmp_path / "out" / "slide_enhanced.ome.zarr" / ".zsegan" / "run.json").read_text())
     assert run["precision"] == "float32"
     # G_S compiled (inference_wholeslide.yaml): equal to the uncompiled in-memory result but for the rounding
-    diff = np.abs(out.astype(np.int64) - in_memory(network, stack))
-    assert diff.max() <= 1 and diff.mean() < 0.01
+    diff = np.abs(out.astype(np.int64) - in_memory(guided, stack))  # every tile borrowed the slide's focal plane
+    assert diff.max() <= 1 and diff.mean() < 0.01 and run["focal_plane"] == stack_focal_plane(da.from_array(stack))
     tiff, meta = read_stack(tmp_path / "out" / "slide_enhanced.ome.tif")  # OME-TIFF on request, from the OME-Zarr
     np.testing.assert_array_equal(tiff, out)
     assert meta["spacing"] == pytest.approx(SPACING) and meta["unit"] == "um" and meta["dtype"] == "uint16"
@@ -520,8 +528,8 @@ def test_bundle_cli_enhances_a_whole_slide(network, stack, tmp_path):
 
 
 @pytest.mark.slow
-def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(network, stack, tmp_path):
-    torch.save(network.state_dict(), tmp_path / "model.pt")
+def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(guided, stack, tmp_path):
+    torch.save(guided.state_dict(), tmp_path / "model.pt")
     bad = stack.astype(np.float32)
     bad[4, 40:50, 40:50] = np.nan  # one patch: every output voxel would be NaN
     source = write_ome_zarr(tmp_path / "in" / "slide.ome.zarr", bad)

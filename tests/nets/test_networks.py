@@ -335,9 +335,9 @@ def test_conditioned_critic_scores_each_sample_with_its_condition():
         critic(x)
 
 
-def test_shipped_weights_give_what_they_gave_before_the_2d_3d_refactor():
-    """models/model.pt through the shared ResNetGenerator code: the output sum that the 3D-only
-    Generator3D gave for this input (computed with it before the refactor, on this project's machine)."""
+def test_shipped_weights_give_what_they_gave_when_they_were_shipped():
+    """models/model.pt (0.6.0, focal-guided) through today's network code: the output sum recorded for this input
+    when these weights were shipped, so that a change of the network code that alters their output is seen."""
     from pathlib import Path
 
     from scripts.nets.architecture import default_generator
@@ -346,7 +346,7 @@ def test_shipped_weights_give_what_they_gave_before_the_2d_3d_refactor():
     g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
     with torch.no_grad():
         y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
-    assert y.double().sum().item() == pytest.approx(685.168335204944, rel=1e-5)
+    assert y.double().sum().item() == pytest.approx(675.2298815743998, rel=1e-5)
 
 
 def _trained_batch_norms(g: Generator3D) -> Generator3D:

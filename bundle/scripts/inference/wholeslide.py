@@ -672,9 +672,7 @@ def enhance_slide(
     if halo:
         enhanced = enhance_lazily_halo(network, stack, inferer, (lo, hi), chunks, device, str(input_path), focus)
     else:
-        enhanced = enhance_lazily(
-            network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path), focus
-        )
+        enhanced = enhance_lazily(network, stack, inferer, (lo, hi), chunks, overhangs, device, str(input_path), focus)
     enhanced = enhanced.to_delayed()[0]
     tasks, voxels = [], {}
     done = partial / _STATE / "done"

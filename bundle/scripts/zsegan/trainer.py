@@ -221,7 +221,9 @@ class ZSEGANTrainer(GANTrainer):
         self.lambda_correction_tv, self.lambda_focal_detail = lambda_correction_tv, lambda_focal_detail
         self.optical_g_b = getattr(unwrap(g_b), "needs_focus", False)
         if lambda_focal_detail > 0 and not self.optical_g_b:
-            raise ValueError("lambda_focal_detail > 0 needs the optical G_B (g_b_kind: optical): its PSF widths")
+            raise ValueError(
+                "lambda_focal_detail > 0 needs the optical G_B (g_b_kind: optical): pass --lambda_focal_detail 0"
+            )
         self.n_horizontal, self.n_vertical = n_horizontal, n_vertical
         self.infocus_loader = infocus_loader
         self._infocus = None
