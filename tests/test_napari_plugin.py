@@ -12,12 +12,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from monai.inferers import SlidingWindowInferer
 from monai.utils import path_to_sqlite_uri
 from scripts.data.io import write_stack
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, load_weights
+from scripts.inference.sliding_window import SlidingWindow, enhance, load_weights
 from scripts.nets.architecture import DEFAULTS, GENERATOR_KEYS, default_generator, generator_args
 from scripts.ops.registry import log_generator, register_generator
 
@@ -50,7 +49,7 @@ def test_enhance_stack_is_the_bundles_inference_with_progress_over_every_window(
     x, calls = stack(), []
     y = plugin.enhance_stack(x, progress=lambda done, total: calls.append((done, total)), **SMALL)
     network = load_weights(default_generator(), SHIPPED)
-    inferer = SlidingWindowInferer([-1, 32, 32], 1, 0.25, mode="gaussian")
+    inferer = SlidingWindow([-1, 32, 32], 1, 0.25, mode="gaussian")  # the stack's focal plane in every window
     expected = enhance(network, x, inferer, RobustNormalised("image", 0.5, 99.5))
     assert y.shape == x.shape and y.dtype == np.float32 and np.allclose(y, expected, atol=1e-4)
     total = plugin.window_count(x.shape, inferer)
