@@ -131,6 +131,10 @@ VARIANTS["optical_focal30_guide_p2"] = (
     "optical_focal30_guide with p 2 (vertical sections weighted as in the paper)",
     {**VARIANTS["optical_focal30_guide"][1], "p": 2.0},
 )
+VARIANTS["optical_focal100_guide"] = (
+    "optical_focal_guide with the focal-detail prior at 100 (do the outer planes reach the focal plane's sharpness?)",
+    {**VARIANTS["optical_focal_guide"][1], "lambda_focal_detail": 100.0},
+)
 VARIANTS["optical_batchnorm"] = (
     "optical with batch-norm G_S (running statistics at inference: the output does not depend on the window)",
     {**VARIANTS["optical"][1], "g_norm": "batch"},
