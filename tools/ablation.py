@@ -139,6 +139,10 @@ VARIANTS["optical_batchnorm"] = (
     "optical with batch-norm G_S (running statistics at inference: the output does not depend on the window)",
     {**VARIANTS["optical"][1], "g_norm": "batch"},
 )
+VARIANTS["optical_focal30_guide_batchnorm"] = (
+    "optical_focal30_guide with batch-norm G_S (window-independent: exact halo tiling of whole slides)",
+    {**VARIANTS["optical_focal30_guide"][1], "g_norm": "batch"},
+)
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
 ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide")
