@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,7 @@ def test_unpacking_is_all_or_nothing(tmp_path):
     bad = tmp_path / "bad.zip"
     shutil.copy(archive, bad)
     entry = _corrupt_an_entry_past_the_middle(bad)
-    with pytest.raises(zipfile.BadZipFile):
+    with pytest.raises((zipfile.BadZipFile, zlib.error)):  # a bad CRC, or deflate data that no longer decodes
         zipfile.ZipFile(bad).extractall(tmp_path / "extracted")  # what plain extraction leaves: a partial bundle
     assert (tmp_path / "extracted" / "zsegan" / MANIFEST).is_file()
 

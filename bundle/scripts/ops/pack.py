@@ -36,7 +36,6 @@ The zoo takes no file over 1 MB (its pre-commit check): each such file (the weig
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -46,7 +45,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from scripts.data.atomic import write_zip_atomic
+from scripts.data.atomic import file_sha256, write_zip_atomic
 from scripts.errors import InputError
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
@@ -152,11 +151,11 @@ def zoo_bundle(
     hosting = Path(output_dir) / "hosting" if hosting_dir is None else Path(hosting_dir)
     entries = bundle_entries(root)
     large = [rel for rel, content in entries.items() if content is None and (root / rel).stat().st_size > LARGE]
+    url = hosting_url.rstrip("/")
     listed = [
-        {"path": rel.as_posix(), "url": f"{hosting_url.rstrip('/')}/{rel.as_posix()}", "hash_val": sha256(root / rel),
-         "hash_type": "sha256"}
-        for rel in large
-    ]  # fmt: skip
+        {"path": r.as_posix(), "url": f"{url}/{r.as_posix()}", "hash_val": file_sha256(root / r), "hash_type": "sha256"}
+        for r in large
+    ]
     tmp = target.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -174,15 +173,6 @@ def zoo_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def sha256(path: Path) -> str:
-    """The SHA-256 of a file, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _bundle_name(archive: Path, zf: zipfile.ZipFile) -> str:
@@ -230,12 +220,17 @@ def unpack(archive: str | Path, bundle_dir: str | Path = ".") -> Path:
         if not target.exists():
             bundle_dir.mkdir(parents=True, exist_ok=True)
             partial = bundle_dir / f".{name}.{secrets.token_hex(4)}.partial"
+            entry = ""
             try:
-                zf.extractall(partial)
+                for info in zf.infolist():  # entry by entry, to name the one that is corrupt
+                    entry = info.filename
+                    zf.extract(info, partial)
                 check_complete(partial / name)
                 os.rename(partial / name, target)  # fails when another unpacking put a bundle there meanwhile
             except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a corrupt entry (CRC) or a truncated one
-                raise InputError(archive, f"cannot be unpacked: {e}; nothing was written into {bundle_dir}") from None
+                raise InputError(
+                    archive, f"cannot be unpacked: entry {entry}: {e}; nothing was written into {bundle_dir}"
+                ) from None
             except OSError as e:
                 if not target.is_dir():
                     raise InputError(archive, f"cannot be unpacked into {bundle_dir}: {e}") from None
