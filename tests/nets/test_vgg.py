@@ -104,7 +104,7 @@ def test_a_file_of_other_weights_is_one_clear_error(tmp_path):
 
 
 def test_only_the_published_file_is_tagged_imagenet(vgg16_file, monkeypatch):
-    monkeypatch.setattr(vgg, "file_sha256", lambda path: "397923af" + "0" * 56)
+    monkeypatch.setattr(vgg, "_sha256", lambda path: "397923af" + "0" * 56)
     assert VGGFeatures("vgg16", ("relu1_1",), vgg16_file).weights_tag == "imagenet"
 
 

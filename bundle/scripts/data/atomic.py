@@ -4,14 +4,11 @@
 (``os.replace``, atomic on one file system); ``write_text_atomic`` is the same for a text file, ``write_zip_atomic``
 for a zip archive whose bytes depend on its entries only.
 ``hold_lock(folder)`` keeps other processes out of an output folder while this one writes there.
-``file_sha256(path)`` is the digest that checks a file so written or fetched (archives, weights). Standard library
-only: ``scripts.ops.pack --unpack`` runs without the bundle's dependencies.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import secrets
 import socket
@@ -22,7 +19,7 @@ from pathlib import Path
 
 from scripts.errors import InputError
 
-__all__ = ["LOCK_NAME", "atomic", "file_sha256", "hold_lock", "write_text_atomic", "write_zip_atomic"]
+__all__ = ["LOCK_NAME", "atomic", "hold_lock", "write_text_atomic", "write_zip_atomic"]
 
 LOCK_NAME = ".zsegan.lock"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
@@ -87,12 +84,3 @@ def hold_lock(folder: str | os.PathLike) -> None:
     lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
     lock.flush()
     _HELD[key] = lock
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, as hex, read a MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

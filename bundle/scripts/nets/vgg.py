@@ -17,11 +17,11 @@ so a run with random features is never mistaken for the paper's loss (log it as 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import torch
-from scripts.data.atomic import file_sha256
 from scripts.errors import InputError
 from torch import nn
 
@@ -71,6 +71,14 @@ def _features(arch: str, last: int) -> nn.Sequential:
             layers += [nn.Conv2d(channels, value, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             channels = value
     return nn.Sequential(*layers[: last + 1])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _how_to_provide(arch: str) -> str:
@@ -173,7 +181,7 @@ class VGGFeatures(nn.Module):
             problem = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(path, f"does not hold the {arch} features ({problem})") from None
         self.weights_file = str(path)
-        digest = file_sha256(path)
+        digest = _sha256(path)
         published = os.path.basename(URLS[arch]).rsplit("-", 1)[1].split(".")[0]
         self.weights_tag = "imagenet" if digest.startswith(published) else f"other sha256:{digest[:8]}"
         self.requires_grad_(False)

@@ -36,6 +36,7 @@ The zoo takes no file over 1 MB (its pre-commit check): each such file (the weig
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -45,7 +46,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from scripts.data.atomic import file_sha256, write_zip_atomic
+from scripts.data.atomic import write_zip_atomic
 from scripts.errors import InputError
 
 CONTENT = ("configs", "scripts", "models", "docs", "LICENSE")
@@ -153,7 +154,7 @@ def zoo_bundle(
     large = [rel for rel, content in entries.items() if content is None and (root / rel).stat().st_size > LARGE]
     url = hosting_url.rstrip("/")
     listed = [
-        {"path": r.as_posix(), "url": f"{url}/{r.as_posix()}", "hash_val": file_sha256(root / r), "hash_type": "sha256"}
+        {"path": r.as_posix(), "url": f"{url}/{r.as_posix()}", "hash_val": sha256(root / r), "hash_type": "sha256"}
         for r in large
     ]
     tmp = target.with_name(f".{name}.tmp")
@@ -173,6 +174,15 @@ def zoo_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _bundle_name(archive: Path, zf: zipfile.ZipFile) -> str:
