@@ -50,6 +50,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "lambda_correction_tv": 0,
     "lambda_focal_detail": 0,
     "optical_domain": "absorbance",
+    "g_norm": "instance",
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),

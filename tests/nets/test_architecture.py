@@ -32,11 +32,11 @@ def test_every_constructor_option_is_a_key_with_the_constructors_default_or_the_
         options = set(inspect.signature(cls).parameters) - {"in_channels", "out_channels"}
         assert set(keys.values()) == options, cls.__name__
     assert DEFAULTS == {
-        "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "instance",
+        "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "batch",
         "g_padding_mode": "replicate", "g_upsampling": "pixelshuffle", "g_residual": True, "g_focus_guide": True,
         "d_channels": 32, "d_layers": 3, "d_norm": "instance",
     }  # fmt: skip
-    assert set(STUDY_DEFAULTS) == {"g_upsampling", "g_residual", "g_focus_guide", "d_layers"}
+    assert set(STUDY_DEFAULTS) == {"g_upsampling", "g_residual", "g_focus_guide", "g_norm", "d_layers"}
 
 
 def test_configs_pass_the_keys_in_the_helpers_order():

@@ -346,7 +346,7 @@ def test_shipped_weights_give_what_they_gave_when_they_were_shipped():
     g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
     with torch.no_grad():
         y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
-    assert y.double().sum().item() == pytest.approx(675.2298815743998, rel=1e-5)
+    assert y.double().sum().item() == pytest.approx(646.5486102616414, rel=1e-5)
 
 
 def _trained_batch_norms(g: Generator3D) -> Generator3D:
@@ -374,12 +374,13 @@ def test_receptive_reach_is_the_hand_count_and_where_a_window_stops_mattering():
     assert receptive_reach(tiny_generator(n_downsampling=1, first_kernel_size=3, upsampling="pixelshuffle")) == 10
 
 
-def test_instance_norm_stays_the_default_and_batch_norm_weights_never_load_into_it():
-    """Issue 17, item 1: g_norm "instance" (window-dependent, today's G_S) stays the default, so earlier
-    checkpoints load as before; a batch-norm G_S's running statistics are keys the default lacks."""
+def test_batch_norm_is_the_default_and_instance_norm_weights_never_load_into_it():
+    """Issue 17, item 1: g_norm "batch" (window-independent in eval mode) is the default since 0.6.0, measured
+    to keep the quality (docs/results.md, round 5); weights of an instance-norm G_S (before 0.6.0, or
+    ``--g_norm instance``) lack its running statistics and are refused, not loaded half."""
     from scripts.nets.architecture import DEFAULTS
 
-    assert DEFAULTS["g_norm"] == "instance"
+    assert DEFAULTS["g_norm"] == "batch"
     instance, batch = tiny_generator(), tiny_generator(norm="batch")
     with pytest.raises(RuntimeError, match="running_mean"):
         instance.load_state_dict(batch.state_dict())
