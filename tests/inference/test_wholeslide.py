@@ -71,9 +71,10 @@ def stack() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def guided() -> torch.nn.Module:
-    """The reference layout handed the focal plane, as the configs' default G_S is (--g_focus_guide true)."""
+    """The reference layout with the configs' default focal guide and batch norms (--g_focus_guide true, --g_norm
+    batch)."""
     torch.manual_seed(0)
-    return Generator3D(channels=4, n_residual_blocks=1, focus_guide=True).eval()
+    return Generator3D(channels=4, n_residual_blocks=1, focus_guide=True, norm="batch").eval()
 
 
 def inferer(overlap: float = 0.25) -> SlidingWindow:
