@@ -288,7 +288,8 @@ def stack_focal_plane(stack: da.Array) -> int:
     """The focal plane of a ZYX dask stack over its whole field, as :func:`~scripts.nets.networks.focal_plane`
     finds it for a stack in memory (the intensity mapping scales every plane alike and changes nothing), streamed
     block by block: each block's 3x3 smoothing reads a pixel of its neighbours. For a focus-guided G_S, whose
-    tiles must all borrow the same plane (:class:`~scripts.inference.sliding_window.SlidingWindow`)."""
+    tiles must all borrow the same plane (:class:`~scripts.inference.sliding_window.SlidingWindow`). It reads the
+    stack once more, after :func:`stack_range`'s pass (a read is small beside G_S's work on the same voxels)."""
     smooth = stack.astype(np.float64).map_overlap(_smoothed, depth=(0, 1, 1), boundary="none", dtype=np.float64)
     energy = (da.diff(smooth, axis=1) ** 2).mean(axis=(1, 2)) + (da.diff(smooth, axis=2) ** 2).mean(axis=(1, 2))
     return int(np.argmax(energy.compute(scheduler="threads")))
