@@ -51,6 +51,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "lambda_focal_detail": 0,
     "optical_domain": "absorbance",
     "g_norm": "instance",
+    "g_focal_skip": False,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -144,9 +145,19 @@ VARIANTS["optical_focal30_guide_batchnorm"] = (
     "optical_focal30_guide with batch-norm G_S (window-independent: exact halo tiling of whole slides)",
     {**VARIANTS["optical_focal30_guide"][1], "g_norm": "batch"},
 )
+VARIANTS["optical_focal30_guide_bn_transfer"] = (
+    "optical_focal30_guide_batchnorm with G_S = focal_transfer(x) + correction: training starts from the non-learned "
+    "reference (each plane's low frequencies, the focal plane's high frequencies its defocus removed)",
+    {**VARIANTS["optical_focal30_guide_batchnorm"][1], "g_focal_skip": True},
+)
+VARIANTS["optical_focal30_guide_bn_transfer_p1"] = (
+    "optical_focal30_guide_bn_transfer with vertical sections weighted 1 (can the base's anchor let D_S sharpen "
+    "vertical sections without invention?)",
+    {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "p": 1.0},
+)
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
-ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide")
+ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip")
 REFERENCE = "reference"  # the evaluation of the non-learned reference methods
 
 

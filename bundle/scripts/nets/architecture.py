@@ -21,6 +21,7 @@ key                       constructor argument    meaning
 ``g_upsampling``          ``upsampling``          "transpose", "transpose4", "resize" or "pixelshuffle"
 ``g_residual``            ``residual``            output = input + correction (no tanh)
 ``g_focus_guide``         ``focus_guide``         every plane also sees the focal plane (focal_guide)
+``g_focal_skip``          ``focal_skip``          output = focal_transfer(input) + correction
 ``d_channels``            ``channels``            channels of the discriminator's first layer
 ``d_layers``              ``n_layers``            stride-2 layers (inputs need sides >= 2**d_layers)
 ``d_norm``                ``norm``                "instance", "batch" or "none"
@@ -54,6 +55,7 @@ GENERATOR_KEYS = {
     "g_upsampling": "upsampling",
     "g_residual": "residual",
     "g_focus_guide": "focus_guide",
+    "g_focal_skip": "focal_skip",
 }
 #: config key -> PatchDiscriminator2D argument, in the order :func:`discriminator_args` takes them
 DISCRIMINATOR_KEYS = {"d_channels": "channels", "d_layers": "n_layers", "d_norm": "norm"}
@@ -106,6 +108,7 @@ def generator_args(*values) -> dict:
     args = _arguments(GENERATOR_KEYS, values)
     args["residual"] = _as_bool("g_residual", args["residual"])
     args["focus_guide"] = _as_bool("g_focus_guide", args["focus_guide"])
+    args["focal_skip"] = _as_bool("g_focal_skip", args["focal_skip"])
     return args
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "box_smooth",
     "focal_guide",
     "focal_plane",
+    "focal_transfer",
     "focus_guided",
     "init_weights",
     "receptive_reach",
@@ -169,6 +170,7 @@ class ResNetGenerator(nn.Module):
         output: str = "tanh",
         n_conditions: int = 0,
         focus_guide: bool = False,
+        focal_skip: bool = False,
     ):
         super().__init__()
         if spatial_dims not in _REPLICATION_PADS:
@@ -187,6 +189,8 @@ class ResNetGenerator(nn.Module):
             raise ValueError("channels must be >= 1, n_downsampling, n_residual_blocks and n_conditions >= 0")
         if focus_guide and spatial_dims != 3:
             raise ValueError("focus_guide needs a 3D generator (spatial_dims 3): it guides each plane by the focal one")
+        if focal_skip and not (focus_guide and output == "residual"):
+            raise ValueError("focal_skip needs a focus-guided residual generator (focus_guide, residual output)")
         norm = _norm_arg(norm)
         self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
         self.focus_guide = bool(focus_guide)
@@ -219,6 +223,8 @@ class ResNetGenerator(nn.Module):
         layers.append(last)
         self.residual = output == "residual"
         self.skip = {"residual": _ResidualSkip, "mean": _MeanSkip, "tanh": _NoSkip}[output]()
+        self.base = _FocalTransfer() if focal_skip else _Input()
+        self.focal_skip = bool(focal_skip)
         if self.residual:
             _zero_last_conv(last)
         else:
@@ -290,6 +296,8 @@ class ResNetGenerator(nn.Module):
             pads += [before[d], targets[d] - sizes[d] - before[d]]
         if focus is not None and not self.focus_guide:
             raise ValueError("focus (the stack's focal plane) is only for a focus-guided generator (focus_guide)")
+        if self.focus_guide:
+            focus = focal_plane(x) if focus is None else focus.to(x.device).reshape(-1).expand(x.shape[0])
         h = focal_guide(x, focus) if self.focus_guide else x
         h = F.pad(h, pads, mode="replicate")
         for block in self.encoder:  # empty unless conditioned
@@ -305,7 +313,7 @@ class ResNetGenerator(nn.Module):
             ]
         else:
             out = out[:, :, before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
-        return self.skip(x, out)
+        return self.skip(self.base(x, focus), out)
 
 
 def _box_sums(a: torch.Tensor) -> torch.Tensor:
@@ -353,6 +361,39 @@ def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Ten
     return torch.cat([x, sharp, distance.expand(b, 1, depth, height, width)], dim=1)
 
 
+def _gaussian_rows(n: int, sigma: torch.Tensor) -> torch.Tensor:
+    """(..., n, n) matrices that blur a length-n signal by a Gaussian of each ``sigma`` (...) px: row i holds the
+    weights of pixels j, cut at 4 sigma and renormalised at the borders (no padding: any n, even 1)."""
+    i = torch.arange(n, device=sigma.device, dtype=sigma.dtype)
+    offset2 = (i.view(n, 1) - i.view(1, n)) ** 2
+    s = sigma.clamp(min=1e-3)[..., None, None]
+    weights = torch.exp(-0.5 * offset2 / s**2) * (offset2 <= (4 * s) ** 2).to(sigma.dtype)
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def focal_transfer(x: torch.Tensor, focus: torch.Tensor, sigma0: float = 0.45, k: float = 0.29) -> torch.Tensor:
+    """x (B,C,Z,Y,X) -> each plane z replaced by f + G_z * (x_z - f), f the focal plane (``focus``: B indices).
+
+    G_z is the defocus of plane z relative to focus, a Gaussian of sigma_z = sqrt(sigma0^2 + (k d)^2) px at
+    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law, and the width measured on the real
+    brain stacks, docs/results.md): each plane keeps what its defocus leaves of it (its low frequencies) and
+    takes the rest (the high frequencies its defocus removed) from the focal plane. The focal plane comes out
+    unchanged; a plane that is only the focal plane defocused comes out as the focal plane; a plane holding
+    other content keeps it, blurred as it was. Nothing is learnt: the base of a ``focal_skip`` G_S, and the
+    evaluation's ``focal_transfer`` baseline. Blurs are separable matrix products (exact at every size,
+    renormalised at the borders), which TorchScript and ONNX export as they are.
+    """
+    b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    focus = focus.to(x.device).reshape(-1).expand(b)
+    sharp = x.gather(2, focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width))
+    d = torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)
+    sigma = torch.sqrt(sigma0**2 + (k * d.to(torch.float32)) ** 2)  # B, Z
+    difference = (x - sharp).float()
+    blurred = torch.einsum("bzij,bczjx->bczix", _gaussian_rows(height, sigma), difference)
+    blurred = torch.einsum("bzij,bczyj->bczyi", _gaussian_rows(width, sigma), blurred)
+    return sharp + blurred.to(x.dtype)
+
+
 def focus_guided(network) -> bool:
     """Whether ``network``, or the network it wraps (``module``: DataParallel; ``network``: the inference's
     ``Accelerated``; ``_orig_mod``: torch.compile), is a focus-guided G_S (``--g_focus_guide true``)."""
@@ -389,6 +430,11 @@ class Generator3D(ResNetGenerator):
     inference, export and the registry need nothing else; the window must hold the focal plane (the
     configs' windows span the whole depth).
 
+    ``focal_skip=True`` (with ``focus_guide`` and ``residual``) adds the correction to :func:`focal_transfer` of
+    the input instead of the input itself: each plane's low frequencies with the focal plane's high frequencies
+    that its defocus removed. Training then starts from that non-learned reference (which keeps the specimen
+    and sharpens every plane: docs/results.md) and learns only what it misses.
+
     ``residual=True`` makes the network learn a correction: output = input + r(input), with the last
     convolution zero-initialised so that training starts from the identity (residual learning, as
     in VDSR and EDSR), and no tanh, so nothing clips the darkest cell cores (which the percentile
@@ -416,6 +462,7 @@ class Generator3D(ResNetGenerator):
         upsampling: str = "transpose",
         residual: bool = False,
         focus_guide: bool = False,
+        focal_skip: bool = False,
     ):
         if residual and in_channels != out_channels:
             raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
@@ -432,6 +479,7 @@ class Generator3D(ResNetGenerator):
             upsampling=upsampling,
             output="residual" if residual else "tanh",
             focus_guide=focus_guide,
+            focal_skip=focal_skip,
         )
 
 
@@ -447,6 +495,30 @@ class _ResidualSkip(nn.Module):
     def forward(self, x: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
         """x + gain * correction."""
         return x + self.gain * correction
+
+
+class _Input(nn.Module):
+    """What the skip connection adds the correction to: the input itself."""
+
+    def forward(self, x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+        """x."""
+        return x
+
+
+class _FocalTransfer(nn.Module):
+    """What a ``focal_skip`` generator adds its correction to: :func:`focal_transfer` of the input. Its
+    ``defocus`` buffer (sigma0, k) travels with the weights, so that they never load into a generator of
+    another kind (as ``skip.gain`` does) and a file says which base its correction was learnt on."""
+
+    def __init__(self, sigma0: float = 0.45, k: float = 0.29):
+        super().__init__()
+        self.register_buffer("defocus", torch.tensor([sigma0, k]))
+
+    def forward(self, x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+        """focal_transfer(x, focus) (focus is always given: the generator finds it first)."""
+        if focus is None:
+            focus = focal_plane(x)
+        return focal_transfer(x, focus, float(self.defocus[0]), float(self.defocus[1]))
 
 
 class _MeanSkip(nn.Module):
