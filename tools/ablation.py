@@ -222,6 +222,7 @@ def evaluate(name: str, args, window: int | None = None) -> None:
             {
                 "sharpest_slice": "$@scripts.evaluation.baselines.sharpest_slice",
                 "focal_detail": "$@scripts.evaluation.baselines.focal_detail",
+                "focal_transfer": "$@scripts.evaluation.baselines.focal_transfer",
                 "unrelated": chance,
             }
         )

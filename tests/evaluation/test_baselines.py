@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from scripts.evaluation.baselines import defocus_psf, edf, focal_detail, identity, richardson_lucy, sharpest_slice
+from scripts.evaluation.baselines import (
+    defocus_psf,
+    edf,
+    focal_detail,
+    focal_transfer,
+    identity,
+    richardson_lucy,
+    sharpest_slice,
+)
 from scripts.simulate.optics import defocus_otf
 from scripts.simulate.zstacks import SPECIMEN_V1, simulate_stack
 from scripts.zsegan.focus import focus_measure
@@ -194,3 +202,16 @@ def test_focal_detail_restores_a_thin_specimens_planes_and_keeps_the_focal_one()
     thick = stack.copy()
     thick[9] += 10 * (np.arange(40) % 2)  # content of its own at plane 9 stays, with f's detail over it
     assert np.allclose(focal_detail(thick, k=0.3)[9] - out[9], thick[9] - stack[9], atol=1e-3)
+
+
+def test_focal_transfer_baseline_is_the_focal_skip_generators_base():
+    from scripts.nets.networks import focal_plane
+    from scripts.nets.networks import focal_transfer as base
+
+    stack = defocused(60 + 100 * texture((40, 36)), 9, 3) + 20 * texture((9, 40, 36), seed=1)
+    out = focal_transfer(stack)
+    assert out.shape == stack.shape and out.dtype == np.float32
+    x = torch.from_numpy(stack.astype(np.float32))[None, None]
+    assert int(focal_plane(x)) == 3
+    np.testing.assert_array_equal(out, base(x, torch.tensor([3]))[0, 0].numpy())
+    np.testing.assert_array_equal(out[3], stack[3].astype(np.float32))

@@ -34,6 +34,7 @@ def test_every_constructor_option_is_a_key_with_the_constructors_default_or_the_
     assert DEFAULTS == {
         "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "batch",
         "g_padding_mode": "replicate", "g_upsampling": "pixelshuffle", "g_residual": True, "g_focus_guide": True,
+        "g_focal_skip": False,
         "d_channels": 32, "d_layers": 3, "d_norm": "instance",
     }  # fmt: skip
     assert set(STUDY_DEFAULTS) == {"g_upsampling", "g_residual", "g_focus_guide", "g_norm", "d_layers"}

@@ -1,5 +1,6 @@
 """Generator3D, PatchDiscriminator2D and init_weights."""
 
+import numpy as np
 import pytest
 import torch
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D, init_weights, receptive_reach
@@ -235,6 +236,65 @@ def test_focus_guided_and_plain_weights_never_load_into_each_other_and_2d_is_ref
         guided.load_state_dict(plain.state_dict())
     with pytest.raises(ValueError, match="focus_guide needs a 3D"):
         ResNetGenerator(spatial_dims=2, focus_guide=True)
+
+
+def test_focal_transfer_mixes_each_frequency_by_what_defocus_kept_and_keeps_each_planes_own_content():
+    from scipy import ndimage
+    from scripts.nets.networks import _gaussian_rows, focal_transfer
+
+    rng = np.random.default_rng(0)
+    f = torch.from_numpy(ndimage.gaussian_filter(rng.random((40, 36)), 1.0) * 2 - 1)
+    sigma0, k, focus = 0.45, 0.29, 4
+    rows = _gaussian_rows(40, torch.tensor([0.87], dtype=torch.float64))[0]
+    taps = torch.from_numpy(np.exp(-0.5 * np.arange(-3, 4) ** 2 / 0.87**2))  # cut at 4 sigma = 3.5 px
+    assert torch.allclose(rows[20, 17:24], taps / taps.sum()) and rows[20, :17].sum() == 0 == rows[20, 24:].sum()
+    assert torch.allclose(rows.sum(1), torch.ones(40, dtype=torch.float64))
+    assert torch.allclose(rows[0, :4], torch.cat([taps[:4].sum()[None], taps[4:]]) / taps.sum())  # edge replicated
+    # a thin specimen: plane z is the focal plane defocused by focal_transfer's own Gaussian G_z
+    sigma = torch.tensor([float(np.hypot(sigma0, k * (z - focus))) for z in range(11)], dtype=torch.float64)
+    ys, xs = _gaussian_rows(40, sigma), _gaussian_rows(36, sigma)
+    blur = [lambda a, z=z: ys[z] @ a @ xs[z].T for z in range(11)]
+    stack = torch.stack([blur[z](f) for z in range(11)])
+    stack[focus] = f
+    x = stack[None, None].float()
+    out = focal_transfer(x, torch.tensor([focus]), sigma0, k)[0, 0].double()
+    assert out.shape == stack.shape and torch.equal(out[focus].float(), x[0, 0, focus])  # the focal plane as it is
+    for z in set(range(11)) - {focus}:  # f + G_z (G_z f - f): (1 - T + T^2) f in frequency, T = G_z's transfer
+        assert torch.allclose(out[z], f + blur[z](blur[z](f) - f), atol=1e-5)
+    # the more detail defocus removed, the closer a plane comes back to the focal plane
+    left = [float((out[z] - f).norm() / (stack[z] - f).norm()) for z in range(10, focus, -1)]
+    assert left == sorted(left) and left[0] < 0.25
+    own = torch.from_numpy(ndimage.gaussian_filter(rng.random((40, 36)), 4.0))
+    thick = x.clone()
+    thick[0, 0, 9] += own.float()  # content of plane 9's own, smooth: it stays, blurred as it was
+    kept = focal_transfer(thick, torch.tensor([focus]), sigma0, k)[0, 0, 9].double() - out[9]
+    assert torch.allclose(kept, blur[9](own), atol=1e-5)
+    pixel = x[:, :, :, :1, :1]  # any size: a plane of one pixel has no detail to take, it stays
+    assert torch.allclose(focal_transfer(pixel, torch.tensor([focus])), pixel, atol=1e-7)
+
+
+def test_focal_skip_generator_starts_as_focal_transfer_scripts_and_keeps_its_kind():
+    from scripts.nets.networks import focal_plane, focal_transfer
+
+    torch.manual_seed(0)
+    g = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True, focal_skip=True).eval()
+    x = torch.rand(2, 1, 9, 16, 12) * 2 - 1
+    x[1, :, 6] = torch.rand(16, 12) * 4 - 2  # a sharper plane in the second volume
+    with torch.no_grad():
+        expected = focal_transfer(x, focal_plane(x))
+        assert torch.equal(g(x), expected)
+        assert torch.equal(torch.jit.script(g)(x), expected)  # exported as it runs
+        given = torch.tensor([3, 3])
+        assert torch.equal(g(x, focus=given), focal_transfer(x, given))  # a plane found over the whole stack
+    assert torch.equal(g.state_dict()["base.defocus"], torch.tensor([0.45, 0.29]))
+    guided = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True)
+    with pytest.raises(RuntimeError, match="base.defocus"):
+        guided.load_state_dict(g.state_dict())
+    with pytest.raises(RuntimeError, match="base.defocus"):
+        g.load_state_dict(guided.state_dict())
+    for kind in ({"residual": True}, {"focus_guide": True}):
+        with pytest.raises(ValueError, match="focal_skip needs a focus-guided residual"):
+            Generator3D(channels=4, n_residual_blocks=1, focal_skip=True, **kind)
 
 
 # ---------------------------------------------------------------- the shared ResNet generator (2D, CIN), critic

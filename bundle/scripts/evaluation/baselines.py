@@ -10,6 +10,8 @@ same units (nothing is normalised; the evaluation maps intensities itself):
 - :func:`focal_detail`: every plane plus the detail of the sharpest plane that defocus removes at that
   plane's distance from it (a Gaussian defocus): exactly the focal plane at every depth for a specimen
   thinner than the depth of field, the focal plane's detail laid over each plane otherwise;
+- :func:`focal_transfer`: each plane's low frequencies, and the focal plane's high frequencies that the plane's
+  defocus removed (:func:`scripts.nets.networks.focal_transfer`, the base of a ``focal_skip`` G_S);
 - :func:`edf`: an extended-depth-of-field composite (per pixel, the plane of highest local focus),
   at every depth;
 - :func:`richardson_lucy`: 3D Richardson-Lucy deconvolution of the stack's absorbance with the
@@ -23,13 +25,24 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import torch
 from scipy import fft as sfft
 from scipy import ndimage
 from scripts.data.io import read_stack
+from scripts.nets import networks
 from scripts.simulate.optics import OPTICS, defocus_otf
 from scripts.zsegan.focus import sharpest_index
 
-__all__ = ["Unrelated", "defocus_psf", "edf", "focal_detail", "identity", "richardson_lucy", "sharpest_slice"]
+__all__ = [
+    "Unrelated",
+    "defocus_psf",
+    "edf",
+    "focal_detail",
+    "focal_transfer",
+    "identity",
+    "richardson_lucy",
+    "sharpest_slice",
+]
 
 #: Gaussian defocus sigma per plane from focus (px/plane) of :func:`focal_detail`: the real brain stacks'
 #: (``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md).
@@ -76,6 +89,15 @@ def focal_detail(stack, k: float = DEFOCUS_K) -> np.ndarray:
         if sigma > 0:
             out[z] += focal - ndimage.gaussian_filter(focal, sigma, mode="nearest")
     return out.astype(np.float32)
+
+
+def focal_transfer(stack) -> np.ndarray:
+    """Each plane z as f + G_z * (x_z - f), f the focal plane and G_z plane z's Gaussian defocus (ZYX float32):
+    :func:`scripts.nets.networks.focal_transfer` with the focal plane G_S finds
+    (:func:`scripts.nets.networks.focal_plane`), exactly what a ``focal_skip`` G_S starts its training from."""
+    x = torch.from_numpy(np.array(_as_stack(stack), dtype=np.float32))[None, None]
+    with torch.no_grad():
+        return networks.focal_transfer(x, networks.focal_plane(x))[0, 0].numpy()
 
 
 class Unrelated:

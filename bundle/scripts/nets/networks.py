@@ -362,26 +362,35 @@ def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Ten
 
 
 def _gaussian_rows(n: int, sigma: torch.Tensor) -> torch.Tensor:
-    """(..., n, n) matrices that blur a length-n signal by a Gaussian of each ``sigma`` (...) px: row i holds the
-    weights of pixels j, cut at 4 sigma and renormalised at the borders (no padding: any n, even 1)."""
+    """(..., n, n) matrices that blur a length-n signal by a Gaussian of each ``sigma`` (...) px, cut at 4 sigma,
+    the signal extended by its edge values (replicate, as G_S and the halo tiling pad): any n, even 1."""
+    reach = int(math.ceil(4.0 * float(sigma.max()))) if sigma.numel() > 0 else 0
     i = torch.arange(n, device=sigma.device, dtype=sigma.dtype)
-    offset2 = (i.view(n, 1) - i.view(1, n)) ** 2
+    j = torch.arange(-reach, n + reach, device=sigma.device, dtype=sigma.dtype)
+    offset2 = (i.view(n, 1) - j.view(1, n + 2 * reach)) ** 2
     s = sigma.clamp(min=1e-3)[..., None, None]
     weights = torch.exp(-0.5 * offset2 / s**2) * (offset2 <= (4 * s) ** 2).to(sigma.dtype)
-    return weights / weights.sum(dim=-1, keepdim=True)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    inside = weights[..., reach : reach + n]
+    edges = torch.zeros_like(inside)
+    edges[..., 0] = weights[..., :reach].sum(dim=-1)  # what lies before the signal falls on its first value
+    edges[..., n - 1] = edges[..., n - 1] + weights[..., reach + n :].sum(dim=-1)  # after it, on its last
+    return inside + edges
 
 
 def focal_transfer(x: torch.Tensor, focus: torch.Tensor, sigma0: float = 0.45, k: float = 0.29) -> torch.Tensor:
-    """x (B,C,Z,Y,X) -> each plane z replaced by f + G_z * (x_z - f), f the focal plane (``focus``: B indices).
+    """x (B,C,Z,Y,X) -> each plane z as f + G_z * (x_z - f), f the focal plane (``focus``: B plane indices).
 
     G_z is the defocus of plane z relative to focus, a Gaussian of sigma_z = sqrt(sigma0^2 + (k d)^2) px at
-    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law, and the width measured on the real
-    brain stacks, docs/results.md): each plane keeps what its defocus leaves of it (its low frequencies) and
-    takes the rest (the high frequencies its defocus removed) from the focal plane. The focal plane comes out
-    unchanged; a plane that is only the focal plane defocused comes out as the focal plane; a plane holding
-    other content keeps it, blurred as it was. Nothing is learnt: the base of a ``focal_skip`` G_S, and the
-    evaluation's ``focal_transfer`` baseline. Blurs are separable matrix products (exact at every size,
-    renormalised at the borders), which TorchScript and ONNX export as they are.
+    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law; k 0.29 as measured on the real brain
+    stacks, docs/results.md). In frequency, with T_z the transfer of G_z, each plane becomes
+    (1 - T_z) f + T_z x_z: where its defocus kept a frequency (T_z near 1) the plane's own content, where it
+    removed it (T_z near 0) the focal plane's. So the focal plane comes out unchanged, content of a plane's own
+    stays as blurred as it was (nothing is invented), and a plane that is the focal plane defocused comes back
+    to it up to a dip of at most a quarter at the frequencies its defocus halved (1 - T + T^2 >= 3/4).
+    Nothing is learnt: the base of a ``focal_skip`` G_S, and the evaluation's ``focal_transfer`` baseline.
+    Blurs are separable matrix products (exact at every size, the planes extended by their edge values), which
+    TorchScript and ONNX export as they are.
     """
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     focus = focus.to(x.device).reshape(-1).expand(b)
