@@ -257,7 +257,7 @@ def test_focal_transfer_mixes_each_frequency_by_what_defocus_kept_and_keeps_each
     stack = torch.stack([blur[z](f) for z in range(11)])
     stack[focus] = f
     x = stack[None, None].float()
-    out = focal_transfer(x, torch.tensor([focus]), sigma0, k)[0, 0].double()
+    out = focal_transfer(x, torch.tensor([focus]), torch.tensor([sigma0, k]))[0, 0].double()
     assert out.shape == stack.shape and torch.equal(out[focus].float(), x[0, 0, focus])  # the focal plane as it is
     for z in set(range(11)) - {focus}:  # f + G_z (G_z f - f): (1 - T + T^2) f in frequency, T = G_z's transfer
         assert torch.allclose(out[z], f + blur[z](blur[z](f) - f), atol=1e-5)
@@ -267,25 +267,27 @@ def test_focal_transfer_mixes_each_frequency_by_what_defocus_kept_and_keeps_each
     own = torch.from_numpy(ndimage.gaussian_filter(rng.random((40, 36)), 4.0))
     thick = x.clone()
     thick[0, 0, 9] += own.float()  # content of plane 9's own, smooth: it stays, blurred as it was
-    kept = focal_transfer(thick, torch.tensor([focus]), sigma0, k)[0, 0, 9].double() - out[9]
+    kept = focal_transfer(thick, torch.tensor([focus]), torch.tensor([sigma0, k]))[0, 0, 9].double() - out[9]
     assert torch.allclose(kept, blur[9](own), atol=1e-5)
     pixel = x[:, :, :, :1, :1]  # any size: a plane of one pixel has no detail to take, it stays
-    assert torch.allclose(focal_transfer(pixel, torch.tensor([focus])), pixel, atol=1e-7)
+    assert torch.allclose(focal_transfer(pixel, torch.tensor([focus]), torch.tensor([sigma0, k])), pixel, atol=1e-7)
 
 
 def test_focal_skip_generator_starts_as_focal_transfer_scripts_and_keeps_its_kind():
-    from scripts.nets.networks import focal_plane, focal_transfer
+    from scripts.nets.networks import FOCAL_DEFOCUS, focal_plane, focal_transfer
 
     torch.manual_seed(0)
     g = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True, focal_skip=True).eval()
     x = torch.rand(2, 1, 9, 16, 12) * 2 - 1
     x[1, :, 6] = torch.rand(16, 12) * 4 - 2  # a sharper plane in the second volume
     with torch.no_grad():
-        expected = focal_transfer(x, focal_plane(x))
+        expected = focal_transfer(x, focal_plane(x), torch.tensor(FOCAL_DEFOCUS))
         assert torch.equal(g(x), expected)
         assert torch.equal(torch.jit.script(g)(x), expected)  # exported as it runs
         given = torch.tensor([3, 3])
-        assert torch.equal(g(x, focus=given), focal_transfer(x, given))  # a plane found over the whole stack
+        assert torch.equal(
+            g(x, focus=given), focal_transfer(x, given, torch.tensor(FOCAL_DEFOCUS))
+        )  # a plane found over the whole stack
     assert torch.equal(g.state_dict()["base.defocus"], torch.tensor([0.45, 0.29]))
     guided = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True)
     with pytest.raises(RuntimeError, match="base.defocus"):

@@ -97,7 +97,7 @@ def focal_transfer(stack) -> np.ndarray:
     (:func:`scripts.nets.networks.focal_plane`), exactly what a ``focal_skip`` G_S starts its training from."""
     x = torch.from_numpy(np.array(_as_stack(stack), dtype=np.float32))[None, None]
     with torch.no_grad():
-        return networks.focal_transfer(x, networks.focal_plane(x))[0, 0].numpy()
+        return networks.focal_transfer(x, networks.focal_plane(x), torch.tensor(networks.FOCAL_DEFOCUS))[0, 0].numpy()
 
 
 class Unrelated:

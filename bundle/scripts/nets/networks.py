@@ -21,6 +21,7 @@ from scripts.nets.cin import ConditionalInstanceNorm
 from torch import nn
 
 __all__ = [
+    "FOCAL_DEFOCUS",
     "Critic",
     "Generator3D",
     "PatchDiscriminator",
@@ -363,27 +364,30 @@ def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Ten
 
 def _gaussian_rows(n: int, sigma: torch.Tensor) -> torch.Tensor:
     """(..., n, n) matrices that blur a length-n signal by a Gaussian of each ``sigma`` (...) px, cut at 4 sigma,
-    the signal extended by its edge values (replicate, as G_S and the halo tiling pad): any n, even 1."""
-    reach = int(math.ceil(4.0 * float(sigma.max()))) if sigma.numel() > 0 else 0
+    the signal extended by its edge values (replicate, as G_S and the halo tiling pad) by n on each side: any n,
+    and sizes that depend only on n, so that an exported graph keeps the rule for every size."""
     i = torch.arange(n, device=sigma.device, dtype=sigma.dtype)
-    j = torch.arange(-reach, n + reach, device=sigma.device, dtype=sigma.dtype)
-    offset2 = (i.view(n, 1) - j.view(1, n + 2 * reach)) ** 2
+    j = torch.arange(-n, 2 * n, device=sigma.device, dtype=sigma.dtype)
+    offset2 = (i.view(n, 1) - j.view(1, 3 * n)) ** 2
     s = sigma.clamp(min=1e-3)[..., None, None]
     weights = torch.exp(-0.5 * offset2 / s**2) * (offset2 <= (4 * s) ** 2).to(sigma.dtype)
     weights = weights / weights.sum(dim=-1, keepdim=True)
-    inside = weights[..., reach : reach + n]
-    edges = torch.zeros_like(inside)
-    edges[..., 0] = weights[..., :reach].sum(dim=-1)  # what lies before the signal falls on its first value
-    edges[..., n - 1] = edges[..., n - 1] + weights[..., reach + n :].sum(dim=-1)  # after it, on its last
-    return inside + edges
+    inside = weights[..., n : 2 * n]
+    first, last = (i == 0).to(sigma.dtype), (i == n - 1).to(sigma.dtype)
+    # what lies before the signal falls on its first value, what lies after it on its last
+    return inside + weights[..., :n].sum(dim=-1, keepdim=True) * first + weights[..., 2 * n :].sum(-1, True) * last
 
 
-def focal_transfer(x: torch.Tensor, focus: torch.Tensor, sigma0: float = 0.45, k: float = 0.29) -> torch.Tensor:
+#: (sigma0 px, k px per plane) of :func:`focal_transfer`'s defocus: the real brain stacks' (docs/results.md)
+FOCAL_DEFOCUS = (0.45, 0.29)
+
+
+def focal_transfer(x: torch.Tensor, focus: torch.Tensor, defocus: torch.Tensor) -> torch.Tensor:
     """x (B,C,Z,Y,X) -> each plane z as f + G_z * (x_z - f), f the focal plane (``focus``: B plane indices).
 
     G_z is the defocus of plane z relative to focus, a Gaussian of sigma_z = sqrt(sigma0^2 + (k d)^2) px at
-    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law; k 0.29 as measured on the real brain
-    stacks, docs/results.md). In frequency, with T_z the transfer of G_z, each plane becomes
+    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law), ``defocus`` = (sigma0, k), e.g.
+    ``torch.tensor(FOCAL_DEFOCUS)``. In frequency, with T_z the transfer of G_z, each plane becomes
     (1 - T_z) f + T_z x_z: where its defocus kept a frequency (T_z near 1) the plane's own content, where it
     removed it (T_z near 0) the focal plane's. So the focal plane comes out unchanged, content of a plane's own
     stays as blurred as it was (nothing is invented), and a plane that is the focal plane defocused comes back
@@ -395,8 +399,9 @@ def focal_transfer(x: torch.Tensor, focus: torch.Tensor, sigma0: float = 0.45, k
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     focus = focus.to(x.device).reshape(-1).expand(b)
     sharp = x.gather(2, focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width))
-    d = torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)
-    sigma = torch.sqrt(sigma0**2 + (k * d.to(torch.float32)) ** 2)  # B, Z
+    defocus = defocus.to(device=x.device, dtype=torch.float32)
+    d = (torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
+    sigma = torch.sqrt(defocus[0] ** 2 + (defocus[1] * d) ** 2)  # B, Z
     difference = (x - sharp).float()
     blurred = torch.einsum("bzij,bczjx->bczix", _gaussian_rows(height, sigma), difference)
     blurred = torch.einsum("bzij,bczyj->bczyi", _gaussian_rows(width, sigma), blurred)
@@ -516,18 +521,18 @@ class _Input(nn.Module):
 
 class _FocalTransfer(nn.Module):
     """What a ``focal_skip`` generator adds its correction to: :func:`focal_transfer` of the input. Its
-    ``defocus`` buffer (sigma0, k) travels with the weights, so that they never load into a generator of
-    another kind (as ``skip.gain`` does) and a file says which base its correction was learnt on."""
+    ``defocus`` buffer (sigma0, k: :data:`FOCAL_DEFOCUS`) travels with the weights, so that they never load into
+    a generator of another kind (as ``skip.gain`` does) and a file says which base its correction was learnt on."""
 
-    def __init__(self, sigma0: float = 0.45, k: float = 0.29):
+    def __init__(self):
         super().__init__()
-        self.register_buffer("defocus", torch.tensor([sigma0, k]))
+        self.register_buffer("defocus", torch.tensor(FOCAL_DEFOCUS))
 
     def forward(self, x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
         """focal_transfer(x, focus) (focus is always given: the generator finds it first)."""
         if focus is None:
             focus = focal_plane(x)
-        return focal_transfer(x, focus, float(self.defocus[0]), float(self.defocus[1]))
+        return focal_transfer(x, focus, self.defocus)
 
 
 class _MeanSkip(nn.Module):
