@@ -3,7 +3,8 @@
 ``enhance_stack`` builds what ``inference.yaml`` builds (network with its weights, sliding window, intensity
 mapping) and runs the bundle's ``sliding_window.enhance`` on one ZYX stack, reporting the windows done and stopping
 when asked. ``enhanced_layer`` wraps it for an image layer (same scale, translation and units);
-``enhance_selected`` adds the result to a viewer (napari's ``ViewerModel`` or its window).
+``enhance_selected`` adds the result to a viewer (napari's ``ViewerModel`` or its window); the widget runs the same
+on ``selected_image`` in a worker thread.
 """
 
 from __future__ import annotations
@@ -130,14 +131,22 @@ def enhanced_layer(layer, model: str = "", tracking_uri: str | None = None, prog
     return data, kwargs, "image"
 
 
-def enhance_selected(
-    viewer, model: str = "", tracking_uri: str | None = None, progress=None, cancelled=None, **settings
-):
-    """Enhance the viewer's selected image layer and add the result to it; returns the new layer."""
-    from napari.layers import Image, Layer
+def selected_image(viewer):
+    """The viewer's selected (active) image layer; InputError where none is, or another kind of layer."""
+    from napari.layers import Image
     from scripts.errors import InputError
 
     layer = viewer.layers.selection.active
     if not isinstance(layer, Image):
         raise InputError(None, "select one image layer (a ZYX stack) to enhance")
+    return layer
+
+
+def enhance_selected(
+    viewer, model: str = "", tracking_uri: str | None = None, progress=None, cancelled=None, **settings
+):
+    """Enhance the viewer's selected image layer and add the result to it; returns the new layer."""
+    from napari.layers import Layer
+
+    layer = selected_image(viewer)
     return viewer.add_layer(Layer.create(*enhanced_layer(layer, model, tracking_uri, progress, cancelled, **settings)))

@@ -1,51 +1,105 @@
-"""The napari widget: the thin magicgui part over ``zsegan_napari.enhance`` (which is tested without Qt).
+"""The napari widget: the thin Qt part over ``zsegan_napari.enhance`` (whose logic is tested without Qt).
 
-Pick an image layer and the weights (empty: the shipped model; a ``.pt`` file; or a registered model
-``models:/<name>@<alias>`` with its tracking store), press Enhance: G_S runs in a worker thread with a progress bar
-in napari's activity dock, Cancel stops it after the current window, and the result is added as a new layer.
+Select an image layer, pick the weights (empty: the shipped model; a ``.pt`` file; or a registered model
+``models:/<name>@<alias>`` with its tracking store) and the sliding window (the inference config's by default),
+press Enhance: G_S runs in a worker thread with a progress bar over the windows in napari's activity dock, Cancel
+stops it after the current window, and the result is added to the viewer as a new layer with the input's voxel size.
+napari hands the widget its viewer (``napari_viewer``); any ``ViewerModel`` does, a window is not needed.
 """
+
+from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from magicgui import magicgui
-from magicgui.widgets import Container, PushButton
-from napari.layers import Image
+from magicgui.widgets import Container, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox
+from napari.layers import Layer
 from napari.qt.threading import FunctionWorker, create_worker
-from napari.types import LayerDataTuple
 from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from superqt.utils import ensure_main_thread
 
-from zsegan_napari.enhance import enhanced_layer
-
-#: no weights file chosen: the shipped model
-NO_FILE = Path("")
+from zsegan_napari.enhance import CancelledError, enhanced_layer, inference_config, parsed, selected_image
 
 
-def enhance_widget() -> Container:
-    """The Enhance z-stack widget (napari calls it to make one)."""
-    cancel = threading.Event()
+class EnhanceWidget(Container):
+    """Enhance z-stack (ZSE-GAN): G_S on the viewer's selected image layer, in a worker thread, cancellable."""
 
-    @magicgui(
-        call_button="Enhance",
-        weights={"label": "weights file (empty: shipped)", "mode": "r", "filter": "*.pt"},
-        model_uri={"label": "or registered model", "tooltip": "models:/<name>@<alias> or models:/<name>/<version>"},
-        tracking_uri={"label": "MLflow store", "tooltip": "empty: the bundle's runs/train/mlflow.db"},
-    )
-    def enhance(
-        image: Image, weights: Path = NO_FILE, model_uri: str = "", tracking_uri: str = ""
-    ) -> FunctionWorker[LayerDataTuple]:
-        cancel.clear()
-        model = model_uri.strip() or ("" if str(weights) in ("", ".") else str(weights))
-        bar = progress(total=0, desc=f"enhancing {image.name}")
+    def __init__(self, napari_viewer) -> None:
+        config = inference_config()
+        roi, overlap = parsed(config, "sw_roi_size"), parsed(config, "sw_overlap")
+        super().__init__(
+            widgets=[
+                FileEdit(name="weights", label="weights file (empty: shipped)", mode="r", filter="*.pt"),
+                LineEdit(
+                    name="model_uri",
+                    label="or registered model",
+                    tooltip="models:/<name>@<alias> or models:/<name>/<version>",
+                ),
+                LineEdit(name="tracking_uri", label="MLflow store", tooltip="empty: the bundle's runs/train/mlflow.db"),
+                SpinBox(name="window", label="window (y, x px)", value=roi[-1], min=8, max=8192, tooltip="all of Z"),
+                FloatSpinBox(name="overlap", label="window overlap", value=overlap, min=0.0, max=0.9, step=0.05),
+                PushButton(name="enhance", text="Enhance selected layer"),
+                PushButton(name="cancel", text="Cancel", enabled=False),
+            ]
+        )
+        self.viewer = napari_viewer
+        self.cancelled = threading.Event()
+        self.bar: progress | None = None  # the last run's progress bar
+        self.enhance.changed.connect(self.start)
+        self.cancel.changed.connect(self.cancelled.set)
 
+    def model(self) -> str:
+        """The weights to use as ``enhance.inference_config`` takes them: a model URI, a file, or "" (shipped)."""
+        weights = str(self.weights.value or "")
+        return self.model_uri.value.strip() or ("" if weights in ("", ".") or Path(weights).is_dir() else weights)
+
+    def start(self) -> FunctionWorker | None:
+        """Enhance the selected image layer in a worker thread (returned; None where no image layer is selected)."""
+        from scripts.errors import InputError  # the bundle's, importable once inference_config found it
+
+        try:
+            layer = selected_image(self.viewer)
+        except InputError as e:
+            show_error(str(e))
+            return None
+        self.cancelled.clear()
+        self.enhance.enabled, self.cancel.enabled = False, True
+        bar = self.bar = progress(total=0, desc=f"enhancing {layer.name}")
+
+        @ensure_main_thread  # the worker reports; the bar is updated in the GUI thread
         def step(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        worker = create_worker(enhanced_layer, image, model, tracking_uri.strip() or None, step, cancel.is_set)
-        worker.finished.connect(bar.close)
-        return worker
+        def finished() -> None:
+            bar.close()
+            self.enhance.enabled, self.cancel.enabled = True, False
 
-    stop = PushButton(text="Cancel")
-    stop.changed.connect(cancel.set)
-    return Container(widgets=[enhance, stop])
+        settings = {"sw_roi_size": [-1, self.window.value, self.window.value], "sw_overlap": self.overlap.value}
+        return create_worker(
+            enhanced_layer,
+            layer,
+            self.model(),
+            self.tracking_uri.value.strip() or None,
+            step,
+            self.cancelled.is_set,
+            **settings,
+            _connect={"returned": self.add, "errored": self.failed, "finished": finished},
+        )
+
+    def add(self, data: tuple) -> Layer:
+        """Add the enhanced layer (data, kwargs, type) to the viewer."""
+        return self.viewer.add_layer(Layer.create(*data))
+
+    @staticmethod
+    def failed(error: Exception) -> None:
+        """A cancelled run or bad input (weights, model URI, stack) as one line; anything else raised to napari."""
+        from scripts.errors import InputError
+
+        if isinstance(error, CancelledError):
+            show_info(str(error))
+        elif isinstance(error, InputError):
+            show_error(str(error))
+        else:
+            raise error
