@@ -121,7 +121,8 @@ def test_evaluation_datalist_pairs_truth_and_holds_out_the_validation_split(data
 
 
 @pytest.mark.slow
-def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path, capsys, caplog):
+def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path, capsys, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")  # artifacts go beside the store, not into the working folder
     torch.manual_seed(0)
     model = Generator3D(channels=4, n_residual_blocks=1).eval()
     out = tmp_path / "report"
@@ -170,6 +171,7 @@ def test_evaluation_writes_the_report_and_logs_it_to_mlflow(dataset, tmp_path, c
     assert sorted(m.step for m in history) == list(range(17))
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(runs[0].info.run_id)}
     assert {"metrics.csv", "metrics.json", "gradient_histograms.png", "views"} <= artifacts
+    assert (tmp_path / "mlruns").is_dir() and not (tmp_path / ".." / "mlruns").exists()
 
 
 def test_evaluation_rejects_duplicate_method_names(dataset):

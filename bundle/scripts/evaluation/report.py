@@ -188,11 +188,14 @@ def log_to_mlflow(tracking_uri: str, experiment: str, run_name: str | None, para
     from mlflow.entities import Metric, Param
 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri  # as MONAI's handlers and training do
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    artifacts = None  # a server's own artifact store
+    if tracking_uri.startswith("sqlite:///"):  # beside the store, not in whatever folder the command ran from
+        store = Path(tracking_uri[len("sqlite:///") :]).absolute().parent
+        store.mkdir(parents=True, exist_ok=True)
+        artifacts = (store / "mlruns").as_uri()
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifacts)
     run = client.create_run(experiment_id, run_name=run_name)
     run_id = run.info.run_id
     try:
