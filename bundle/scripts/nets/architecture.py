@@ -69,13 +69,16 @@ def _defaults(cls: type, keys: dict[str, str]) -> dict:
 #: where the bundle's default differs from the constructor's (the reference code's): the choices of the
 #: fidelity study (docs/results.md): sub-pixel upsampling (no checkerboard), a residual G_S (the identity
 #: at the start, no tanh), 3-layer discriminators (a receptive field smaller than the 64-px crops), G_S handed
-#: the focal plane at every depth (round 4, with train.yaml's focal-detail prior), and batch norms in G_S, whose
-#: running statistics make its output independent of the window (round 5: the same quality, exact halo tiling)
+#: the focal plane at every depth (round 4, with train.yaml's focal-detail prior), batch norms in G_S, whose
+#: running statistics make its output independent of the window (round 5: the same quality, exact halo tiling),
+#: and G_S's correction added to the non-learned focal transfer of its input (round 6: the outer planes as sharp
+#: as the focal plane, with the specimen kept)
 STUDY_DEFAULTS = {
     "g_upsampling": "pixelshuffle",
     "g_residual": True,
     "g_focus_guide": True,
     "g_norm": "batch",
+    "g_focal_skip": True,
     "d_layers": 3,
 }
 
@@ -109,6 +112,10 @@ def generator_args(*values) -> dict:
     args["residual"] = _as_bool("g_residual", args["residual"])
     args["focus_guide"] = _as_bool("g_focus_guide", args["focus_guide"])
     args["focal_skip"] = _as_bool("g_focal_skip", args["focal_skip"])
+    for key, needed in (("g_focus_guide", "focus_guide"), ("g_residual", "residual")):
+        if args["focal_skip"] and not args[needed]:  # the default G_S adds its correction to the focal transfer
+            raise ValueError(f"--g_focal_skip true needs {key} true (the focal transfer is the focal plane's and a "
+                             f"residual G_S's base): pass --g_focal_skip false with --{key} false")  # fmt: skip
     return args
 
 
