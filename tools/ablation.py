@@ -155,6 +155,15 @@ VARIANTS["optical_focal30_guide_bn_transfer_p1"] = (
     "vertical sections without invention?)",
     {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "p": 1.0},
 )
+VARIANTS["optical_focal30_guide_bn_transfer_lowpass"] = (
+    "optical_focal30_guide_bn_transfer with the low-pass fidelity term at 10 (does it stop the correction's cost "
+    "in low-pass SSIM?)",
+    {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "lambda_lowpass": 10},
+)
+VARIANTS["optical_guide_bn_transfer"] = (
+    "optical_focal30_guide_bn_transfer without the focal-detail prior (does the focal transfer make it redundant?)",
+    {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "lambda_focal_detail": 0},
+)
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
 ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip")
