@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_training",
         "benchmark_evaluation",
         "benchmark_inference",
+        "benchmark_focal_transfer",
         "defocus_from_stacks",
         "floors",
         "make_figures",
@@ -119,3 +120,16 @@ def test_sliding_window_seams_tilings_halo_is_one_window_and_blend_is_not():
     assert names == ["one window", "blend, auto overlap", "blend, 28 px overlap", "halo 14 px", "truth"]
     one, blend, _, halo, _ = rows
     assert halo[2] < 1e-3 and halo[1] == pytest.approx(one[1])
+
+
+@pytest.mark.slow
+def test_benchmark_focal_transfer_prints_its_share_of_g_s(capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import benchmark_focal_transfer
+
+    benchmark_focal_transfer.main(["--sizes", "16", "24", "--depth", "5", "--repeats", "1"])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| 16 × 16", "| 24 × 24"]
+    for row in rows:
+        skip, plain, alone, share = (float(c.split()[0].rstrip("%")) for c in row.strip("| ").split(" | ")[1:])
+        assert 0 < alone < skip and plain > 0 and 0 < share < 100  # the times are rounded: the share is the exact one
