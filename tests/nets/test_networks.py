@@ -408,7 +408,7 @@ def test_shipped_weights_give_what_they_gave_when_they_were_shipped():
     g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
     with torch.no_grad():
         y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
-    assert y.double().sum().item() == pytest.approx(635.3499745507725, rel=1e-5)
+    assert y.double().sum().item() == pytest.approx(631.5743391243741, rel=1e-5)
 
 
 def _trained_batch_norms(g: Generator3D) -> Generator3D:
