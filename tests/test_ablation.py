@@ -31,7 +31,16 @@ def test_ablation_trains_evaluates_and_tabulates(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {r["method"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
-    assert set(rows) == {"input", "sharpest_slice", "focal_detail", "unrelated", "paper", "optical", "optical-w32"}
+    assert set(rows) == {
+        "input",
+        "sharpest_slice",
+        "focal_detail",
+        "focal_transfer",
+        "unrelated",
+        "paper",
+        "optical",
+        "optical-w32",
+    }
     evaluated = json.loads((out / "eval" / "reference" / "metrics.json").read_text())["stacks"]
     assert [Path(s).parent for s in evaluated] == [new / "stacks"] * 2  # every stack of --eval_data
     assert rows["input"]["support_worst"] == pytest.approx(1.0)  # the input's detail is the input's

@@ -568,7 +568,7 @@ def test_model_card_links_exist_and_it_gives_the_shipped_recipe():
     assert any(link.endswith(".png") for link in local)
     for link in local:
         assert (card.parent / link).exists(), link
-    recipe = re.search(r"OMP_NUM_THREADS=1 python -m monai\.bundle run training .*?--g_b_kind optical", text, re.S)
+    recipe = re.search(r"OMP_NUM_THREADS=\d python -m monai\.bundle run training .*?--g_b_kind optical", text, re.S)
     assert recipe and recipe.group(0) in (ROOT / "docs" / "results.md").read_text()
     # the card describes these very weights: retrained weights need a new recipe and checksum
     assert hashlib.md5((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest() in text

@@ -83,12 +83,12 @@ def compare_tilings(
 ) -> list[tuple[str, float, float, float]]:
     """(setting, seam index, max |tiled - one window| in % of the one window's output range, seconds) for one
     window over the whole field and blend and halo tiling at ``window`` px, on one simulated ``size``-px stack,
-    with :func:`window_independent_g_s` (``residual`` False unless ``g_s_args`` say otherwise: an untrained
-    residual G_S is the identity), or a trained ``--g_norm batch`` G_S from ``weights`` (the configs' default
-    architecture otherwise); the last row is the truth's seam index."""
+    with :func:`window_independent_g_s` (``residual`` and ``focal_skip`` False unless ``g_s_args`` say otherwise:
+    an untrained residual G_S is the identity, or the focal transfer), or a trained ``--g_norm batch`` G_S from
+    ``weights`` (the configs' default architecture otherwise); the last row is the truth's seam index."""
     stack, truth, _ = simulate_stack(np.random.default_rng(5), size=size)
     if weights is None:
-        g_s = window_independent_g_s(stack, **{"residual": False, **g_s_args})
+        g_s = window_independent_g_s(stack, **{"residual": False, "focal_skip": False, **g_s_args})
     else:
         g_s = load_weights(default_generator(**{"norm": "batch", **g_s_args}), weights).eval()
     halo = halo_width("auto", g_s)

@@ -207,11 +207,11 @@ def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_
     after = training_store.stat().st_mtime_ns if training_store.exists() else None
     assert before == after, "the evaluation wrote into training's MLflow store instead of <output_dir>/mlflow.db"
     assert result.returncode == 0, result.stderr[-3000:]
-    for method in ("input", "G_S", "sharpest_slice", "edf", "richardson_lucy"):
+    for method in ("input", "G_S", "sharpest_slice", "focal_transfer", "edf", "richardson_lucy"):
         assert method in result.stdout
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"input", "G_S", "sharpest_slice", "edf", "richardson_lucy"}
+    assert {r["method"] for r in rows} == {"input", "G_S", "sharpest_slice", "focal_transfer", "edf", "richardson_lucy"}
     assert any(r["measure"] == "ssim_truth" and r["view"] == "3d" for r in rows)
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("zsegan-evaluation").experiment_id])
