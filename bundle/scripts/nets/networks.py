@@ -297,8 +297,8 @@ class ResNetGenerator(nn.Module):
             pads += [before[d], targets[d] - sizes[d] - before[d]]
         if focus is not None and not self.focus_guide:
             raise ValueError("focus (the stack's focal plane) is only for a focus-guided generator (focus_guide)")
-        if self.focus_guide:
-            focus = focal_plane(x) if focus is None else focus.to(x.device).reshape(-1).expand(x.shape[0])
+        if self.focus_guide:  # found once, for the guide and the focal transfer alike
+            focus = _stack_focus(x, focus)
         h = focal_guide(x, focus) if self.focus_guide else x
         h = F.pad(h, pads, mode="replicate")
         for block in self.encoder:  # empty unless conditioned
@@ -342,6 +342,12 @@ def focal_plane(x: torch.Tensor) -> torch.Tensor:
     return energy.argmax(dim=1)
 
 
+def _stack_focus(x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+    """B focal-plane indices for x (B,C,Z,Y,X): ``focus`` (B values, or one for all) on x's device, or, where it is
+    None, :func:`focal_plane` of x itself."""
+    return focal_plane(x) if focus is None else focus.to(x.device).reshape(-1).expand(x.shape[0])
+
+
 def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Tensor:
     """x (B,C,Z,Y,X) -> B,2C+1,Z,Y,X: x, its focal plane repeated at every depth, and each plane's signed
     distance from the focal plane (in units of the depth Z), the input of a focus-guided generator.
@@ -354,7 +360,7 @@ def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Ten
     focal plane only through many layers otherwise).
     """
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-    focus = focal_plane(x) if focus is None else focus.to(x.device).reshape(-1).expand(b)
+    focus = _stack_focus(x, focus)
     index = focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width)
     sharp = x.gather(2, index).expand(b, c, depth, height, width)
     planes = torch.arange(depth, device=x.device).view(1, 1, depth, 1, 1)
@@ -397,7 +403,7 @@ def focal_transfer(x: torch.Tensor, focus: torch.Tensor, defocus: torch.Tensor) 
     TorchScript and ONNX export as they are.
     """
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-    focus = focus.to(x.device).reshape(-1).expand(b)
+    focus = _stack_focus(x, focus)
     sharp = x.gather(2, focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width))
     defocus = defocus.to(device=x.device, dtype=torch.float32)
     d = (torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
@@ -529,10 +535,8 @@ class _FocalTransfer(nn.Module):
         self.register_buffer("defocus", torch.tensor(FOCAL_DEFOCUS))
 
     def forward(self, x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
-        """focal_transfer(x, focus) (focus is always given: the generator finds it first)."""
-        if focus is None:
-            focus = focal_plane(x)
-        return focal_transfer(x, focus, self.defocus)
+        """focal_transfer(x, focus) (``focus`` None: x's own focal plane)."""
+        return focal_transfer(x, _stack_focus(x, focus), self.defocus)
 
 
 class _MeanSkip(nn.Module):
