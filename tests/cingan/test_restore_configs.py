@@ -1,7 +1,8 @@
 """Stage 2's configs: restore_train (laid over paired_train), restore_inference (over paired_inference) and
-restore_evaluate agree on the restorer and follow MicroscopyGAN's recipe; end-to-end runs on tiny data with random
-VGG weights (marked slow): training validates on held-out real pairs and registers the restorer in MLflow, the
-registered model restores volumes; and the one-line refusals of bad input."""
+restore_evaluate agree on the restorer and follow MicroscopyGAN's recipe; restore_evaluate takes registered restorers
+(models:/...) beside weights files and refuses unknown ones and ones of another kind or task; end-to-end runs on tiny
+data with random VGG weights (marked slow): training validates on held-out real pairs and registers the restorer in
+MLflow, the registered model restores volumes; and the one-line refusals of bad input."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from scripts.data.io import read_stack
-from scripts.nets.networks import ResNetGenerator
+from scripts.errors import find_input_error
+from scripts.nets.networks import Generator3D, ResNetGenerator
 from scripts.nets.vgg import save_random_vgg_weights
+from scripts.ops.handlers import save_state_dict_atomic
+from scripts.ops.registry import log_generator, register_generator
 from scripts.simulate.defects import simulate_defect_dataset
 from test_workflows import _expect_clean_failure
 
@@ -72,6 +76,164 @@ def test_restore_train_is_microscopygans_restorer_and_l1_the_care_like_one():
     assert parsed(files, "max_epochs", "epoch_length", "g_residual_blocks", "lr_decay_start") == [30, 100, 9, 1.0]
     (model_path,) = parsed(files, "model_path", restorer="l1", task="axial")
     assert model_path.endswith("/models/restore_axial_l1.pt")
+
+
+def test_restore_evaluate_looks_registered_restorers_up_where_restore_inference_does():
+    files = [str(CONFIGS / "paired_inference.yaml"), str(CONFIGS / "restore_inference.yaml")]
+    (inference,) = parsed(files, "tracking_uri", task="axial")
+    (evaluate,) = parsed([EVALUATE], "model_tracking_uri", task="axial")
+    assert inference == evaluate and evaluate.endswith("/runs/restore_axial/mlflow.db")  # the cgan restorer's store
+
+
+# ------------------------------------------------------------------ registered restorers in restore_evaluate.yaml
+
+TINY_RESTORER = {"spatial_dims": 3, "channels": 2, "n_residual_blocks": 1, "first_kernel_size": 7, "output": "residual"}
+TINY_EVALUATE = {"g_channels": 2, "g_residual_blocks": 1, "sw_roi_size": [-1, 16, 16], "sw_batch_size": 1}
+
+
+@pytest.fixture
+def own_tracking_env(monkeypatch):
+    """No MLFLOW_TRACKING_URI from outside (it would win over the config's stores)."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def restorer_data(tmp_path_factory) -> dict:
+    """A tiny defect dataset (axial, 2 test pairs) and a tiny restorer's weights (not the identity)."""
+    folder = tmp_path_factory.mktemp("restorer")
+    simulate_defect_dataset(
+        folder / "data", tasks=["axial"], n_pairs=1, n_clean=1, n_test=2, size=24, depth=9, progress=False
+    )
+    torch.manual_seed(0)
+    restorer = ResNetGenerator(**TINY_RESTORER)
+    with torch.no_grad():
+        for p in restorer.parameters():  # the residual generator starts as the identity: make it restore something
+            p.normal_(0.0, 0.1)
+    return {"folder": folder, "data": folder / "data", "weights": save_state_dict_atomic(restorer, folder / "r.pt")}
+
+
+@pytest.fixture(scope="module")
+def registry(restorer_data) -> dict:
+    """``restorer_data`` and a SQLite MLflow store (about 10 s to make: the tests using it are slow) holding, as
+    restore_train.yaml and train.yaml leave them: the tiny restorer, trained for axial, registered as
+    zsegan_restore_axial (alias champion, version 1); the same weights as version 1 of zsegan_restore_denoising,
+    from a run whose task is denoising; and a tiny G_S registered as zsegan."""
+    folder = restorer_data["folder"]
+    save_state_dict_atomic(Generator3D(channels=2, n_residual_blocks=1), folder / "g_s.pt")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, uri)
+    experiment = client.create_experiment("zsegan_restore", (folder / "mlruns").as_uri())
+    # restore_train.yaml's registration settings: paired_train.yaml's inference keys and the fixed intensity_range
+    inference = {"intensity_lower": 0.5, "intensity_upper": 99.5, "intensity_range": [0, 255], "sw_overlap": 0.25,
+                 "sw_roi_size": [-1, 16, 16], "sw_batch_size": 1, "sw_mode": "gaussian"}  # fmt: skip
+    runs = {}
+    for task in ("axial", "denoising"):  # a training run records its config's scalars as params (ops.cli.prepare)
+        runs[task] = client.create_run(experiment).info.run_id
+        client.log_param(runs[task], "task", task)
+    settings = {"builder": "ResNetGenerator", "network_args": TINY_RESTORER, **inference}
+    logged = log_generator(restorer_data["weights"], settings, runs["axial"], uri)
+    register_generator(logged.model_uri, "zsegan_restore_axial", uri, "val_psnr", 20.0, "champion")
+    client.create_registered_model("zsegan_restore_denoising")
+    source = client.get_logged_model(logged.model_id).artifact_location  # the axial restorer's, in the denoising run
+    client.create_model_version("zsegan_restore_denoising", source, runs["denoising"])
+    g_s = {"network_args": {"channels": 2, "n_residual_blocks": 1}, **inference}  # train.yaml's builder: Generator3D
+    g_s_logged = log_generator(folder / "g_s.pt", g_s, client.create_run(experiment).info.run_id, uri)
+    register_generator(g_s_logged.model_uri, "zsegan", uri, "val_sharpness", 0.5, "champion")
+    return {**restorer_data, "uri": uri}
+
+
+def evaluate_in_process(data: dict, output_dir: Path, model_paths, **overrides) -> None:
+    """restore_evaluate.yaml's ``evaluate`` on the tiny data (not logged to MLflow), registered restorers looked up
+    in ``data["uri"]``."""
+    parser = ConfigParser(ConfigParser.load_config_file(EVALUATE))
+    parser.update({"task": "axial", "dataset_dir": str(data["data"]), "output_dir": str(output_dir),
+                   "model_paths": model_paths, "model_tracking_uri": data.get("uri"), "tracking_uri": None,
+                   "device": "cpu", **TINY_EVALUATE, **overrides})  # fmt: skip
+    parser.get_parsed_content("evaluate")
+
+
+def refusal(data: dict, output_dir: Path, model_paths, **overrides) -> str:
+    """The one line (InputError) with which the evaluation stops; nothing may be written."""
+    with pytest.raises(Exception) as raised:  # MONAI's parser wraps what its expressions raise
+        evaluate_in_process(data, output_dir, model_paths, **overrides)
+    error = find_input_error(raised.value)
+    assert error is not None, raised.value
+    assert "\n" not in str(error) and not output_dir.exists()
+    return str(error)
+
+
+@pytest.mark.slow
+def test_a_registered_restorer_evaluates_as_its_weights_file_does(registry, own_tracking_env, tmp_path):
+    sources = {"file": str(registry["weights"]), "alias": "models:/zsegan_restore_axial@champion",
+               "version": "models:/zsegan_restore_axial/1"}  # fmt: skip
+    evaluate_in_process(registry, tmp_path / "out", sources)
+    with open(tmp_path / "out" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    by_method = {m: [{k: v for k, v in r.items() if k != "method"} for r in rows if r["method"] == m] for m in
+                 ("input", "cubic", *sources)}  # fmt: skip
+    assert len(by_method["file"]) == 2  # the 2 test pairs
+    assert by_method["alias"] == by_method["file"] == by_method["version"]  # every measure, every volume, exactly
+    assert by_method["file"] != by_method["input"]  # the restorer changes the volumes: the equality above means it
+    assert all(np.isfinite(float(r["psnr"])) for r in by_method["file"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        ("models:/zsegan_restore_axial@best", "model 'zsegan_restore_axial' has no alias 'best' (versions: [1]; "
+                                              "aliases: champion -> 1)"),
+        ("models:/zsegan_restore_axial/7", "has no version 7"),
+        ("models:/zsegan_restore_sr@champion", "no registered model 'zsegan_restore_sr' in sqlite:///"),
+        ("models:/zsegan@champion", "version 1 is ZSE-GAN's G_S (builder Generator3D), not a multi-defect restorer"),
+        ("models:/zsegan_restore_denoising/1", "version 1 is a restorer for denoising (its training run's --task), "
+                                               "not for axial"),
+    ],
+)  # fmt: skip
+def test_a_registered_restorer_that_does_not_resolve_or_fit_stops_before_anything_is_written(
+    registry, own_tracking_env, tmp_path, source, problem
+):
+    error = refusal(registry, tmp_path / "out", {"l1": str(registry["weights"]), "cgan": source})
+    assert error.startswith(f"--model_paths 'cgan': {source}: ") and problem in error, error
+
+
+def test_restore_evaluate_names_the_restorer_that_cannot_be_had(restorer_data, own_tracking_env, tmp_path):
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    registered = {"cgan": "models:/zsegan_restore_axial@champion"}
+    error = refusal(restorer_data, tmp_path / "out", registered, model_tracking_uri=missing)
+    assert error == (
+        f"--model_paths 'cgan': models:/zsegan_restore_axial@champion: no MLflow store at {missing}: train first, "
+        "or set --tracking_uri (evaluations: --model_tracking_uri) to the model's store"
+    )
+    assert not (tmp_path / "none.db").exists()  # looked for, not made
+    error = refusal(restorer_data, tmp_path / "out", {"l1": str(tmp_path / "l1.pt")})
+    assert error.startswith(f"--model_paths 'l1': {tmp_path / 'l1.pt'}: no such weights file")
+    error = refusal(restorer_data, tmp_path / "out", [str(restorer_data["weights"])])
+    assert error.startswith("--model_paths: must map names to weights files or models:/ URIs, got [")
+
+
+@pytest.mark.slow
+def test_restore_evaluate_refuses_an_unknown_registered_restorer_in_one_line(registry, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "--task",
+        "axial",
+        "--dataset_dir",
+        str(registry["data"]),
+        "--output_dir",
+        str(out),
+        "--model_tracking_uri",
+        registry["uri"],
+        "--model_paths",
+        "{'cgan': 'models:/zsegan_restore_axial@best'}",
+    ]
+    result = bundle_run("evaluate", EVALUATE, *args, *TINY_NET)  # fmt: skip
+    _expect_clean_failure(
+        result, "--model_paths 'cgan': models:/zsegan_restore_axial@best: ", "has no alias 'best'", "champion -> 1"
+    )
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error: ")]) == 1
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ end-to-end runs (slow)

@@ -11,8 +11,10 @@
 - ``RegisterGenerator``: after training, logs that model in the training's MLflow run, registers it as
   a new version of ``registered_model_name`` (tagged with its validation score) and moves
   ``model_alias`` to the new version only if its score beats the holder's.
-- ``load_generator``: G_S from a weights file or from a registered model, ``models:/<name>@<alias>``
-  or ``models:/<name>/<version>``, for inference and evaluation.
+- ``load_generator``: G_S (or the paired G, or a restorer) from a weights file or from a registered model,
+  ``models:/<name>@<alias>`` or ``models:/<name>/<version>``, for inference and evaluation; a version of another
+  kind (its logged ``builder``) or, for a restorer, of another task (its training run's ``task``) is refused.
+  ``load_models``: several, by name (evaluate.yaml's ``models``, restore_evaluate.yaml's ``model_paths``).
 
 The tracking store is ``MLFLOW_TRACKING_URI`` when that is set, else the config's ``tracking_uri``:
 the precedence of MONAI's ``MLFlowHandler``, so that every MLflow user of a process agrees.
@@ -44,7 +46,7 @@ from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
 from scripts.inference.sliding_window import enhance, load_weights, sliding_window, weights_digest
 from scripts.nets.networks import Generator3D, ResNetGenerator, unwrap
-from scripts.nets.paired import residual_unet
+from scripts.nets.paired import PairedGenerator, residual_unet
 
 logger = logging.getLogger("zsegan")
 
@@ -62,6 +64,13 @@ MODEL_CODE = (
 #: what rebuilds a logged generator from its ``network_args`` (settings.json's ``builder``): G_S's class, the
 #: default, the paired workflow's G, or the multi-defect restorer (restore_train.yaml)
 BUILDERS = {"Generator3D": Generator3D, "residual_unet": residual_unet, "ResNetGenerator": ResNetGenerator}
+#: each builder's generator: its class (exactly: G_S's Generator3D is a ResNetGenerator too) and what it is, in
+#: messages. A registered version loads only into a network_def of its builder's class.
+KINDS = {
+    "Generator3D": (Generator3D, "ZSE-GAN's G_S"),
+    "residual_unet": (PairedGenerator, "the paired workflow's G"),
+    "ResNetGenerator": (ResNetGenerator, "a multi-defect restorer"),
+}
 
 
 def build(settings: Mapping) -> torch.nn.Module:
@@ -463,19 +472,64 @@ def _model_version(client: mlflow.MlflowClient, model_uri: str, tracking_uri: st
         raise InputError(model_uri, f"model {name!r} has {what} (versions: {versions}; aliases: {aliases_text})") from e
 
 
+def _check_kind(network_def: torch.nn.Module, settings: Mapping | None, model_uri: str, version) -> None:
+    """Refuse a version whose logged ``builder`` (settings.json) makes another kind of generator than
+    ``network_def``. Nothing to check when the version logged no settings or ``network_def`` is of no known kind."""
+    wanted = next((builder for builder, (cls, _) in KINDS.items() if type(network_def) is cls), None)
+    builder = None if settings is None else settings.get("builder", "Generator3D")  # build()'s default
+    if wanted is None or builder is None or builder == wanted:
+        return
+    what = KINDS[builder][1] if builder in KINDS else f"a {builder!r} generator"
+    raise InputError(
+        model_uri, f"version {version} is {what} (builder {builder}), not {KINDS[wanted][1]} ({wanted}) as expected"
+    )
+
+
+def _check_task(client: mlflow.MlflowClient, found, task: str | None, model_uri: str) -> None:
+    """Refuse a version whose training run records (its ``task`` param) another task than ``task``. Nothing to
+    check without ``task``, or when the run records none (registered from Python, or the run deleted)."""
+    if task is None:
+        return
+    try:
+        trained = client.get_run(found.run_id).data.params.get("task") if found.run_id else None
+    except MlflowException:
+        trained = None
+    if trained is None:
+        logger.info(f"{model_uri}: its training run records no task; taken as a restorer for {task}")
+    elif trained != str(task):
+        raise InputError(
+            model_uri,
+            f"version {found.version} is a restorer for {trained} (its training run's --task), not for {task}",
+        )
+
+
+def _logged_settings(source: str, folder: str) -> dict | None:
+    """The settings.json a registered version logged with its weights, or None (a version logged otherwise)."""
+    try:
+        return json.loads(
+            Path(mlflow.artifacts.download_artifacts(f"{source}/artifacts/{SETTINGS}", dst_path=folder)).read_text()
+        )
+    except Exception:  # noqa: BLE001 - no readable settings: nothing recorded about its kind
+        return None
+
+
 def load_generator(
     network_def: torch.nn.Module,
     model_path: str | Path | None = None,
     model_uri: str | None = None,
     tracking_uri: str | None = None,
     device: str | torch.device = "cpu",
+    task: str | None = None,
 ) -> torch.nn.Module:
-    """G_S with its weights, from ``model_uri`` when given, else from the file ``model_path``.
+    """A generator (G_S, the paired G, a restorer) with its weights, from ``model_uri`` when given, else from
+    the file ``model_path``.
 
     ``model_uri``: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``, looked up in the
     tracking store (``MLFLOW_TRACKING_URI`` when set, else ``tracking_uri``). The version's weights are
     loaded into ``network_def``, which must have its architecture (as for a weights file). A bad URI,
-    an unknown model, alias or version, or an unreachable server raise InputError naming the URI.
+    an unknown model, alias or version, or an unreachable server raise InputError naming the URI; so do a
+    version of another kind than ``network_def`` (its logged ``builder``: G_S, the paired G, a restorer) and,
+    with ``task`` (a restorer's defect task), a version whose training run records another ``task``.
     """
     if not model_uri:
         if model_path is None:
@@ -484,7 +538,9 @@ def load_generator(
     uri = tracking_uri_in_use(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise InputError(
-            model_uri, f"no MLflow store at {uri}: train first, or set --tracking_uri to the model's store"
+            model_uri,
+            f"no MLflow store at {uri}: train first, or set --tracking_uri (evaluations: --model_tracking_uri) "
+            "to the model's store",
         )
     problem = unreachable(uri)
     if problem is not None:
@@ -493,25 +549,43 @@ def load_generator(
         found = _model_version(client, model_uri, uri)
         source = f"models:/{found.name}/{found.version}"
         with tempfile.TemporaryDirectory() as tmp:
+            _check_kind(network_def, _logged_settings(source, tmp), model_uri, found.version)
+            _check_task(client, found, task, model_uri)
             try:
                 weights = mlflow.artifacts.download_artifacts(f"{source}/artifacts/{WEIGHTS}", dst_path=tmp)
-            except Exception as e:  # noqa: BLE001 - a version without G_S's weights is bad input
-                raise InputError(model_uri, f"version {found.version} holds no G_S weights ({_first_line(e)})") from e
+            except Exception as e:  # noqa: BLE001 - a version without a generator's weights is bad input
+                raise InputError(
+                    model_uri, f"version {found.version} holds no generator weights ({_first_line(e)})"
+                ) from e
             try:
                 network = load_weights(network_def, weights, device)
             except InputError as e:
                 raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
-    logger.info(f"G_S weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
+    logger.info(f"weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
     return network
 
 
 def load_models(
-    network_def: torch.nn.Module, sources: Mapping[str, str], device, tracking_uri: str | None = None
+    network_def: torch.nn.Module,
+    sources: Mapping[str, str],
+    device,
+    tracking_uri: str | None = None,
+    key: str | None = None,
+    task: str | None = None,
 ) -> dict:
-    """name → G_S from a weights file, a training checkpoint, or a registered MLflow model (``models:/…``)."""
+    """name → a generator like ``network_def`` from a weights file, a training checkpoint, or a registered MLflow
+    model (``models:/…``, looked up in ``tracking_uri``; ``task``: as for :func:`load_generator`). ``key``: the
+    config key of ``sources``, named with the name in errors (``--model_paths 'cgan': models:/…: …``)."""
+    if sources is not None and not isinstance(sources, Mapping):
+        raise InputError(key, f"must map names to weights files or models:/ URIs, got {sources!r}")
     models = {}
     for name, source in (sources or {}).items():
         source = str(source)
         uri, path = (source, None) if source.startswith("models:/") else (None, source)
-        models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device)
+        try:
+            models[name] = load_generator(copy.deepcopy(network_def), path, uri, tracking_uri, device, task)
+        except InputError as e:
+            if key is None:
+                raise
+            raise InputError(f"{key} {name!r}", str(e)) from e
     return models
