@@ -2,7 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
 from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+from scipy import ndimage
+from scripts.data.io import read_image, write_image
+from scripts.data.transforms import RobustNormalised
+from scripts.errors import InputError, find_input_error
+from scripts.inference.sliding_window import enhance
+from scripts.nets.paired import residual_unet
+from scripts.ops.handlers import ExportGenerator
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 NAMES = ("paired_train.yaml", "paired_inference.yaml", "paired_evaluate.yaml")
@@ -57,3 +69,89 @@ def test_training_saves_what_an_exact_resume_needs():
         assert train["dataloader"]["sampler"]["_target_"] == "scripts.data.datalist.ResumableSampler"
         assert "shuffle" not in train["dataloader"] and "generator" in train["dataloader"]
         assert "generator" in config["validate"]["dataloader"]
+
+
+# ----------------------------------------------------------------------------- inference as G was trained
+
+TINY = {"u_channels": [4, 8, 16, 32], "sw_roi_size": [32, 32], "sw_batch_size": 1, "device": "cpu"}
+
+
+def _inputs(folder: Path, *names: str) -> dict[str, np.ndarray]:
+    """Smooth float32 wide-field-like images of 40 x 48 at levels that differ by file, written as TIFF."""
+    images = {}
+    for i, name in enumerate(names):
+        rng = np.random.default_rng(i)
+        images[name] = (ndimage.gaussian_filter(rng.random((40, 48)), 2) * 2000 * (i + 1) + 100).astype(np.float32)
+        write_image(folder / name, images[name])
+    return images
+
+
+def _infer(inputs: Path, out: Path, model_path: Path, **overrides) -> dict[str, np.ndarray]:
+    """paired_inference.yaml's ``inference``, in this process; {file name: output}."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "paired_inference.yaml"))
+    parser.update(
+        {"input_path": str(inputs), "output_dir": str(out), "model_path": str(model_path), **TINY, **overrides}
+    )
+    try:
+        parser.get_parsed_content("inference")
+    except Exception as e:  # MONAI's parser wraps what the config's expressions raise
+        found = find_input_error(e)
+        if found is None:
+            raise
+        raise found from e
+    return {f.name.replace("_confocal", ""): read_image(f)[0] for f in sorted(out.iterdir())}
+
+
+def _expected(g: torch.nn.Module, image: np.ndarray, intensity_range=None) -> np.ndarray:
+    """G on ``image`` through the config's window, mapped by ``intensity_range`` (None: its own percentiles)."""
+    inferer = SlidingWindowInferer([32, 32], 1, 0.25, mode="gaussian")
+    return enhance(g, image, inferer, RobustNormalised("image", 0.5, 99.5, intensity_range=intensity_range))
+
+
+@pytest.fixture
+def g(tmp_path) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return residual_unet(2, (4, 8, 16, 32)).eval()
+
+
+def test_inference_maps_each_input_by_its_systems_trained_range(g, tmp_path):
+    """A G exported with per-system ranges (paired_train.yaml --system_normalisation True writes them beside the
+    weights): a trained system's inputs mapped by its stored range, an unseen system's (C) by its own inputs pooled."""
+    images = _inputs(tmp_path / "in", "A_00000.tif", "C_00000.tif", "C_00001.tif")
+    stored = {"A": [100.0, 6000.0], "B": [50.0, 900.0]}
+    engine = Engine(lambda engine, batch: None)
+    ExportGenerator(g, str(tmp_path / "paired.pt"), {"system_ranges": stored}).attach(engine)
+    engine.run([0], max_epochs=1)
+    outputs = _infer(tmp_path / "in", tmp_path / "out", tmp_path / "paired.pt")
+    pooled = np.percentile(np.concatenate([images["C_00000.tif"], images["C_00001.tif"]]), [0.5, 99.5])
+    ranges = {"A_00000.tif": stored["A"], "C_00000.tif": pooled, "C_00001.tif": pooled}
+    for name, image in images.items():
+        expected = _expected(g, image, tuple(float(v) for v in ranges[name]))
+        np.testing.assert_allclose(outputs[name], expected, rtol=1e-4, atol=1e-2, err_msg=name)
+        per_image = _expected(g, image)  # as a G trained without the switch is applied: visibly another output
+        assert np.abs(outputs[name] - per_image).max() > 100, name
+
+
+def test_inference_of_a_g_without_ranges_is_per_image_as_before(g, tmp_path):
+    """Weights without settings (trained without the switch, or before settings were written) map each input by
+    its own percentiles; asking for system_normalisation with them is one clear error naming the key."""
+    images = _inputs(tmp_path / "in", "A_00000.tif", "C_00000.tif")
+    torch.save(g.state_dict(), tmp_path / "paired.pt")
+    outputs = _infer(tmp_path / "in", tmp_path / "out", tmp_path / "paired.pt")
+    for name, image in images.items():
+        np.testing.assert_allclose(outputs[name], _expected(g, image), rtol=1e-4, atol=1e-2, err_msg=name)
+    with pytest.raises(InputError, match=r"^--system_normalisation True: .*paired.pt carries no per-system"):
+        _infer(tmp_path / "in", tmp_path / "refused", tmp_path / "paired.pt", system_normalisation=True)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_inference_refuses_an_input_without_a_system_label_before_writing(g, tmp_path):
+    _inputs(tmp_path / "in", "A_00000.tif", "cell.tif")
+    engine = Engine(lambda engine, batch: None)
+    ExportGenerator(g, str(tmp_path / "paired.pt"), {"system_ranges": {"A": [100.0, 6000.0]}}).attach(engine)
+    engine.run([0], max_epochs=1)
+    with pytest.raises(InputError, match="has no system label") as raised:
+        _infer(tmp_path / "in", tmp_path / "out", tmp_path / "paired.pt")
+    assert raised.value.path == str(tmp_path / "in" / "cell.tif")
+    assert not (tmp_path / "out").exists()  # no partial output

@@ -15,7 +15,10 @@ import pytest
 import torch
 from scipy import ndimage
 from scripts.data.io import read_image, read_stack, write_image, write_stack
+from scripts.data.pairs import paired_datalist, split_by_image, system_intensity_ranges
+from scripts.inference.sliding_window import read_settings
 from scripts.nets.paired import residual_unet
+from scripts.ops.registry import trained_settings
 from scripts.simulate.fluorescence import simulate_pairs
 from test_workflows import CONFIGS, ROOT, _expect_clean_failure, _killed_at, bundle_run
 
@@ -150,6 +153,42 @@ def test_system_normalisation_refuses_files_without_a_system_label(dataset, tmp_
     result = bundle_run("training", "paired_train.yaml", *args, *TINY_TRAIN, "--system_normalisation", "True")
     _expect_clean_failure(result, "A00000.tif: has no system label")
     assert result.returncode == 2 and not (tmp_path / "out").exists()
+
+
+def test_a_g_trained_per_system_takes_its_ranges_to_inference(dataset, tmp_path):
+    """--system_normalisation True: the training split's ranges go with G, beside the weights file and in the
+    registered model, and paired_inference.yaml applies G with them from either (an unseen system, C, by its own
+    inputs, said in one line); an input without a system label is one clear line, and nothing is written."""
+    result = train(dataset, tmp_path, "--max_epochs", "1", "--val_interval", "1", "--system_normalisation", "True")
+    assert result.returncode == 0, result.stderr[-3000:]
+    train_split = split_by_image(paired_datalist(dataset), 0.1, 0.2, 0, ["A_", "B_"])[0]
+    expected = {system: list(r) for system, r in system_intensity_ranges(train_split).items()}
+    assert list(expected) == ["A", "B"]
+    assert read_settings(tmp_path / "paired.pt")["system_ranges"] == expected
+    uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    registered = trained_settings(model_uri="models:/zsegan_paired@champion", tracking_uri=uri)
+    assert registered["system_ranges"] == expected
+    outputs = {}
+    for source in (["--model_path", str(tmp_path / "paired.pt")],
+                   ["--model_uri", "models:/zsegan_paired@champion", "--tracking_uri", uri]):  # fmt: skip
+        out = tmp_path / source[0][2:]
+        args = ["--input_path", str(dataset / "widefield"), "--output_dir", str(out), *source, *TINY_NET]
+        result = bundle_run("inference", "paired_inference.yaml", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "system C is not among the systems G was trained on (A, B)" in result.stdout + result.stderr
+        outputs[source[0]] = {f.name: read_image(f)[0] for f in sorted(out.iterdir())}
+    assert len(outputs["--model_path"]) == 12 and outputs["--model_path"].keys() == outputs["--model_uri"].keys()
+    for name, image in outputs["--model_path"].items():
+        np.testing.assert_array_equal(image, outputs["--model_uri"][name], err_msg=name)
+    (tmp_path / "unlabelled").mkdir()
+    shutil.copy(dataset / "widefield" / "A_00000.tif", tmp_path / "unlabelled" / "A_00000.tif")
+    shutil.copy(dataset / "widefield" / "A_00001.tif", tmp_path / "unlabelled" / "cell.tif")
+    args = ["--input_path", str(tmp_path / "unlabelled"), "--output_dir", str(tmp_path / "refused")]
+    result = bundle_run(
+        "inference", "paired_inference.yaml", *args, "--model_path", str(tmp_path / "paired.pt"), *TINY_NET
+    )
+    _expect_clean_failure(result, "cell.tif: has no system label", "G's systems: A, B")
+    assert result.returncode == 2 and not (tmp_path / "refused").exists()
 
 
 def test_inference_keeps_size_dtype_and_pixel_size(trained, dataset, tmp_path):

@@ -95,3 +95,35 @@ def test_system_ranges_come_from_the_training_inputs_and_unseen_systems_from_the
     assert ranges == {"A": (0.0, 115.0), "C": (50.0, 65.0)}  # A: its training inputs pooled, not its test image
     with pytest.raises(InputError, match="cell.tif: has no system label"):
         system_intensity_ranges(train + [item("cell.tif", range(16))])
+
+
+def test_inference_maps_by_the_stored_ranges_and_an_unseen_system_by_its_own_inputs(tmp_path, caplog):
+    """paired_inference.yaml's ranges: G's stored ones as they are (their files not read), a system G has none for
+    from its own inputs pooled (one log line), None for a G trained without system_normalisation."""
+    import logging
+
+    from scripts.data.pairs import inference_system_ranges
+
+    def item(name: str, values) -> dict:
+        write_image(tmp_path / name, np.asarray(values, np.uint16).reshape(4, 4))
+        return {"image": str(tmp_path / name)}
+
+    items = [item("A_00007.tif", range(1000, 1016)), item("C_00000.tif", range(50, 66)), item("C_1.tif", range(16))]
+    trained = {"system_ranges": {"A": [0.0, 115.0], "B": [3.0, 40.0]}}
+    with caplog.at_level(logging.INFO, logger="zsegan"):
+        ranges = inference_system_ranges(trained, items, None, 0, 100, model="paired.pt")
+    assert ranges == {"A": (0.0, 115.0), "B": (3.0, 40.0), "C": (0.0, 65.0)}  # C: its two inputs pooled
+    (line,) = [r.message for r in caplog.records if "system C" in r.message]
+    assert "not among the systems G was trained on (A, B)" in line and "2 input images" in line
+    assert inference_system_ranges(trained, items, True, 0, 100) == ranges
+    for untrained in ({}, {"system_ranges": None}):  # trained without the switch, or weights without settings
+        assert inference_system_ranges(untrained, items, None) is None  # each input by its own percentiles
+        assert inference_system_ranges(untrained, items, False) is None
+        with pytest.raises(InputError, match=r"^--system_normalisation True: paired.pt carries no per-system"):
+            inference_system_ranges(untrained, items, True, model="paired.pt")
+    with caplog.at_level(logging.WARNING, logger="zsegan"):
+        assert inference_system_ranges(trained, items, False) is None
+    assert "not applied as it was trained" in caplog.text
+    with pytest.raises(InputError, match="cell.tif: has no system label .*G's systems: A, B") as raised:
+        inference_system_ranges(trained, [*items, item("cell.tif", range(16))], None)
+    assert raised.value.path == str(tmp_path / "cell.tif")

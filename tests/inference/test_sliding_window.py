@@ -26,8 +26,11 @@ from scripts.inference.sliding_window import (
     inference_datalist,
     load_weights,
     output_path,
+    read_settings,
+    settings_path,
     sliding_window,
     window_overlap,
+    write_settings,
 )
 from scripts.nets.networks import Generator3D
 
@@ -199,6 +202,25 @@ def test_load_weights_wrong_architecture(tmp_path):
     torch.save(Generator3D(channels=4, n_residual_blocks=2).state_dict(), path)  # extra keys
     with pytest.raises(InputError, match="do not fit"):
         load_weights(_generator(channels=4), path)
+
+
+def test_settings_travel_beside_their_weights_and_only_theirs(tmp_path):
+    """write_settings/read_settings: the settings file of paired.pt is paired.settings.json, read back as written;
+    weights without one have none ({}); settings written for other weights, or unreadable, are refused by name."""
+    path = tmp_path / "paired.pt"
+    torch.save(_generator().state_dict(), path)
+    assert read_settings(path) == {}  # weights written before settings were: applied as before
+    settings = {"builder": "Generator3D", "system_ranges": {"A": [100.0, 400.0]}, "intensity_lower": 0.5}
+    assert write_settings(path, settings) == settings_path(path) == tmp_path / "paired.settings.json"
+    assert {k: v for k, v in read_settings(path).items() if k != "weights_sha256"} == settings
+    torch.save(_generator(channels=8).state_dict(), path)  # other weights over the file, its settings left
+    with pytest.raises(InputError, match="was written for other weights") as raised:
+        read_settings(path)
+    assert raised.value.path == str(settings_path(path))
+    settings_path(path).write_text("{not json")
+    with pytest.raises(InputError, match="cannot read the settings of paired.pt"):
+        read_settings(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paired.pt", "paired.settings.json"]  # written atomically
 
 
 # ----------------------------------------------------------------------------- SaveStackd

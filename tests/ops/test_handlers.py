@@ -17,6 +17,7 @@ from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 from monai.utils import set_determinism
 from scripts.data.datalist import ResumableSampler
 from scripts.errors import InputError
+from scripts.inference.sliding_window import read_settings, weights_digest
 from scripts.nets.networks import Generator3D, PatchDiscriminator2D
 from scripts.ops import handlers
 from scripts.ops.handlers import ExportGenerator, ResumableCheckpoint, latest_checkpoint, save_state_dict_atomic
@@ -258,7 +259,22 @@ def test_export_generator_writes_a_loadable_state_dict(tmp_path):
     fresh.load_state_dict(state)
     x = torch.rand(1, 1, 5, 8, 8)
     torch.testing.assert_close(fresh(x), g_s(x))
-    assert _files(path.parent) == ["model.pt"]
+    assert _files(path.parent) == ["model.pt"]  # no settings given: none written
+
+
+def test_export_generator_writes_the_settings_of_its_weights_beside_them(tmp_path):
+    """paired_train.yaml's export: the registered model's settings (the per-system ranges among them) beside the
+    weights, with their digest, so that inference from the file applies G as it was trained."""
+    g = Generator3D(channels=4, n_residual_blocks=1)
+    path = tmp_path / "paired.pt"
+    settings = {"builder": "Generator3D", "system_ranges": {"A": [100.0, 400.0], "B": [0.0, 10.0]}}
+    engine = Engine(lambda engine, batch: None)
+    ExportGenerator(g, str(path), settings).attach(engine)
+    engine.run([0], max_epochs=1)
+    assert _files(tmp_path) == ["paired.pt", "paired.settings.json"]
+    written = read_settings(path)  # checks the digest against the weights in paired.pt
+    assert written["system_ranges"] == settings["system_ranges"]
+    assert written["weights_sha256"] == weights_digest(torch.load(path, weights_only=True))
 
 
 def test_save_state_dict_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch):

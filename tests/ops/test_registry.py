@@ -27,6 +27,7 @@ from scripts.errors import InputError
 from scripts.inference.sliding_window import HaloInferer, enhance
 from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
+from scripts.nets.paired import residual_unet
 from scripts.ops.cli import prepare
 from scripts.ops.handlers import save_state_dict_atomic
 from scripts.ops.registry import (
@@ -38,6 +39,7 @@ from scripts.ops.registry import (
     load_generator,
     log_generator,
     register_generator,
+    trained_settings,
 )
 from scripts.simulate.zstacks import simulate_dataset
 from test_workflows import CONFIGS, ROOT, TINY_NET, _expect_clean_failure, bundle_run, train_args
@@ -245,6 +247,63 @@ def test_load_generator_by_alias_or_version_and_clear_errors(local_registry, no_
     assert not (r.folder / "missing.db").exists()
     with pytest.raises(InputError, match="cannot be reached"):
         load_generator(tiny_generator(), model_uri="models:/loads/1", tracking_uri=f"http://127.0.0.1:{free_port()}")
+
+
+PAIRED_TINY = {
+    "builder": "residual_unet", "network_args": {"spatial_dims": 2, "channels": [4, 8, 16, 32]},
+    "intensity_lower": 0.5, "intensity_upper": 99.5, "system_ranges": {"A": [100.0, 6000.0], "B": [50.0, 900.0]},
+    "sw_roi_size": [32, 32], "sw_batch_size": 1, "sw_overlap": 0.25, "sw_mode": "gaussian",
+}  # fmt: skip
+
+
+def test_the_enhancer_maps_an_input_by_its_systems_stored_range(tmp_path, caplog):
+    """The paired G trained with system_normalisation, as an MLflow model: predict(image, params={"system": ...})
+    maps the image by that system's stored range, a system without one by the image's own percentiles (one log
+    line), and without a system it is one clear error; a G without ranges maps each image by its own, as before."""
+    torch.manual_seed(0)
+    save_state_dict_atomic(residual_unet(2, (4, 8, 16, 32)), tmp_path / WEIGHTS)
+    (tmp_path / SETTINGS).write_text(json.dumps(PAIRED_TINY))
+    model = ZStackEnhancer()
+    model.load_context(SimpleNamespace(artifacts={name: str(tmp_path / name) for name in (WEIGHTS, SETTINGS)}))
+    image = np.random.default_rng(0).uniform(800, 1300, (40, 48)).astype(np.float32)
+
+    def mapped(intensity_range=None) -> np.ndarray:
+        normalise = RobustNormalised("image", intensity_range=intensity_range)
+        return enhance(model.network, image, model.inferer, normalise)
+
+    np.testing.assert_allclose(model.predict(None, image, {"system": "A"}), mapped((100.0, 6000.0)), rtol=1e-6)
+    assert np.abs(mapped((100.0, 6000.0)) - mapped()).max() > 100  # the range matters
+    with caplog.at_level(logging.INFO, logger="zsegan"):
+        np.testing.assert_allclose(model.predict(None, image, {"system": "C"}), mapped(), rtol=1e-6)
+    assert "system C is not among the systems G was trained on (A, B)" in caplog.text
+    with pytest.raises(InputError, match=r"params=\{'system': '<name>'\} \(G's systems: A, B"):
+        model.predict(None, image)
+    (tmp_path / SETTINGS).write_text(json.dumps({**PAIRED_TINY, "system_ranges": None}))
+    model.load_context(SimpleNamespace(artifacts={name: str(tmp_path / name) for name in (WEIGHTS, SETTINGS)}))
+    np.testing.assert_allclose(model.predict(None, image), mapped(), rtol=1e-6)
+
+
+def test_a_registered_g_carries_its_system_ranges(local_registry, no_tracking_env, monkeypatch, tmp_path):
+    """The round trip: logged with its settings, registered, found again by trained_settings (what
+    paired_inference.yaml reads for --model_uri) and served by MLflow with the input's system as a parameter."""
+    r = local_registry
+    torch.manual_seed(0)
+    save_state_dict_atomic(residual_unet(2, (4, 8, 16, 32)), tmp_path / "paired.pt")
+    run = r.client.create_run(r.client.get_experiment_by_name("zsegan").experiment_id)
+    info = log_generator(tmp_path / "paired.pt", PAIRED_TINY, run.info.run_id, r.uri)
+    register_generator(info.model_uri, "paired_ranges", r.uri, "val_psnr", 20.0, "champion")
+    settings = trained_settings(model_uri="models:/paired_ranges@champion", tracking_uri=r.uri)
+    assert settings["system_ranges"] == PAIRED_TINY["system_ranges"]
+    register_generator(r.info.model_uri, "no_ranges", r.uri, "val_sharpness", None)  # G_S: per stack, as before
+    assert trained_settings(model_uri="models:/no_ranges/1", tracking_uri=r.uri).get("system_ranges") is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", r.uri)
+    served = mlflow.pyfunc.load_model("models:/paired_ranges@champion")
+    assert [p.name for p in served.metadata.signature.params.params] == ["system"]
+    image = np.random.default_rng(0).uniform(800, 1300, (40, 48)).astype(np.float32)
+    network = load_generator(residual_unet(2, (4, 8, 16, 32)), tmp_path / "paired.pt")
+    expected = enhance(network, image, SlidingWindowInferer([32, 32], 1, 0.25, mode="gaussian"),
+                       RobustNormalised("image", intensity_range=(50.0, 900.0)))  # fmt: skip
+    np.testing.assert_allclose(served.predict(image, params={"system": "B"}), expected, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -12,14 +12,15 @@ measured by phase correlation (``skimage.registration.phase_cross_correlation``,
 The split is by image (pair), made before any augmentation, so no view of a test image is trained on.
 
 Per-system normalisation (``system_intensity_ranges``): the system of a pair is its file name's prefix
-(``A_00000.tif``: system ``A``, ``scripts.data.datalist.system_label``), as the simulator names them.
+(``A_00000.tif``: system ``A``, ``scripts.data.datalist.system_label``), as the simulator names them. At inference,
+``inference_system_ranges`` takes the ranges a G was trained with and adds those of systems it was not trained on.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from scripts.data.transforms import percentile_range
 from scripts.errors import InputError
 from skimage.registration import phase_cross_correlation
 
-__all__ = ["misregistration", "paired_datalist", "split_by_image", "system_intensity_ranges"]
+__all__ = ["inference_system_ranges", "misregistration", "paired_datalist", "split_by_image", "system_intensity_ranges"]
 
 logger = logging.getLogger("zsegan")
 
@@ -116,16 +117,24 @@ def split_by_image(
 
 
 def system_intensity_ranges(
-    fit: Sequence[dict], items: Sequence[dict] = (), lower: float = 0.5, upper: float = 99.5, ndim: int = 2
+    fit: Sequence[dict],
+    items: Sequence[dict] = (),
+    lower: float = 0.5,
+    upper: float = 99.5,
+    ndim: int = 2,
+    known: Mapping[str, Sequence[float]] | None = None,
+    hint: str = "leave it false for this dataset",
 ) -> dict[str, tuple[float, float]]:
     """{system: (lo, hi)}: the ``lower``/``upper`` percentiles of all the input images (``"image"``) of each system,
     pooled, for ``scripts.data.transforms.SystemNormalised``.
 
     Computed on ``fit`` (the training split) for its systems; a system of ``items`` that ``fit`` lacks (a system never
     trained on) gets the percentiles of its own input images in ``items``, inputs only, never the targets: what a
-    lab with a new microscope can compute from its own images. Every file must carry a system label (its name's
-    prefix, ``A_00000.tif``); one that does not is an InputError naming it.
+    lab with a new microscope can compute from its own images. ``known``: ranges computed before (a trained G's,
+    ``inference_system_ranges``), kept as they are, their systems not read again. Every file must carry a system
+    label (its name's prefix, ``A_00000.tif``); one that does not is an InputError naming it, ending with ``hint``.
     """
+    known = {str(k): (float(v[0]), float(v[1])) for k, v in (known or {}).items()}
     groups: dict[str, list[Path]] = {}
     for part in (fit, items):
         found: dict[str, list[Path]] = {}
@@ -135,14 +144,65 @@ def system_intensity_ranges(
                 raise InputError(
                     item["image"],
                     "has no system label (file names <system>_<name>, such as A_00000.tif): system_normalisation "
-                    "needs one for every file; leave it false for this dataset",
+                    f"needs one for every file; {hint}",
                 )
-            if system not in groups:
+            if system not in groups and system not in known:
                 found.setdefault(system, []).append(Path(item["image"]))
         groups.update(found)
-    ranges = {}
+    ranges = dict(known)
     for system, paths in sorted(groups.items()):
         values = np.concatenate([np.asarray(_read(path, ndim), np.float32).ravel() for path in paths])
         ranges[system] = percentile_range(values, lower, upper, f"system {system} ({paths[0].parent})")
-        logger.info(f"system {system}: percentiles {lower}/{upper} of {len(paths)} input images: {ranges[system]}")
+        whose = f"{len(paths)} input images: {ranges[system]}"
+        if known:
+            logger.info(
+                f"system {system} is not among the systems G was trained on ({', '.join(sorted(known))}): mapped by "
+                f"the percentiles {lower}/{upper} of its own {whose}"
+            )
+        else:
+            logger.info(f"system {system}: percentiles {lower}/{upper} of {whose}")
+    return ranges
+
+
+def inference_system_ranges(
+    settings: Mapping,
+    items: Sequence[dict],
+    system_normalisation: bool | None = None,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    ndim: int = 2,
+    model: str = "G",
+) -> dict[str, tuple[float, float]] | None:
+    """{system: (lo, hi)} to map each input of ``items`` by, as G was trained, or None: each input by its own
+    percentiles (``RobustNormalised``), as for a G trained without ``system_normalisation``.
+
+    ``settings``: how G was trained to be applied (``scripts.ops.registry.trained_settings``): its ``system_ranges``,
+    the training inputs' ranges per system, when it was trained with ``system_normalisation``. A system of ``items``
+    without a stored range gets the percentiles of its own inputs in ``items`` pooled (``system_intensity_ranges``,
+    one log line), as paired_evaluate.yaml does for a system never trained on; an input without a system label is an
+    InputError naming it. ``system_normalisation``: None, as G was trained; True, the same but an InputError naming
+    the key when G (``model``, its file or URI) carries no ranges; False, each input by its own percentiles whatever G
+    was trained with (a warning when that is not how it was trained).
+    """
+    stored = settings.get("system_ranges")
+    if not stored:
+        if system_normalisation:
+            raise InputError(
+                None,
+                f"--system_normalisation True: {model} carries no per-system intensity ranges (it was trained "
+                "without system_normalisation): leave the key null (as G was trained) or false",
+            )
+        return None
+    if system_normalisation is False:
+        logger.warning(
+            f"{model} was trained with system_normalisation, but --system_normalisation false maps each input by its "
+            "own percentiles: G is not applied as it was trained"
+        )
+        return None
+    hint = (
+        f"G was trained with it ({model}): name the file <system>_<name> (G's systems: {', '.join(sorted(stored))}; "
+        "another gets its own inputs' range), or pass --system_normalisation false to map it by its own percentiles"
+    )
+    ranges = system_intensity_ranges((), items, lower, upper, ndim, known=stored, hint=hint)
+    logger.info(f"inputs mapped by their systems' intensity ranges, as G was trained (system_normalisation): {ranges}")
     return ranges

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import math
 import threading
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import MapTransform
+from scripts.data.atomic import write_text_atomic
 from scripts.data.io import (
     IMAGE_SUFFIXES,
     STACK_SUFFIXES,
@@ -306,8 +308,8 @@ class HaloInferer(_StackFocus, Inferer):
         return out[..., before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
 
 
-def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a plain state_dict (or a training checkpoint holding ``g_s``) into ``network``."""
+def _state_dict(path: str | Path, device: str | torch.device = "cpu") -> Mapping[str, torch.Tensor]:
+    """The plain state_dict in the weights file ``path`` (or a training checkpoint's ``g_s``); InputError naming it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such weights file: train first, or pass --model_path")
@@ -319,6 +321,12 @@ def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch
         state = state["g_s"]
     if not isinstance(state, Mapping):
         raise InputError(path, f"holds a {type(state).__name__}, not a state_dict of network weights")
+    return state
+
+
+def load_weights(network: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a plain state_dict (or a training checkpoint holding ``g_s``) into ``network``."""
+    state = _state_dict(path, device)
     try:
         network.load_state_dict(state)
     except RuntimeError as e:
@@ -333,6 +341,47 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+#: the key of the weights' digest (``weights_digest``) in a weights file's settings, and a registered version's tag
+WEIGHTS_DIGEST = "weights_sha256"
+
+
+def settings_path(model_path: str | Path) -> Path:
+    """The settings beside a weights file: ``paired.pt`` -> ``paired.settings.json``."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.settings.json")
+
+
+def write_settings(model_path: str | Path, settings: Mapping) -> Path:
+    """Write ``settings`` (how the weights in ``model_path`` are applied: the registered model's settings.json,
+    ``scripts.ops.registry``) beside the weights file, atomically, with the digest of those weights; returns its path.
+    """
+    digest = weights_digest(_state_dict(model_path))
+    text = json.dumps({**settings, WEIGHTS_DIGEST: digest}, indent=2)
+    return write_text_atomic(settings_path(model_path), text)
+
+
+def read_settings(model_path: str | Path) -> dict:
+    """The settings beside the weights file ``model_path`` (``write_settings``), or {} where there are none (weights
+    written before them, or by a workflow that writes none). InputError naming the settings file when it cannot be
+    read or was written for other weights than those now in ``model_path``."""
+    path = settings_path(model_path)
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read the settings of {Path(model_path).name} ({e})") from e
+    if not isinstance(settings, dict):
+        raise InputError(path, f"holds a {type(settings).__name__}, not the settings of {Path(model_path).name}")
+    if settings.get(WEIGHTS_DIGEST) != weights_digest(_state_dict(model_path)):
+        raise InputError(
+            path,
+            f"was written for other weights than those in {model_path}: keep each weights file with its own "
+            "settings file (training writes both), or remove this one if these weights came without it",
+        )
+    return settings
 
 
 class Accelerated(torch.nn.Module):

@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from monai.handlers import CheckpointLoader, MLFlowHandler
 from scripts.data.atomic import atomic
 from scripts.errors import InputError
 from scripts.evaluation.views import comparison_png, sharpness_plot
+from scripts.inference.sliding_window import write_settings
 from scripts.nets.networks import unwrap
 from scripts.ops.metrics import sharpness_ratios
 from scripts.zsegan.focus import sharpest_index
@@ -199,16 +201,22 @@ def save_state_dict_atomic(module: torch.nn.Module, path: str | Path) -> Path:
 
 
 class ExportGenerator:
-    """At the end of training, write G_S's plain state_dict to ``path`` (the bundle's models/model.pt)."""
+    """At the end of training, write G_S's plain state_dict to ``path`` (the bundle's models/model.pt), and with
+    ``settings`` (how the weights are applied: the registered model's, ``registry.RegisterGenerator.settings``) those
+    beside it, with the weights' digest (``inference.sliding_window.write_settings``: ``paired.settings.json``)."""
 
-    def __init__(self, network: torch.nn.Module, path: str):
-        self.network, self.path = network, path
+    def __init__(self, network: torch.nn.Module, path: str, settings: Mapping | None = None):
+        self.network, self.path, self.settings = network, path, settings
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        logger.info(f"G_S weights written to {save_state_dict_atomic(self.network, self.path)}")
+        path = save_state_dict_atomic(self.network, self.path)
+        if self.settings is None:
+            logger.info(f"G_S weights written to {path}")
+        else:
+            logger.info(f"G_S weights written to {path}, its settings to {write_settings(path, self.settings)}")
 
 
 class RunSummary:

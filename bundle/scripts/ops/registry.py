@@ -15,6 +15,8 @@
   ``models:/<name>@<alias>`` or ``models:/<name>/<version>``, for inference and evaluation; a version of another
   kind (its logged ``builder``) or, for a restorer, of another task (its training run's ``task``) is refused.
   ``load_models``: several, by name (evaluate.yaml's ``models``, restore_evaluate.yaml's ``model_paths``).
+  ``trained_settings``: the settings it was trained to be applied with (the registered version's settings.json,
+  or the file training wrote beside the weights: the paired G's per-system intensity ranges).
 
 The tracking store is ``MLFLOW_TRACKING_URI`` when that is set, else the config's ``tracking_uri``:
 the precedence of MONAI's ``MLFlowHandler``, so that every MLflow user of a process agrees.
@@ -41,10 +43,17 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import enhance, load_weights, sliding_window, weights_digest
+from scripts.inference.sliding_window import (
+    WEIGHTS_DIGEST,
+    enhance,
+    load_weights,
+    read_settings,
+    sliding_window,
+    weights_digest,
+)
 from scripts.nets.networks import Generator3D, ResNetGenerator, unwrap
 from scripts.nets.paired import PairedGenerator, residual_unet
 
@@ -52,7 +61,7 @@ logger = logging.getLogger("zsegan")
 
 WEIGHTS, SETTINGS = "generator.pt", "settings.json"  # the logged model's artifacts
 MODEL_NAME = "model"  # the logged model's name in its run
-WEIGHTS_TAG = "weights_sha256"  # a registered version's tag: the digest of the generator's state_dict
+WEIGHTS_TAG = WEIGHTS_DIGEST  # a registered version's tag: the digest of the generator's state_dict
 # the logged model is "models from code" (MLflow): this file, run when the model is loaded, builds it from the
 # logged copy of ``scripts``; its weights and settings are artifacts. Nothing is pickled.
 MODEL_CODE = (
@@ -83,10 +92,12 @@ def spatial_dims(settings: Mapping) -> int:
     return int(settings["network_args"].get("spatial_dims", 3))
 
 
-def signature(ndim: int = 3) -> ModelSignature:
-    """Float32 in and out, ``ndim`` axes of any size (ZYX stacks or YX images)."""
+def signature(ndim: int = 3, system: bool = False) -> ModelSignature:
+    """Float32 in and out, ``ndim`` axes of any size (ZYX stacks or YX images); with ``system``, the parameter
+    ``system`` (a string, the input's microscope system) of a G trained with ``system_normalisation``."""
     spec = TensorSpec(np.dtype(np.float32), (-1,) * ndim)
-    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
+    params = ParamSchema([ParamSpec("system", "string", None)]) if system else None
+    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]), params=params)
 
 
 def input_example(ndim: int = 3) -> np.ndarray:
@@ -199,10 +210,15 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
     Artifacts: ``generator.pt`` (the plain state_dict) and ``settings.json``: ``builder`` (a key of
     :data:`BUILDERS`, "Generator3D" when absent), ``network_args`` (its arguments),
     ``intensity_lower``/``intensity_upper`` (percentiles mapped to -1/1 per stack; or ``intensity_range``, fixed
-    intensities (lo, hi) mapped to -1/1 for every stack, the multi-defect restorer's) and the sliding window's
-    ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode``, ``sw_tiling`` (as in
-    inference.yaml: ``inference.sliding_window.sliding_window`` builds it; ``sw_overlap_px`` and ``sw_tiling``,
-    absent from models logged before them, are then null and blend). Runs on CUDA when available.
+    intensities (lo, hi) mapped to -1/1 for every stack, the multi-defect restorer's), ``system_ranges`` (the paired
+    G's trained with ``system_normalisation``: {system: (lo, hi)} of its training inputs; null or absent otherwise)
+    and the sliding window's ``sw_roi_size``, ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode``,
+    ``sw_tiling`` (as in inference.yaml: ``inference.sliding_window.sliding_window`` builds it; ``sw_overlap_px`` and
+    ``sw_tiling``, absent from models logged before them, are then null and blend). Runs on CUDA when available.
+
+    A G with ``system_ranges`` is given the input's system with it, ``predict(image, params={"system": "A"})``, and
+    maps the input by that system's range, as it was trained; a system without one, by the input's own percentiles
+    (the range paired inference computes for a system G was not trained on, from the inputs it is given).
     """
 
     def load_context(self, context) -> None:
@@ -211,6 +227,8 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         self.network = load_weights(build(settings), context.artifacts[WEIGHTS], self.device)
         lower, upper, fixed = settings["intensity_lower"], settings["intensity_upper"], settings.get("intensity_range")
         self.normalise = RobustNormalised("image", lower, upper, intensity_range=fixed)
+        ranges = settings.get("system_ranges") or {}
+        self.system_ranges = {str(k): (float(v[0]), float(v[1])) for k, v in ranges.items()}
         self.inferer = sliding_window(
             settings.get("sw_tiling", "blend"),  # models logged before sw_tiling and sw_overlap_px: blend, fractional
             settings["sw_roi_size"],
@@ -222,8 +240,28 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         )
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units."""
-        return enhance(self.network, model_input, self.inferer, self.normalise, self.device)
+        """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units.
+        ``params``: ``{"system": ...}``, the input's microscope system, for a G trained with system_normalisation."""
+        normalise = self._normalise((params or {}).get("system"))
+        return enhance(self.network, model_input, self.inferer, normalise, self.device)
+
+    def _normalise(self, system: str | None) -> RobustNormalised:
+        """The input's mapping: the settings' (no ``system_ranges``), else ``system``'s range or its own percentiles."""
+        if not self.system_ranges:
+            return self.normalise
+        known = ", ".join(sorted(self.system_ranges))
+        if not system:
+            raise InputError(
+                None,
+                "G was trained with system_normalisation: pass the input's microscope system, params={'system': "
+                f"'<name>'}} (G's systems: {known}; another is mapped by the input's own percentiles)",
+            )
+        if system in self.system_ranges:
+            return RobustNormalised("image", intensity_range=self.system_ranges[system])
+        logger.info(
+            f"system {system} is not among the systems G was trained on ({known}): mapped by its own percentiles"
+        )
+        return self.normalise
 
 
 def requirements() -> list[str]:
@@ -252,14 +290,17 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
         (Path(tmp) / SETTINGS).write_text(json.dumps(dict(settings), indent=2))
         shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
         (Path(tmp) / MODEL_CODE[0]).write_text(MODEL_CODE[1])
+        systems = sorted(settings.get("system_ranges") or {})
+        example = input_example(spatial_dims(settings))
         with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(Path(tmp) / MODEL_CODE[0]),  # models from code: nothing pickled
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
-                signature=signature(spatial_dims(settings)),
-                input_example=input_example(spatial_dims(settings)),  # and the type hint: no MLflow warnings
+                signature=signature(spatial_dims(settings), system=bool(systems)),
+                # and the type hint: no MLflow warnings; a G trained per system is shown its first system's
+                input_example=(example, {"system": systems[0]}) if systems else example,
                 pip_requirements=requirements(),
             )
 
@@ -342,7 +383,10 @@ class RegisterGenerator:
     Args:
         network_args: the generator's arguments (as in ``network_def``): ``networks.Generator3D``'s for G_S.
         inference: the logged model's ``intensity_lower``, ``intensity_upper``, ``sw_roi_size``,
-            ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode`` and ``sw_tiling`` (as inference.yaml).
+            ``sw_batch_size``, ``sw_overlap``, ``sw_overlap_px``, ``sw_mode`` and ``sw_tiling`` (as inference.yaml);
+            the paired G's ``system_ranges`` ({system: (lo, hi)} with system_normalisation, else null).
+            ``settings`` (these with ``builder`` and ``network_args``) is what ``handlers.ExportGenerator`` writes
+            beside the weights file too.
         model_path: G_S's weights file written by training (models/model.pt).
         mlflow_handler: the trainer's MONAI MLFlowHandler (its run gets the model).
         tracking_uri: the config's tracking store (``MLFLOW_TRACKING_URI`` wins when set).
@@ -513,6 +557,35 @@ def _logged_settings(source: str, folder: str) -> dict | None:
         return None
 
 
+@contextmanager
+def _registered_version(model_uri: str, tracking_uri: str | None):
+    """(the store's URI, the ModelVersion ``model_uri`` names), the store on for the block. InputError naming the URI
+    for a store that is missing or cannot be reached, a bad URI, an unknown model, alias or version."""
+    uri = tracking_uri_in_use(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise InputError(
+            model_uri,
+            f"no MLflow store at {uri}: train first, or set --tracking_uri (evaluations: --model_tracking_uri) "
+            "to the model's store",
+        )
+    problem = unreachable(uri)
+    if problem is not None:
+        raise InputError(model_uri, f"the MLflow tracking server {uri} cannot be reached ({problem})")
+    with _tracking(uri) as client:
+        yield uri, _model_version(client, model_uri, uri)
+
+
+def _artifact(model_uri: str, found, name: str, folder: str, what: str) -> str:
+    """The logged model's artifact ``name`` of version ``found``, downloaded into ``folder``; InputError naming
+    ``model_uri`` when the version holds none (``what`` it should be)."""
+    try:
+        return mlflow.artifacts.download_artifacts(
+            f"models:/{found.name}/{found.version}/artifacts/{name}", dst_path=folder
+        )
+    except Exception as e:  # noqa: BLE001 - a version without it is bad input
+        raise InputError(model_uri, f"version {found.version} holds no {what} ({_first_line(e)})") from e
+
+
 def load_generator(
     network_def: torch.nn.Module,
     model_path: str | Path | None = None,
@@ -535,34 +608,31 @@ def load_generator(
         if model_path is None:
             raise InputError(None, "no weights: set --model_path or --model_uri")
         return load_weights(network_def, model_path, device)
-    uri = tracking_uri_in_use(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise InputError(
-            model_uri,
-            f"no MLflow store at {uri}: train first, or set --tracking_uri (evaluations: --model_tracking_uri) "
-            "to the model's store",
+    with _registered_version(model_uri, tracking_uri) as (uri, found), tempfile.TemporaryDirectory() as tmp:
+        _check_kind(
+            network_def, _logged_settings(f"models:/{found.name}/{found.version}", tmp), model_uri, found.version
         )
-    problem = unreachable(uri)
-    if problem is not None:
-        raise InputError(model_uri, f"the MLflow tracking server {uri} cannot be reached ({problem})")
-    with _tracking(uri) as client:
-        found = _model_version(client, model_uri, uri)
-        source = f"models:/{found.name}/{found.version}"
-        with tempfile.TemporaryDirectory() as tmp:
-            _check_kind(network_def, _logged_settings(source, tmp), model_uri, found.version)
-            _check_task(client, found, task, model_uri)
-            try:
-                weights = mlflow.artifacts.download_artifacts(f"{source}/artifacts/{WEIGHTS}", dst_path=tmp)
-            except Exception as e:  # noqa: BLE001 - a version without a generator's weights is bad input
-                raise InputError(
-                    model_uri, f"version {found.version} holds no generator weights ({_first_line(e)})"
-                ) from e
-            try:
-                network = load_weights(network_def, weights, device)
-            except InputError as e:
-                raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
+        _check_task(mlflow.MlflowClient(uri), found, task, model_uri)
+        weights = _artifact(model_uri, found, WEIGHTS, tmp, "generator weights")
+        try:
+            network = load_weights(network_def, weights, device)
+        except InputError as e:
+            raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
     logger.info(f"weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
     return network
+
+
+def trained_settings(
+    model_path: str | Path | None = None, model_uri: str | None = None, tracking_uri: str | None = None
+) -> dict:
+    """How the generator that ``load_generator`` loads was trained to be applied: the settings of the registered
+    version ``model_uri`` (its settings.json, as ``ZStackEnhancer`` reads them), else those training wrote beside the
+    weights file ``model_path`` (``inference.sliding_window.read_settings``); {} where there are none (weights written
+    before them). For the paired G: ``system_ranges``, its training inputs' ranges per system, or null."""
+    if not model_uri:
+        return {} if model_path is None else read_settings(model_path)
+    with _registered_version(model_uri, tracking_uri) as (_, found), tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(_artifact(model_uri, found, SETTINGS, tmp, SETTINGS)).read_text())
 
 
 def load_models(
