@@ -8,7 +8,8 @@ from monai.bundle import ConfigParser
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 SHARED = [
     "architecture", "g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode",
-    "g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip", "generator_args", "network_def",
+    "g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip", "g_focal_gate", "generator_args",
+    "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "bundle_root",
     "dataset_dir",
 ]  # fmt: skip
@@ -45,8 +46,10 @@ def test_configs_define_the_ids_workflows_expect(name, ids):
 def test_network_def_builds_the_generator():
     parser = ConfigParser(load("inference.yaml"))
     network = parser.get_parsed_content("network_def")
-    # the fidelity study's G_S: residual, sub-pixel, focal guide, batch norm, its correction over the focal transfer
+    # the fidelity study's G_S: residual, sub-pixel, focal guide, batch norm, its correction over the focal transfer,
+    # weighed by each plane's defocus
     assert network.residual and network.focus_guide and network.focal_skip
+    assert type(network.base).__name__ == "_GatedFocalTransfer"
     assert sum(p.numel() for p in network.parameters()) == 1_959_041
 
 

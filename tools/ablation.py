@@ -52,6 +52,7 @@ PAPER = {  # every key a variant changes, at the value train.yaml had before thi
     "optical_domain": "absorbance",
     "g_norm": "instance",
     "g_focal_skip": False,
+    "g_focal_gate": False,
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("the paper's losses and networks (train.yaml before this study)", PAPER),
@@ -160,13 +161,18 @@ VARIANTS["optical_focal30_guide_bn_transfer_lowpass"] = (
     "in low-pass SSIM?)",
     {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "lambda_lowpass": 10},
 )
+VARIANTS["optical_focal30_guide_bn_transfer_lowpass_gate"] = (
+    "optical_focal30_guide_bn_transfer_lowpass with the correction weighed by each plane's defocus, none within the "
+    "depth of field (round 7: are the in-focus planes then never worse than the input?)",
+    {**VARIANTS["optical_focal30_guide_bn_transfer_lowpass"][1], "g_focal_gate": True},
+)
 VARIANTS["optical_guide_bn_transfer"] = (
     "optical_focal30_guide_bn_transfer without the focal-detail prior (does the focal transfer make it redundant?)",
     {**VARIANTS["optical_focal30_guide_bn_transfer"][1], "lambda_focal_detail": 0},
 )
 
 ARCHITECTURE = ("g_channels", "g_downsamplings", "g_residual_blocks", "g_first_kernel", "g_norm", "g_padding_mode")
-ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip")
+ARCHITECTURE += ("g_upsampling", "g_residual", "g_focus_guide", "g_focal_skip", "g_focal_gate")
 REFERENCE = "reference"  # the evaluation of the non-learned reference methods
 
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    nets = {"skip": default_generator().eval(), "plain": default_generator(focal_skip=False).eval()}
+    nets = {"skip": default_generator().eval(), "plain": default_generator(focal_skip=False, focal_gate=False).eval()}
     print("| window (xy) | G_S with the focal skip | without | focal transfer alone | its share |")
     print("|---|---|---|---|---|")
     defocus = torch.tensor(FOCAL_DEFOCUS)

@@ -88,7 +88,7 @@ def compare_tilings(
     ``weights`` (the configs' default architecture otherwise); the last row is the truth's seam index."""
     stack, truth, _ = simulate_stack(np.random.default_rng(5), size=size)
     if weights is None:
-        g_s = window_independent_g_s(stack, **{"residual": False, "focal_skip": False, **g_s_args})
+        g_s = window_independent_g_s(stack, **{"residual": False, "focal_skip": False, "focal_gate": False, **g_s_args})
     else:
         g_s = load_weights(default_generator(**{"norm": "batch", **g_s_args}), weights).eval()
     halo = halo_width("auto", g_s)

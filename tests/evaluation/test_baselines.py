@@ -205,7 +205,7 @@ def test_focal_detail_restores_a_thin_specimens_planes_and_keeps_the_focal_one()
 
 
 def test_focal_transfer_baseline_is_the_focal_skip_generators_base():
-    from scripts.nets.networks import focal_plane
+    from scripts.nets.networks import FOCAL_DEFOCUS, focal_plane
     from scripts.nets.networks import focal_transfer as base
 
     stack = defocused(60 + 100 * texture((40, 36)), 9, 3) + 20 * texture((9, 40, 36), seed=1)
@@ -213,5 +213,5 @@ def test_focal_transfer_baseline_is_the_focal_skip_generators_base():
     assert out.shape == stack.shape and out.dtype == np.float32
     x = torch.from_numpy(stack.astype(np.float32))[None, None]
     assert int(focal_plane(x)) == 3
-    np.testing.assert_array_equal(out, base(x, torch.tensor([3]), torch.tensor([0.45, 0.29]))[0, 0].numpy())
+    np.testing.assert_array_equal(out, base(x, torch.tensor([3]), torch.tensor(FOCAL_DEFOCUS))[0, 0].numpy())
     np.testing.assert_array_equal(out[3], stack[3].astype(np.float32))

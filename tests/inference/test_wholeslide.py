@@ -509,7 +509,8 @@ def test_bundle_cli_enhances_a_whole_slide(guided, stack, tmp_path):
         "--input_path", str(source.parent), "--output_dir", str(tmp_path / "out"),
         "--model_path", str(tmp_path / "model.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
         "--g_upsampling", "transpose", "--g_residual", "False", "--g_focal_skip", "False",  # the fixture's layout
-        "--sw_roi_size", "[-1, 32, 32]", "--sw_batch_size", "4", "--tile_size", "32", "--output_format", "ome-tiff",
+        "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--sw_batch_size", "4", "--tile_size", "32",
+        "--output_format", "ome-tiff",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -539,7 +540,8 @@ def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(guided, stack, tmp_path
         sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
         "--input_path", str(source), "--output_dir", str(tmp_path / "out"), "--model_path", str(tmp_path / "model.pt"),
         "--g_channels", "4", "--g_residual_blocks", "1", "--g_upsampling", "transpose", "--g_residual", "False",
-        "--g_focal_skip", "False", "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32", "--compile", "False",
+        "--g_focal_skip", "False", "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32",
+        "--compile", "False",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -34,10 +34,12 @@ def test_every_constructor_option_is_a_key_with_the_constructors_default_or_the_
     assert DEFAULTS == {
         "g_channels": 16, "g_downsamplings": 2, "g_residual_blocks": 6, "g_first_kernel": 5, "g_norm": "batch",
         "g_padding_mode": "replicate", "g_upsampling": "pixelshuffle", "g_residual": True, "g_focus_guide": True,
-        "g_focal_skip": True,
+        "g_focal_skip": True, "g_focal_gate": True,
         "d_channels": 32, "d_layers": 3, "d_norm": "instance",
     }  # fmt: skip
-    assert set(STUDY_DEFAULTS) == {"g_upsampling", "g_residual", "g_focus_guide", "g_norm", "g_focal_skip", "d_layers"}
+    assert set(STUDY_DEFAULTS) == {
+        "g_upsampling", "g_residual", "g_focus_guide", "g_norm", "g_focal_skip", "g_focal_gate", "d_layers"
+    }  # fmt: skip
 
 
 def test_configs_pass_the_keys_in_the_helpers_order():
@@ -60,7 +62,8 @@ def test_configs_pass_the_keys_in_the_helpers_order():
          "g_padding_mode": "zeros", "g_upsampling": "pixelshuffle", "g_residual": True,
          "d_channels": 8, "d_layers": 3, "d_norm": "none"},
         {"g_channels": 4, "g_residual_blocks": 1, "g_focus_guide": True},
-        {"g_channels": 4, "g_residual_blocks": 1, "g_focus_guide": False, "g_focal_skip": False},
+        {"g_channels": 4, "g_residual_blocks": 1, "g_focus_guide": False, "g_focal_skip": False, "g_focal_gate": False},
+        {"g_channels": 4, "g_residual_blocks": 1, "g_focal_gate": False},
     ],
 )  # fmt: skip
 def test_train_inference_evaluate_and_registration_build_the_same_networks(overrides):
@@ -79,7 +82,7 @@ def test_train_inference_evaluate_and_registration_build_the_same_networks(overr
     for p in others:
         assert p.get_parsed_content("generator_args") == expected
     g_b = train.get_parsed_content("g_b_generator")  # the paper's G_B: G_S's architecture, never focus-guided
-    plain = {**expected, "focus_guide": False, "focal_skip": False}
+    plain = {**expected, "focus_guide": False, "focal_skip": False, "focal_gate": False}
     assert layout(g_b) == layout(Generator3D(**plain)) and not g_b.focus_guide and not g_b.focal_skip
     assert isinstance(train.get_parsed_content("g_b_def"), OpticalBlur)  # the default G_B: g_b_kind optical
     d_expected = {DISCRIMINATOR_KEYS[k]: v for k, v in {**DEFAULTS, **overrides}.items() if k in DISCRIMINATOR_KEYS}
@@ -94,7 +97,7 @@ def test_generator_args_wants_every_key():
 
 
 def test_g_residual_from_the_command_line_is_a_real_flag():
-    values = [{**DEFAULTS, "g_focal_skip": False}[k] for k in GENERATOR_KEYS]
+    values = [{**DEFAULTS, "g_focal_skip": False, "g_focal_gate": False}[k] for k in GENERATOR_KEYS]
     position = list(GENERATOR_KEYS).index("g_residual")
     for given, expected in (("false", False), ("False", False), ("true", True), (True, True)):
         values[position] = given
@@ -110,4 +113,7 @@ def test_focal_skip_without_its_guide_or_residual_output_names_the_keys():
         wrong = {**values, key: "false"}
         with pytest.raises(ValueError, match=f"--g_focal_skip true needs {key} true.*--g_focal_skip false"):
             generator_args(*[wrong[k] for k in GENERATOR_KEYS])
-    assert generator_args(*[{**values, "g_focus_guide": False, "g_focal_skip": False}[k] for k in GENERATOR_KEYS])
+    plain = {**values, "g_focus_guide": False, "g_focal_skip": False, "g_focal_gate": False}
+    assert generator_args(*[plain[k] for k in GENERATOR_KEYS])
+    with pytest.raises(ValueError, match="--g_focal_gate true needs --g_focal_skip true.*--g_focal_gate false"):
+        generator_args(*[{**values, "g_focal_skip": "false"}[k] for k in GENERATOR_KEYS])

@@ -273,6 +273,62 @@ def test_focal_transfer_mixes_each_frequency_by_what_defocus_kept_and_keeps_each
     assert torch.allclose(focal_transfer(pixel, torch.tensor([focus]), torch.tensor([sigma0, k])), pixel, atol=1e-7)
 
 
+def test_a_negative_sigma0_is_a_depth_of_field_whose_planes_come_out_as_they_are():
+    from scripts.nets.networks import FOCAL_DEFOCUS, focal_sigma, focal_transfer
+
+    d = torch.arange(-8.0, 9.0)
+    sigma = focal_sigma(d, torch.tensor([-1.05, 0.35]))  # a depth of field of 3 planes each side
+    assert torch.equal(sigma[5:12], torch.zeros(7)) and torch.all(sigma[:5] > 0) and torch.all(sigma[12:] > 0)
+    assert torch.allclose(sigma, 0.35 * (d**2 - 9).clamp(min=0).sqrt())
+    assert sigma[0] < 0.35 * 8 and torch.equal(sigma, sigma.flip(0))  # below k |d|, the same either side
+    fitted = focal_sigma(d, torch.tensor([0.45, 0.29]))  # sigma0 >= 0: the focal plane's own blur, as before
+    assert torch.allclose(fitted, torch.sqrt(0.45**2 + (0.29 * d) ** 2))
+    x = torch.rand(2, 1, 15, 20, 18) * 2 - 1
+    focus = torch.tensor([7, 3])
+    out = focal_transfer(x, focus, torch.tensor(FOCAL_DEFOCUS))
+    assert FOCAL_DEFOCUS[0] < 0
+    dof = round(-FOCAL_DEFOCUS[0] / FOCAL_DEFOCUS[1])
+    for b in range(2):
+        near = slice(max(0, int(focus[b]) - dof), int(focus[b]) + dof + 1)
+        assert torch.allclose(out[b, :, near], x[b, :, near], atol=1e-6)  # within the depth of field: as they are
+        assert (out[b, :, int(focus[b]) + dof + 2] - x[b, :, int(focus[b]) + dof + 2]).abs().max() > 0.1
+
+
+def test_focal_gate_leaves_the_planes_within_the_depth_of_field_as_they_are_and_keeps_its_kind():
+    from scripts.nets.networks import FOCAL_DEFOCUS, focal_sigma, focal_transfer
+
+    torch.manual_seed(0)
+    args = dict(channels=4, n_residual_blocks=1, residual=True, focus_guide=True, focal_skip=True, norm="batch")
+    gated, ungated = Generator3D(**args, focal_gate=True).eval(), Generator3D(**args).eval()
+    with torch.no_grad():
+        for p in gated.parameters():  # a trained-looking correction, not the zero one training starts from
+            p.normal_(0, 0.1)
+    ungated.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "base.gate"})
+    x = torch.rand(2, 1, 15, 16, 12) * 2 - 1
+    focus = torch.tensor([7, 3])
+    with torch.no_grad():
+        out, free = gated(x, focus=focus), ungated(x, focus=focus)
+        base = focal_transfer(x, focus, torch.tensor(FOCAL_DEFOCUS))
+        assert torch.equal(torch.jit.script(gated)(x, focus=focus), out)  # exported as it runs
+    d = (torch.arange(15).view(1, 15) - focus.view(2, 1)).float()
+    weight = 1 - torch.exp(-0.5 * focal_sigma(d, torch.tensor(FOCAL_DEFOCUS)) ** 2)
+    expected = base + (free - base) * weight.view(2, 1, 15, 1, 1)  # the ungated correction, weighed per plane
+    assert torch.allclose(out, expected, atol=1e-6)
+    for b in range(2):
+        near = slice(max(0, int(focus[b]) - 3), int(focus[b]) + 4)  # FOCAL_DEFOCUS's depth of field: 3 planes
+        assert torch.allclose(out[b, :, near], x[b, :, near], atol=1e-6)
+        assert not torch.allclose(free[b, :, near], x[b, :, near], atol=1e-3)  # ungated, the correction acts there
+    assert (
+        0.34 < float(weight[0, 11]) < 0.35 and 0.91 < float(weight[0, 0]) < 0.92
+    )  # sigma 0.93 px at 4 planes, 2.2 at 7
+    with pytest.raises(RuntimeError, match="base.gate"):
+        ungated.load_state_dict(gated.state_dict())
+    with pytest.raises(RuntimeError, match="base.gate"):
+        gated.load_state_dict(ungated.state_dict())
+    with pytest.raises(ValueError, match="focal_gate .* needs focal_skip"):
+        Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True, focal_gate=True)
+
+
 def test_focal_skip_generator_starts_as_focal_transfer_scripts_and_keeps_its_kind():
     from scripts.nets.networks import FOCAL_DEFOCUS, focal_plane, focal_transfer
 
@@ -288,7 +344,7 @@ def test_focal_skip_generator_starts_as_focal_transfer_scripts_and_keeps_its_kin
         assert torch.equal(
             g(x, focus=given), focal_transfer(x, given, torch.tensor(FOCAL_DEFOCUS))
         )  # a plane found over the whole stack
-    assert torch.equal(g.state_dict()["base.defocus"], torch.tensor([0.45, 0.29]))
+    assert torch.equal(g.state_dict()["base.defocus"], torch.tensor(FOCAL_DEFOCUS))
     guided = Generator3D(channels=4, n_residual_blocks=1, residual=True, focus_guide=True)
     with pytest.raises(RuntimeError, match="base.defocus"):
         guided.load_state_dict(g.state_dict())
@@ -398,8 +454,8 @@ def test_conditioned_critic_scores_each_sample_with_its_condition():
 
 
 def test_shipped_weights_give_what_they_gave_when_they_were_shipped():
-    """models/model.pt (0.7.0, focal skip) through today's network code: the output sum recorded for this input
-    when these weights were shipped, so that a change of the network code that alters their output is seen."""
+    """models/model.pt (0.8.0: focal skip, depth-of-field gate) through today's network code: the output sum
+    recorded for this input when these weights were shipped, so that a code change that alters it is seen."""
     from pathlib import Path
 
     from scripts.nets.architecture import default_generator
@@ -408,7 +464,7 @@ def test_shipped_weights_give_what_they_gave_when_they_were_shipped():
     g.load_state_dict(torch.load(Path(__file__).parents[2] / "bundle" / "models" / "model.pt", weights_only=True))
     with torch.no_grad():
         y = g.eval()(torch.rand(1, 1, 5, 16, 16, generator=torch.Generator().manual_seed(2)))
-    assert y.double().sum().item() == pytest.approx(631.5743391243741, rel=1e-5)
+    assert y.double().sum().item() == pytest.approx(626.9811063483357, rel=1e-5)
 
 
 def _trained_batch_norms(g: Generator3D) -> Generator3D:

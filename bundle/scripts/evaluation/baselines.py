@@ -45,9 +45,8 @@ __all__ = [
 ]
 
 #: Gaussian defocus sigma per plane from focus (px/plane) of :func:`focal_detail`: the real brain stacks'
-#: (``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md), the k of
-#: :func:`focal_transfer`'s defocus law
-DEFOCUS_K = networks.FOCAL_DEFOCUS[1]
+#: (``tools/defocus_from_stacks.py`` measured 0.271 above focus and 0.298 below; docs/results.md)
+DEFOCUS_K = 0.29
 
 #: Smallest transmission I / I0 taken into account (absorbance at most -ln(1e-3) = 6.9).
 TRANSMISSION_FLOOR = 1e-3

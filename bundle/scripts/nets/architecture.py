@@ -22,6 +22,7 @@ key                       constructor argument    meaning
 ``g_residual``            ``residual``            output = input + correction (no tanh)
 ``g_focus_guide``         ``focus_guide``         every plane also sees the focal plane (focal_guide)
 ``g_focal_skip``          ``focal_skip``          output = focal_transfer(input) + correction
+``g_focal_gate``          ``focal_gate``          that correction none within the depth of field
 ``d_channels``            ``channels``            channels of the discriminator's first layer
 ``d_layers``              ``n_layers``            stride-2 layers (inputs need sides >= 2**d_layers)
 ``d_norm``                ``norm``                "instance", "batch" or "none"
@@ -56,6 +57,7 @@ GENERATOR_KEYS = {
     "g_residual": "residual",
     "g_focus_guide": "focus_guide",
     "g_focal_skip": "focal_skip",
+    "g_focal_gate": "focal_gate",
 }
 #: config key -> PatchDiscriminator2D argument, in the order :func:`discriminator_args` takes them
 DISCRIMINATOR_KEYS = {"d_channels": "channels", "d_layers": "n_layers", "d_norm": "norm"}
@@ -71,14 +73,16 @@ def _defaults(cls: type, keys: dict[str, str]) -> dict:
 #: at the start, no tanh), 3-layer discriminators (a receptive field smaller than the 64-px crops), G_S handed
 #: the focal plane at every depth (round 4, with train.yaml's focal-detail prior), batch norms in G_S, whose
 #: running statistics make its output independent of the window (round 5: the same quality, exact halo tiling),
-#: and G_S's correction added to the non-learned focal transfer of its input (round 6: the outer planes as sharp
-#: as the focal plane, with the specimen kept)
+#: G_S's correction added to the non-learned focal transfer of its input (round 6: the outer planes as sharp
+#: as the focal plane, with the specimen kept), and that correction weighed by each plane's defocus, none within
+#: the depth of field (round 7: the in-focus planes come out as they went in)
 STUDY_DEFAULTS = {
     "g_upsampling": "pixelshuffle",
     "g_residual": True,
     "g_focus_guide": True,
     "g_norm": "batch",
     "g_focal_skip": True,
+    "g_focal_gate": True,
     "d_layers": 3,
 }
 
@@ -112,6 +116,10 @@ def generator_args(*values) -> dict:
     args["residual"] = _as_bool("g_residual", args["residual"])
     args["focus_guide"] = _as_bool("g_focus_guide", args["focus_guide"])
     args["focal_skip"] = _as_bool("g_focal_skip", args["focal_skip"])
+    args["focal_gate"] = _as_bool("g_focal_gate", args["focal_gate"])
+    if args["focal_gate"] and not args["focal_skip"]:
+        raise ValueError("--g_focal_gate true needs --g_focal_skip true (it weighs the correction added to the "
+                         "focal transfer): pass --g_focal_gate false with --g_focal_skip false")  # fmt: skip
     for key, needed in (("g_focus_guide", "focus_guide"), ("g_residual", "residual")):
         if args["focal_skip"] and not args[needed]:  # the default G_S adds its correction to the focal transfer
             raise ValueError(f"--g_focal_skip true needs {key} true (the focal transfer is the focal plane's and a "

@@ -30,6 +30,7 @@ __all__ = [
     "box_smooth",
     "focal_guide",
     "focal_plane",
+    "focal_sigma",
     "focal_transfer",
     "focus_guided",
     "init_weights",
@@ -172,6 +173,7 @@ class ResNetGenerator(nn.Module):
         n_conditions: int = 0,
         focus_guide: bool = False,
         focal_skip: bool = False,
+        focal_gate: bool = False,
     ):
         super().__init__()
         if spatial_dims not in _REPLICATION_PADS:
@@ -192,6 +194,8 @@ class ResNetGenerator(nn.Module):
             raise ValueError("focus_guide needs a 3D generator (spatial_dims 3): it guides each plane by the focal one")
         if focal_skip and not (focus_guide and output == "residual"):
             raise ValueError("focal_skip needs a focus-guided residual generator (focus_guide, residual output)")
+        if focal_gate and not focal_skip:
+            raise ValueError("focal_gate weighs the correction added to the focal transfer: it needs focal_skip")
         norm = _norm_arg(norm)
         self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
         self.focus_guide = bool(focus_guide)
@@ -224,7 +228,7 @@ class ResNetGenerator(nn.Module):
         layers.append(last)
         self.residual = output == "residual"
         self.skip = {"residual": _ResidualSkip, "mean": _MeanSkip, "tanh": _NoSkip}[output]()
-        self.base = _FocalTransfer() if focal_skip else _Input()
+        self.base = (_GatedFocalTransfer() if focal_gate else _FocalTransfer()) if focal_skip else _Input()
         self.focal_skip = bool(focal_skip)
         if self.residual:
             _zero_last_conv(last)
@@ -314,7 +318,7 @@ class ResNetGenerator(nn.Module):
             ]
         else:
             out = out[:, :, before[0] : before[0] + sizes[0], before[1] : before[1] + sizes[1]]
-        return self.skip(self.base(x, focus), out)
+        return self.skip(self.base(x, focus), self.base.weigh(out, focus))
 
 
 def _box_sums(a: torch.Tensor) -> torch.Tensor:
@@ -384,16 +388,27 @@ def _gaussian_rows(n: int, sigma: torch.Tensor) -> torch.Tensor:
     return inside + weights[..., :n].sum(dim=-1, keepdim=True) * first + weights[..., 2 * n :].sum(-1, True) * last
 
 
-#: (sigma0 px, k px per plane) of :func:`focal_transfer`'s defocus: the real brain stacks' (docs/results.md)
-FOCAL_DEFOCUS = (0.45, 0.29)
+#: (sigma0 px, k px per plane) of :func:`focal_transfer`'s defocus law. Negative sigma0: the real brain stacks'
+#: depth of field, |sigma0| / k = 3 planes on each side of focus as sharp as it (their focus measure is 0.94-1.01
+#: of the focal plane's there), then a Gaussian that grows to k px per plane (docs/results.md, round 7)
+FOCAL_DEFOCUS = (-1.05, 0.35)
+
+
+def focal_sigma(d: torch.Tensor, defocus: torch.Tensor) -> torch.Tensor:
+    """The defocus sigma (px) of planes ``d`` planes from focus: sqrt(max(0, s + (k d)^2)), s = sigma0 |sigma0| and
+    ``defocus`` = (sigma0, k). sigma0 >= 0 is the focal plane's own blur (sigma0 at focus, :class:`~scripts.nets.
+    optical.OpticalBlur`'s law); sigma0 < 0 a depth of field: sigma 0 (nothing to restore) within |sigma0| / k
+    planes of focus, k sqrt(d^2 - d0^2) beyond, approaching k |d| far from focus."""
+    defocus = defocus.to(device=d.device, dtype=torch.float32)
+    return torch.sqrt((defocus[0] * defocus[0].abs() + (defocus[1] * d) ** 2).clamp(min=0))
 
 
 def focal_transfer(x: torch.Tensor, focus: torch.Tensor, defocus: torch.Tensor) -> torch.Tensor:
     """x (B,C,Z,Y,X) -> each plane z as f + G_z * (x_z - f), f the focal plane (``focus``: B plane indices).
 
-    G_z is the defocus of plane z relative to focus, a Gaussian of sigma_z = sqrt(sigma0^2 + (k d)^2) px at
-    d = z - focus planes (:class:`~scripts.nets.optical.OpticalBlur`'s law), ``defocus`` = (sigma0, k), e.g.
-    ``torch.tensor(FOCAL_DEFOCUS)``. In frequency, with T_z the transfer of G_z, each plane becomes
+    G_z is the defocus of plane z relative to focus, a Gaussian of sigma_z = :func:`focal_sigma` (d, defocus) px
+    at d = z - focus planes, ``defocus`` = (sigma0, k), e.g. ``torch.tensor(FOCAL_DEFOCUS)`` (planes within its
+    depth of field come out as they are). In frequency, with T_z the transfer of G_z, each plane becomes
     (1 - T_z) f + T_z x_z: where its defocus kept a frequency (T_z near 1) the plane's own content, where it
     removed it (T_z near 0) the focal plane's. So the focal plane comes out unchanged, content of a plane's own
     stays as blurred as it was (nothing is invented), and a plane that is the focal plane defocused comes back
@@ -405,9 +420,8 @@ def focal_transfer(x: torch.Tensor, focus: torch.Tensor, defocus: torch.Tensor) 
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     focus = _stack_focus(x, focus)
     sharp = x.gather(2, focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width))
-    defocus = defocus.to(device=x.device, dtype=torch.float32)
     d = (torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
-    sigma = torch.sqrt(defocus[0] ** 2 + (defocus[1] * d) ** 2)  # B, Z
+    sigma = focal_sigma(d, defocus)  # B, Z
     difference = (x - sharp).float()
     blurred = torch.einsum("bzij,bczjx->bczix", _gaussian_rows(height, sigma), difference)
     blurred = torch.einsum("bzij,bczyj->bczyi", _gaussian_rows(width, sigma), blurred)
@@ -453,7 +467,9 @@ class Generator3D(ResNetGenerator):
     ``focal_skip=True`` (with ``focus_guide`` and ``residual``) adds the correction to :func:`focal_transfer` of
     the input instead of the input itself: each plane's low frequencies with the focal plane's high frequencies
     that its defocus removed. Training then starts from that non-learned reference (which keeps the specimen
-    and sharpens every plane: docs/results.md) and learns only what it misses.
+    and sharpens every plane: docs/results.md) and learns only what it misses. ``focal_gate=True`` weighs that
+    correction per plane by 1 - exp(-sigma_z^2 / 2), sigma_z the plane's defocus (:func:`focal_sigma`, px): none
+    within the focal transfer's depth of field, whose planes then come out exactly as they went in.
 
     ``residual=True`` makes the network learn a correction: output = input + r(input), with the last
     convolution zero-initialised so that training starts from the identity (residual learning, as
@@ -483,6 +499,7 @@ class Generator3D(ResNetGenerator):
         residual: bool = False,
         focus_guide: bool = False,
         focal_skip: bool = False,
+        focal_gate: bool = False,
     ):
         if residual and in_channels != out_channels:
             raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
@@ -500,6 +517,7 @@ class Generator3D(ResNetGenerator):
             output="residual" if residual else "tanh",
             focus_guide=focus_guide,
             focal_skip=focal_skip,
+            focal_gate=focal_gate,
         )
 
 
@@ -524,6 +542,10 @@ class _Input(nn.Module):
         """x."""
         return x
 
+    def weigh(self, correction: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+        """The correction as it is."""
+        return correction
+
 
 class _FocalTransfer(nn.Module):
     """What a ``focal_skip`` generator adds its correction to: :func:`focal_transfer` of the input. Its
@@ -537,6 +559,29 @@ class _FocalTransfer(nn.Module):
     def forward(self, x: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
         """focal_transfer(x, focus) (``focus`` None: x's own focal plane)."""
         return focal_transfer(x, _stack_focus(x, focus), self.defocus)
+
+    def weigh(self, correction: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+        """The correction as it is."""
+        return correction
+
+
+class _GatedFocalTransfer(_FocalTransfer):
+    """The focal transfer of a ``focal_gate`` generator, which weighs the correction of plane z by
+    1 - exp(-(sigma_z / gate)^2 / 2), sigma_z its defocus (:func:`focal_sigma`): nothing within the depth of field
+    (sigma 0), 39% at gate = 1 px, 86% at 2 px. Its ``gate`` buffer (px) keeps its weights and an ungated
+    generator's from loading into each other."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gate", torch.ones(()))
+
+    def weigh(self, correction: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
+        """``correction`` (B,C,Z,Y,X) weighed per plane by its distance from ``focus`` (B plane indices)."""
+        focus = _stack_focus(correction, focus)
+        b, depth = correction.shape[0], correction.shape[2]
+        d = (torch.arange(depth, device=correction.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
+        weight = 1 - torch.exp(-0.5 * (focal_sigma(d, self.defocus) / self.gate) ** 2)
+        return correction * weight.view(b, 1, depth, 1, 1).to(correction.dtype)
 
 
 class _MeanSkip(nn.Module):
