@@ -133,3 +133,28 @@ def test_benchmark_focal_transfer_prints_its_share_of_g_s(capsys):
     for row in rows:
         skip, plain, alone, share = (float(c.split()[0].rstrip("%")) for c in row.strip("| ").split(" | ")[1:])
         assert 0 < alone < skip and plain > 0 and 0 < share < 100  # the times are rounded: the share is the exact one
+
+
+def test_depths_above_input_pairs_each_stacks_values_and_gives_the_standard_error(tmp_path):
+    """Depth 1: the method is above the input in every stack (paired mean 1.5, standard error 0.5); depth 0: below."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from ablation_table import depths_above_input
+
+    values = {("input", "a", 0): 20, ("input", "b", 0): 30, ("g", "a", 0): 19, ("g", "b", 0): 29.5}
+    values |= {("input", "a", 1): 20, ("input", "b", 1): 40, ("g", "a", 1): 21, ("g", "b", 1): 42}
+    rows = [
+        {"method": m, "stack": s, "view": "xy", "index": z, "measure": "piqe", "value": v}
+        for (m, s, z), v in values.items()
+    ]
+    rows += [{"method": "g", "stack": "a", "view": "xy", "index": "all", "measure": "piqe", "value": 99.0}]
+    rows += [{"method": "g", "stack": "a", "view": "xy", "index": 0, "measure": "fm", "value": 99.0}]
+    assert depths_above_input({"per_stack": rows}, "g") == [(1, 1.5, 0.5)]
+    assert depths_above_input({"per_stack": rows}, "input") == []
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"methods": ["input", "g"], "per_stack": rows}))
+    run = subprocess.run(
+        [sys.executable, "tools/ablation_table.py", str(metrics)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "g: 1 depths above the input's (1: +1.50 ± 0.50)", run.stderr

@@ -71,6 +71,26 @@ def scores(aggregates, method: str) -> dict:
     }
 
 
+def depths_above_input(data: Mapping, method: str, measure: str = "piqe") -> list[tuple[int, float, float]]:
+    """``(depth, mean difference, its standard error)`` for every xy depth where ``method``'s mean ``measure`` over
+    the stacks of one evaluation (its metrics.json ``data``) is above the input's: per stack the method's value minus
+    the input's at that depth (paired), then the mean over stacks and the standard error of that mean. Issue 15's
+    "no depth whose PIQE is worse than the input's" holds when this is empty; a difference within about two
+    standard errors is not told apart from the stacks' spread."""
+    values: dict[str, dict[tuple[str, int], float]] = {}
+    for r in data["per_stack"]:
+        if r["measure"] == measure and r["view"] == "xy" and r["index"] != "all":
+            values.setdefault(r["method"], {})[(r["stack"], int(r["index"]))] = r["value"]
+    rows = []
+    for depth in sorted({k[1] for k in values["input"]}):
+        keys = [k for k in values["input"] if k[1] == depth]
+        differences = np.array([values[method][k] - values["input"][k] for k in keys])
+        error = differences.std(ddof=1) / np.sqrt(len(keys)) if len(keys) > 1 else float("nan")
+        if differences.mean() > 0:
+            rows.append((depth, float(differences.mean()), float(error)))
+    return rows
+
+
 def write_table(out: Path, names: list[str], variants: Mapping, seconds_per_iteration: Callable) -> Path:
     """``table.md`` and ``table.json`` under ``out``; returns the markdown file's path."""
     rows = []
@@ -176,3 +196,17 @@ def write_views(
     path = out / f"views_{Path(stack_path).stem}.png"
     comparison_png(path, stacks, depths)
     return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    cli = argparse.ArgumentParser(description="the depths where each method's mean xy PIQE is above the input's")
+    cli.add_argument("metrics", nargs="+", help="metrics.json files written by evaluate.yaml")
+    for metrics in cli.parse_args().metrics:
+        data = json.loads(Path(metrics).read_text())
+        for method in data["methods"]:
+            if method != "input":
+                rows = depths_above_input(data, method)
+                shown = ", ".join(f"{d}: {m:+.2f} ± {e:.2f}" for d, m, e in rows)
+                print(f"{method}: {len(rows)} depths above the input's" + (f" ({shown})" if rows else ""))
