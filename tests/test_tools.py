@@ -136,7 +136,8 @@ def test_benchmark_focal_transfer_prints_its_share_of_g_s(capsys):
 
 
 def test_depths_above_input_pairs_each_stacks_values_and_gives_the_standard_error(tmp_path):
-    """Depth 1: the method is above the input in every stack (paired mean 1.5, standard error 0.5); depth 0: below."""
+    """Depth 1: the method is above the input in every stack (paired mean 1.5, standard error 0.5, counted unless
+    the tolerance is larger); depth 0: below."""
     import json
 
     sys.path.insert(0, str(ROOT / "tools"))
@@ -151,6 +152,7 @@ def test_depths_above_input_pairs_each_stacks_values_and_gives_the_standard_erro
     rows += [{"method": "g", "stack": "a", "view": "xy", "index": "all", "measure": "piqe", "value": 99.0}]
     rows += [{"method": "g", "stack": "a", "view": "xy", "index": 0, "measure": "fm", "value": 99.0}]
     assert depths_above_input({"per_stack": rows}, "g") == [(1, 1.5, 0.5)]
+    assert depths_above_input({"per_stack": rows}, "g", tolerance=2) == []
     assert depths_above_input({"per_stack": rows}, "input") == []
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"methods": ["input", "g"], "per_stack": rows}))
