@@ -367,8 +367,7 @@ def focal_guide(x: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Ten
     focus = _stack_focus(x, focus)
     index = focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width)
     sharp = x.gather(2, index).expand(b, c, depth, height, width)
-    planes = torch.arange(depth, device=x.device).view(1, 1, depth, 1, 1)
-    distance = (planes - focus.view(b, 1, 1, 1, 1)).to(x.dtype) / depth
+    distance = _plane_distances(focus, depth).to(x.dtype).view(b, 1, depth, 1, 1) / depth
     return torch.cat([x, sharp, distance.expand(b, 1, depth, height, width)], dim=1)
 
 
@@ -392,6 +391,11 @@ def _gaussian_rows(n: int, sigma: torch.Tensor) -> torch.Tensor:
 #: depth of field, |sigma0| / k = 3 planes on each side of focus as sharp as it (their focus measure is 0.94-1.01
 #: of the focal plane's there), then a Gaussian that grows to k px per plane (docs/results.md, round 7)
 FOCAL_DEFOCUS = (-1.05, 0.35)
+
+
+def _plane_distances(focus: torch.Tensor, depth: int) -> torch.Tensor:
+    """(B, depth) float32: each plane's signed distance z - focus from its volume's focal plane (``focus``: B)."""
+    return (torch.arange(depth, device=focus.device).view(1, depth) - focus.view(-1, 1)).to(torch.float32)
 
 
 def focal_sigma(d: torch.Tensor, defocus: torch.Tensor) -> torch.Tensor:
@@ -420,8 +424,7 @@ def focal_transfer(x: torch.Tensor, focus: torch.Tensor, defocus: torch.Tensor) 
     b, c, depth, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     focus = _stack_focus(x, focus)
     sharp = x.gather(2, focus.view(b, 1, 1, 1, 1).expand(b, c, 1, height, width))
-    d = (torch.arange(depth, device=x.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
-    sigma = focal_sigma(d, defocus)  # B, Z
+    sigma = focal_sigma(_plane_distances(focus, depth), defocus)  # B, Z
     difference = (x - sharp).float()
     blurred = torch.einsum("bzij,bczjx->bczix", _gaussian_rows(height, sigma), difference)
     blurred = torch.einsum("bzij,bczyj->bczyi", _gaussian_rows(width, sigma), blurred)
@@ -568,18 +571,20 @@ class _FocalTransfer(nn.Module):
 class _GatedFocalTransfer(_FocalTransfer):
     """The focal transfer of a ``focal_gate`` generator, which weighs the correction of plane z by
     1 - exp(-(sigma_z / gate)^2 / 2), sigma_z its defocus (:func:`focal_sigma`): nothing within the depth of field
-    (sigma 0), 39% at gate = 1 px, 86% at 2 px. Its ``gate`` buffer (px) keeps its weights and an ungated
-    generator's from loading into each other."""
+    (sigma 0), 39% where sigma_z is ``gate`` (a buffer, 1 px), 86% at twice it. The buffer also keeps its weights
+    and an ungated generator's from loading into each other."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("gate", torch.ones(()))
 
     def weigh(self, correction: torch.Tensor, focus: torch.Tensor | None) -> torch.Tensor:
-        """``correction`` (B,C,Z,Y,X) weighed per plane by its distance from ``focus`` (B plane indices)."""
-        focus = _stack_focus(correction, focus)
+        """``correction`` (B,C,Z,Y,X) weighed per plane by its distance from ``focus`` (B plane indices, those the
+        generator found or was given: a correction has no focal plane of its own)."""
+        if focus is None:
+            raise ValueError("the focal gate needs the stack's focal plane")
         b, depth = correction.shape[0], correction.shape[2]
-        d = (torch.arange(depth, device=correction.device).view(1, depth) - focus.view(b, 1)).to(torch.float32)
+        d = _plane_distances(focus.to(correction.device).reshape(-1).expand(b), depth)
         weight = 1 - torch.exp(-0.5 * (focal_sigma(d, self.defocus) / self.gate) ** 2)
         return correction * weight.view(b, 1, depth, 1, 1).to(correction.dtype)
 
