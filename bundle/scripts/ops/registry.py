@@ -547,13 +547,11 @@ def _check_task(client: mlflow.MlflowClient, found, task: str | None, model_uri:
         )
 
 
-def _logged_settings(source: str, folder: str) -> dict | None:
-    """The settings.json a registered version logged with its weights, or None (a version logged otherwise)."""
+def _logged_settings(model_uri: str, found, folder: str) -> dict | None:
+    """The settings.json version ``found`` logged with its weights, or None (a version logged otherwise)."""
     try:
-        return json.loads(
-            Path(mlflow.artifacts.download_artifacts(f"{source}/artifacts/{SETTINGS}", dst_path=folder)).read_text()
-        )
-    except Exception:  # noqa: BLE001 - no readable settings: nothing recorded about its kind
+        return json.loads(Path(_artifact(model_uri, found, SETTINGS, folder, SETTINGS)).read_text())
+    except (InputError, ValueError):  # no readable settings: nothing recorded about its kind
         return None
 
 
@@ -609,9 +607,7 @@ def load_generator(
             raise InputError(None, "no weights: set --model_path or --model_uri")
         return load_weights(network_def, model_path, device)
     with _registered_version(model_uri, tracking_uri) as (uri, found), tempfile.TemporaryDirectory() as tmp:
-        _check_kind(
-            network_def, _logged_settings(f"models:/{found.name}/{found.version}", tmp), model_uri, found.version
-        )
+        _check_kind(network_def, _logged_settings(model_uri, found, tmp), model_uri, found.version)
         _check_task(mlflow.MlflowClient(uri), found, task, model_uri)
         weights = _artifact(model_uri, found, WEIGHTS, tmp, "generator weights")
         try:
