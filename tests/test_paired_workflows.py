@@ -155,10 +155,11 @@ def test_system_normalisation_refuses_files_without_a_system_label(dataset, tmp_
     assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
-def test_a_g_trained_per_system_takes_its_ranges_to_inference(dataset, tmp_path):
+def test_a_g_trained_per_system_takes_its_ranges_to_inference(dataset, trained, tmp_path):
     """--system_normalisation True: the training split's ranges go with G, beside the weights file and in the
     registered model, and paired_inference.yaml applies G with them from either (an unseen system, C, by its own
-    inputs, said in one line); an input without a system label is one clear line, and nothing is written."""
+    inputs, said in one line), as paired_evaluate.yaml does (which refuses an L1-only generator trained without them);
+    an input without a system label is one clear line, and nothing is written."""
     result = train(dataset, tmp_path, "--max_epochs", "1", "--val_interval", "1", "--system_normalisation", "True")
     assert result.returncode == 0, result.stderr[-3000:]
     train_split = split_by_image(paired_datalist(dataset), 0.1, 0.2, 0, ["A_", "B_"])[0]
@@ -178,6 +179,17 @@ def test_a_g_trained_per_system_takes_its_ranges_to_inference(dataset, tmp_path)
         assert "system C is not among the systems G was trained on (A, B)" in result.stdout + result.stderr
         outputs[source[0]] = {f.name: read_image(f)[0] for f in sorted(out.iterdir())}
     assert len(outputs["--model_path"]) == 12 and outputs["--model_path"].keys() == outputs["--model_uri"].keys()
+    args = ["--dataset_dir", str(dataset), "--rl_iterations", "0", "--model_path", str(tmp_path / "paired.pt")]
+    result = bundle_run(
+        "evaluate", "paired_evaluate.yaml", *args, "--output_dir", str(tmp_path / "ev"), *TINY_NET, *SYSTEMS
+    )
+    assert result.returncode == 0, result.stderr[-3000:]  # the evaluation too maps inputs by the ranges stored with G
+    assert "inputs mapped by their systems' intensity ranges, as G was trained" in result.stdout + result.stderr
+    assert "system C is not among the systems G was trained on (A, B)" in result.stdout + result.stderr
+    other = ["--l1_model_path", str(trained / "paired.pt"), "--output_dir", str(tmp_path / "refused_l1")]
+    result = bundle_run("evaluate", "paired_evaluate.yaml", *args, *other, *TINY_NET, *SYSTEMS)
+    _expect_clean_failure(result, "paired.pt: was trained with other per-system intensity ranges than")
+    assert result.returncode == 2 and not (tmp_path / "refused_l1").exists()
     for name, image in outputs["--model_path"].items():
         np.testing.assert_array_equal(image, outputs["--model_uri"][name], err_msg=name)
     (tmp_path / "unlabelled").mkdir()

@@ -127,3 +127,19 @@ def test_inference_maps_by_the_stored_ranges_and_an_unseen_system_by_its_own_inp
     with pytest.raises(InputError, match="cell.tif: has no system label .*G's systems: A, B") as raised:
         inference_system_ranges(trained, [*items, item("cell.tif", range(16))], None)
     assert raised.value.path == str(tmp_path / "cell.tif")
+
+
+def test_a_baseline_evaluated_beside_g_must_share_its_ranges():
+    """paired_evaluate.yaml maps each input once for G and the L1-only generator: one trained with other per-system
+    ranges (or none where G has them) is refused, naming its file; none on either side (or no settings file) passes."""
+    from scripts.data.pairs import check_same_system_ranges
+
+    g = {"system_ranges": {"A": [0.0, 115.0], "B": [3.0, 40.0]}}
+    check_same_system_ranges(g, {"l1.pt": {"system_ranges": {"A": [0.0, 115.0], "B": [3.0, 40.0]}}})
+    check_same_system_ranges({}, {"l1.pt": {"system_ranges": None}})  # both mapped per image
+    for other in ({}, {"system_ranges": {"A": [0.0, 115.0]}}):
+        with pytest.raises(
+            InputError, match="^l1.pt: was trained with other per-system intensity ranges than paired.pt"
+        ) as e:
+            check_same_system_ranges(g, {"l1.pt": other}, model="paired.pt")
+        assert e.value.path == "l1.pt"

@@ -30,7 +30,14 @@ from scripts.data.transforms import percentile_range
 from scripts.errors import InputError
 from skimage.registration import phase_cross_correlation
 
-__all__ = ["inference_system_ranges", "misregistration", "paired_datalist", "split_by_image", "system_intensity_ranges"]
+__all__ = [
+    "check_same_system_ranges",
+    "inference_system_ranges",
+    "misregistration",
+    "paired_datalist",
+    "split_by_image",
+    "system_intensity_ranges",
+]
 
 logger = logging.getLogger("zsegan")
 
@@ -206,3 +213,16 @@ def inference_system_ranges(
     ranges = system_intensity_ranges((), items, lower, upper, ndim, known=stored, hint=hint)
     logger.info(f"inputs mapped by their systems' intensity ranges, as G was trained (system_normalisation): {ranges}")
     return ranges
+
+
+def check_same_system_ranges(settings: Mapping, others: Mapping[str, Mapping], model: str = "G") -> None:
+    """InputError naming the model when a generator evaluated beside G (``others``: its file or URI → its trained
+    settings) was trained with other per-system ranges than G (``settings``): one mapping serves them all, so a
+    baseline trained otherwise would be scored on inputs it was not trained for."""
+    for name, other in others.items():
+        if other.get("system_ranges") != settings.get("system_ranges"):
+            raise InputError(
+                name,
+                f"was trained with other per-system intensity ranges than {model} (system_normalisation differs, or "
+                "another split): train both with the same switch and data, as the evaluation maps inputs once for both",
+            )
