@@ -465,8 +465,8 @@ def test_an_empty_registered_model_name_logs_g_s_without_registering_it(dataset,
     args = train_args(dataset, tmp_path, *SHORT, "--registered_model_name", "")
     result = bundle_run("training", "train.yaml", *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "G_S logged as an MLflow model" in result.stderr + result.stdout
-    assert "registered G_S" not in result.stderr + result.stdout
+    assert "the generator logged as an MLflow model" in result.stderr + result.stdout
+    assert "registered the generator" not in result.stderr + result.stdout
     assert not mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db")).search_registered_models()
 
 
@@ -475,7 +475,7 @@ def test_a_finished_training_run_again_registers_no_duplicate(dataset, tmp_path)
     for _ in range(2):
         result = bundle_run("training", "train.yaml", *args)
         assert result.returncode == 0, result.stderr[-3000:]
-    assert "G_S's weights are registered already, as model 'rerun' version 1" in result.stderr + result.stdout
+    assert "these weights are registered already, as model 'rerun' version 1" in result.stderr + result.stdout
     client = mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db"))
     assert [str(v.version) for v in client.search_model_versions("name='rerun'")] == ["1"]
     assert str(client.get_model_version_by_alias("rerun", "champion").version) == "1"

@@ -334,11 +334,11 @@ def register_generator(
         if digest is not None:
             same = [v for v in client.search_model_versions(f"name={name!r}") if v.tags.get(WEIGHTS_TAG) == digest]
             if same:
-                logger.info(f"G_S's weights are registered already, as model {name!r} version {same[0].version}")
+                logger.info(f"these weights are registered already, as model {name!r} version {same[0].version}")
                 return same[0]
         new = mlflow.register_model(model_uri, name, tags=tags)
         scored = f"{score_name} {score:.6g}" if score is not None else f"no {score_name}"
-        logger.info(f"registered G_S as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
+        logger.info(f"registered the generator as model {name!r} version {new.version} ({scored}) in {tracking_uri}")
         if not alias:
             return new
         holder = _alias_holder(client, name, alias)
@@ -440,7 +440,7 @@ class RegisterGenerator:
         try:
             self._check_settings(trainer)
             info = log_generator(self.model_path, self.settings, run_id, uri)
-            logger.info(f"G_S logged as an MLflow model: {info.model_uri} (run {run_id})")
+            logger.info(f"the generator logged as an MLflow model: {info.model_uri} (run {run_id})")
             new = None
             if self.registered_model_name:
                 better = getattr(self.validator, "metric_cmp_fn", lambda current, best: current > best)
