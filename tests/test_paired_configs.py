@@ -180,3 +180,17 @@ def test_the_shipped_paired_generators_bring_an_unseen_pair_closer_to_its_confoc
     before = compare(unit_range(read_image(tmp_path / "pair" / "widefield" / "C_00000.tif")[0]), target)
     after = compare(unit_range(read_image(output)[0]), target)
     assert after["psnr"] > before["psnr"] + 3.0 and after["ssim"] > before["ssim"], (before, after)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_u_residual_must_be_a_boolean_not_the_string_false(name):
+    """`--u_residual false` arrives as the string "false", which G would take as true (a skip the user turned off):
+    every paired config refuses it with one line naming the key, and takes True/False."""
+    from scripts.ops.cli import check_values
+
+    parser = ConfigParser(load(name))
+    parser.update({"u_residual": "false"})
+    with pytest.raises(InputError, match=r"^--u_residual 'false': must be True or False$"):
+        check_values(parser)
+    parser.update({"u_residual": False})
+    check_values(parser)
