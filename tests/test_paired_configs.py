@@ -194,3 +194,18 @@ def test_u_residual_must_be_a_boolean_not_the_string_false(name):
         check_values(parser)
     parser.update({"u_residual": False})
     check_values(parser)
+
+
+def test_init_gain_from_the_command_line_is_a_positive_number():
+    """`--init_gain null` arrives as the string "null" (and `None` is dropped by MONAI's command line): refused with
+    one line that says how to get PyTorch's default initialisation; null in a config file passes."""
+    from scripts.ops.cli import check_values
+
+    parser = ConfigParser(load("paired_train.yaml"))
+    for value in ("null", 0, -0.02):
+        parser.update({"init_gain": value})
+        with pytest.raises(InputError, match=r"^--init_gain .*: must be a number > 0 \(PyTorch's default"):
+            check_values(parser)
+    for value in (None, 0.02):
+        parser.update({"init_gain": value})
+        check_values(parser)

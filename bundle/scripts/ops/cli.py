@@ -79,6 +79,11 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ),
     (("max_shift_px",), "null or a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
     (
+        ("init_gain",),
+        "a number > 0 (PyTorch's default initialisation: init_gain: null in a config file given after this one)",
+        lambda v: v is None or (_number(v) and v > 0),
+    ),
+    (
         ("sw_roi_size",), "a list [z, y, x] ([y, x] with spatial_dims 2) of positive integers, -1 for the full size",
         lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3)
         and all(_integer(n) and (n > 0 or n == -1) for n in v),
