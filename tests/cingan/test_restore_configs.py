@@ -87,7 +87,8 @@ def test_restore_evaluate_looks_registered_restorers_up_where_restore_inference_
 
 # ------------------------------------------------------------------ registered restorers in restore_evaluate.yaml
 
-TINY_RESTORER = {"spatial_dims": 3, "channels": 2, "n_residual_blocks": 1, "first_kernel_size": 7, "output": "residual"}
+TINY_RESTORER = {"spatial_dims": 3, "channels": 2, "n_residual_blocks": 1, "first_kernel_size": 7, "output": "residual",
+                 "long_skip": True}  # fmt: skip
 TINY_EVALUATE = {"g_channels": 2, "g_residual_blocks": 1, "sw_roi_size": [-1, 16, 16], "sw_batch_size": 1}
 
 
@@ -283,7 +284,7 @@ def test_the_restorers_train_on_the_pairs_asked_for_and_log_the_vgg_weights(trai
     assert "restorer for axial: 2 real and 0 synthesised pairs, validated on 1 held-out real pairs" in trained["l1_log"]
     assert "loss_G_content" in trained["cgan_log"]
     for name in ("cgan", "l1"):
-        generator = ResNetGenerator(3, channels=2, n_residual_blocks=1, first_kernel_size=7, output="residual")
+        generator = ResNetGenerator(**{**TINY_RESTORER, "channels": 2})
         generator.load_state_dict(torch.load(trained[name] / "model.pt", weights_only=True))
         assert list((trained[name] / "checkpoints").glob("state_*.pt"))
     client = mlflow.MlflowClient(f"sqlite:///{trained['cgan'] / 'mlflow.db'}")

@@ -155,6 +155,12 @@ class ResNetGenerator(nn.Module):
     instead of ``norm``, and ``forward(x, condition)`` needs the condition (a B long tensor or an int);
     every other weight is shared between the conditions. Those convolutions are then held in
     ``encoder`` (a ModuleList) rather than ``model``.
+
+    ``long_skip``: the first convolution's full-resolution features are added to the last upsampling's
+    output, before the last convolution (EDSR's global residual, Lim et al. 2017). Without it everything
+    reaches the output through the ``2**n_downsampling`` coarser levels, so a residual output cannot learn a
+    full-resolution correction (noise, a plane's lost detail): on the restorer's denoising task it stays the
+    identity (docs/multidefect.md). Not with ``n_conditions`` (the conditioned first convolution sits apart).
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class ResNetGenerator(nn.Module):
         focus_guide: bool = False,
         focal_skip: bool = False,
         focal_gate: bool = False,
+        long_skip: bool = False,
     ):
         super().__init__()
         if spatial_dims not in _REPLICATION_PADS:
@@ -196,6 +203,8 @@ class ResNetGenerator(nn.Module):
             raise ValueError("focal_skip needs a focus-guided residual generator (focus_guide, residual output)")
         if focal_gate and not focal_skip:
             raise ValueError("focal_gate weighs the correction added to the focal transfer: it needs focal_skip")
+        if long_skip and n_conditions:
+            raise ValueError("long_skip is not available with n_conditions (the conditioned encoder sits apart)")
         norm = _norm_arg(norm)
         self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
         self.focus_guide = bool(focus_guide)
@@ -224,6 +233,8 @@ class ResNetGenerator(nn.Module):
         for _ in range(n_downsampling):
             layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
             ch //= 2
+        if long_skip:  # the first convolution, then its output plus everything after it up to here
+            layers = [layers[0], _LongSkip(nn.Sequential(*layers[1:]))]
         last = _conv(spatial_dims, ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
         layers.append(last)
         self.residual = output == "residual"
@@ -522,6 +533,18 @@ class Generator3D(ResNetGenerator):
             focal_skip=focal_skip,
             focal_gate=focal_gate,
         )
+
+
+class _LongSkip(nn.Module):
+    """h + body(h): the first convolution's features carried past the coarser levels (``long_skip``)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h + body(h)."""
+        return h + self.body(h)
 
 
 class _ResidualSkip(nn.Module):
