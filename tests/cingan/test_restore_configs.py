@@ -19,7 +19,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from scripts.data.io import read_stack
-from scripts.errors import find_input_error
+from scripts.errors import InputError, find_input_error
 from scripts.nets.networks import Generator3D, ResNetGenerator
 from scripts.nets.vgg import save_random_vgg_weights
 from scripts.ops.handlers import save_state_dict_atomic
@@ -32,7 +32,7 @@ CONFIGS = ROOT / "bundle" / "configs"
 TRAIN = str([str(CONFIGS / "paired_train.yaml"), str(CONFIGS / "restore_train.yaml")])
 INFERENCE = str([str(CONFIGS / "paired_inference.yaml"), str(CONFIGS / "restore_inference.yaml")])
 EVALUATE = str(CONFIGS / "restore_evaluate.yaml")
-SHARED = ["g_channels", "g_first_kernel", "g_downsamplings", "g_residual_blocks", "g_output", "network_def",
+SHARED = ["g_channels", "g_first_kernel", "g_downsamplings", "g_residual_blocks", "g_output", "g_long_skip", "network_def",
           "intensity_min", "intensity_max", "sw_roi_size", "task"]  # fmt: skip
 TRAIN_INFERENCE = ["run_name", "restorer"]  # restore_inference finds restore_train's weights and MLflow store by them
 TINY_NET = ["--g_channels", "2", "--g_residual_blocks", "1", "--sw_roi_size", "[-1, 16, 16]"]
@@ -76,6 +76,22 @@ def test_restore_train_is_microscopygans_restorer_and_l1_the_care_like_one():
     assert parsed(files, "max_epochs", "epoch_length", "g_residual_blocks", "lr_decay_start") == [30, 100, 9, 1.0]
     (model_path,) = parsed(files, "model_path", restorer="l1", task="axial")
     assert model_path.endswith("/models/restore_axial_l1.pt")
+
+
+@pytest.mark.parametrize("key", ["g_long_skip", "real_only"])
+def test_restore_switches_must_be_booleans_not_the_string_false(key):
+    """`--g_long_skip false` arrives as the string "false", which the generator would take as true: refused with
+    one line naming the key (as `--real_only false`, which would silently drop the synthesised pairs)."""
+    from scripts.ops.cli import check_values
+
+    parser = ConfigParser(
+        ConfigParser.load_config_files([str(CONFIGS / "paired_train.yaml"), str(CONFIGS / "restore_train.yaml")])
+    )
+    parser.update({key: "false"})
+    with pytest.raises(InputError, match=rf"^--{key} 'false': must be True or False$"):
+        check_values(parser)
+    parser.update({key: False})
+    check_values(parser)
 
 
 def test_restore_evaluate_looks_registered_restorers_up_where_restore_inference_does():
