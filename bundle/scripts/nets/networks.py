@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ADN, Convolution, SubpixelUpsample
+from monai.networks.layers import SkipConnection
 from scripts.nets.cin import ConditionalInstanceNorm
 from torch import nn
 
@@ -234,7 +235,7 @@ class ResNetGenerator(nn.Module):
             layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
             ch //= 2
         if long_skip:  # the first convolution, then its output plus everything after it up to here
-            layers = [layers[0], _LongSkip(nn.Sequential(*layers[1:]))]
+            layers = [layers[0], SkipConnection(nn.Sequential(*layers[1:]), mode="add")]
         last = _conv(spatial_dims, ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
         layers.append(last)
         self.residual = output == "residual"
@@ -533,18 +534,6 @@ class Generator3D(ResNetGenerator):
             focal_skip=focal_skip,
             focal_gate=focal_gate,
         )
-
-
-class _LongSkip(nn.Module):
-    """h + body(h): the first convolution's features carried past the coarser levels (``long_skip``)."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h + body(h)."""
-        return h + self.body(h)
 
 
 class _ResidualSkip(nn.Module):
