@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scripts.data.io import read_stack
+from scripts.evaluation import measures
 from scripts.nets.networks import ResNetGenerator
 from torch import nn
 
@@ -43,7 +44,8 @@ def volumes(folder: Path) -> list[torch.Tensor]:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(4 / ((a.clamp(-1, 1) - b) ** 2).mean()))
+    """The evaluation's PSNR of two volumes in [-1, 1] (a clipped), on [0, 1]."""
+    return measures.psnr((a.clamp(-1, 1).numpy() + 1) / 2, (b.numpy() + 1) / 2)
 
 
 def main() -> None:
@@ -69,6 +71,7 @@ def main() -> None:
         g = ResNetGenerator(3, channels=16, n_downsampling=a.downsamplings, n_residual_blocks=9, first_kernel_size=7,
                             norm=a.norm, upsampling=a.upsampling, output=a.architecture, long_skip=a.long_skip)  # fmt: skip
     optimiser = torch.optim.Adam(g.parameters(), lr=a.lr)
+    baseline = np.mean([psnr(x, y) for x, y in zip(tx, ty, strict=True)])
     start = time.time()
     for step in range(a.steps + 1):
         if step % 50 == 0:
@@ -76,8 +79,7 @@ def main() -> None:
             with torch.no_grad():
                 out = np.mean([psnr(g(x[None, None])[0, 0], y) for x, y in zip(tx, ty, strict=True)])
             g.train()
-            print(f"{step} test psnr {out:.2f} (input {np.mean([psnr(x, y) for x, y in zip(tx, ty, strict=True)]):.2f}) "
-                  f"{time.time() - start:.0f}s", flush=True)  # fmt: skip
+            print(f"{step} test psnr {out:.2f} (input {baseline:.2f}) {time.time() - start:.0f}s", flush=True)
         if step == a.steps:
             break
         picks, (y0, x0) = rng.integers(len(xs), size=2), rng.integers(0, xs[0].shape[-1] - 32 + 1, size=2)
