@@ -115,11 +115,12 @@ def test_sliding_window_seams_tilings_halo_is_one_window_and_blend_is_not():
     sys.path.insert(0, str(ROOT / "tools"))
     import sliding_window_seams
 
-    rows = sliding_window_seams.compare_tilings(96, 64, channels=4, n_residual_blocks=1, n_downsampling=1)
+    rows = sliding_window_seams.compare_tilings(96, 64, halos=(2,), channels=4, n_residual_blocks=1, n_downsampling=1)
     names = [row[0] for row in rows]
-    assert names == ["one window", "blend, auto overlap", "blend, 28 px overlap", "halo 14 px", "truth"]
-    one, blend, _, halo, _ = rows
+    assert names == ["one window", "blend, auto overlap", "blend, 28 px overlap", "halo 14 px", "halo 2 px", "truth"]
+    one, blend, _, halo, short, _ = rows
     assert halo[2] < 1e-3 and halo[1] == pytest.approx(one[1])
+    assert short[2] > 1e-3  # a halo far below G_S's reach cuts off what a voxel's output depends on
 
 
 @pytest.mark.slow

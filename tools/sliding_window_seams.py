@@ -11,7 +11,7 @@ each window setting this prints:
   about 1.1); window borders show up as columns and rows of larger gradients;
 - the share of (a) that this setting allows at most: the voxels of one window over the voxels it adds.
 
-    python tools/sliding_window_seams.py --tilings [--size 256] [--window 192]
+    python tools/sliding_window_seams.py --tilings [--size 256] [--window 192] [--weights W] [--halos 8 16 32]
 
 compares, instead, the two ways of joining windows (``--sw_tiling``) on an untrained window-independent G_S (the
 default architecture with ``--g_norm batch`` and ``--g_residual false``, since an untrained residual G_S is the
@@ -79,13 +79,14 @@ def window_independent_g_s(stack: np.ndarray, **args) -> Generator3D:
 
 
 def compare_tilings(
-    size: int = 256, window: int = 192, weights: Path | None = None, **g_s_args
+    size: int = 256, window: int = 192, weights: Path | None = None, halos: tuple[int, ...] = (), **g_s_args
 ) -> list[tuple[str, float, float, float]]:
     """(setting, seam index, max |tiled - one window| in % of the one window's output range, seconds) for one
     window over the whole field and blend and halo tiling at ``window`` px, on one simulated ``size``-px stack,
     with :func:`window_independent_g_s` (``residual`` and ``focal_skip`` False unless ``g_s_args`` say otherwise:
     an untrained residual G_S is the identity, or the focal transfer), or a trained ``--g_norm batch`` G_S from
-    ``weights`` (the configs' default architecture otherwise); the last row is the truth's seam index."""
+    ``weights`` (the configs' default architecture otherwise); then halo tiling with each of ``halos`` (px,
+    smaller than the reach: how far the output really depends on); the last row is the truth's seam index."""
     stack, truth, _ = simulate_stack(np.random.default_rng(5), size=size)
     if weights is None:
         g_s = window_independent_g_s(stack, **{"residual": False, "focal_skip": False, "focal_gate": False, **g_s_args})
@@ -98,6 +99,7 @@ def compare_tilings(
         ("blend, auto overlap", sliding_window("blend", roi, 1, 0.25, "auto", "gaussian", g_s)),
         (f"blend, {2 * halo} px overlap", sliding_window("blend", roi, 1, 0.25, 2 * halo, "gaussian", g_s)),
         (f"halo {halo} px", sliding_window("halo", roi, 1, 0.25, "auto", "gaussian", g_s)),
+        *((f"halo {h} px", sliding_window("halo", roi, 1, 0.25, 2 * h, "gaussian", g_s)) for h in halos),
     ]
     rows, whole = [], None
     for name, inferer in settings:
@@ -119,9 +121,10 @@ def main() -> None:
     parser.add_argument("--tilings", action="store_true", help="blend against halo, untrained batch-norm G_S")
     parser.add_argument("--window", type=int, default=192, help="with --tilings: the window's y, x")
     parser.add_argument("--weights", type=Path, help="with --tilings: a trained g_norm batch G_S (default: untrained)")
+    parser.add_argument("--halos", type=int, nargs="*", default=[], help="with --tilings: halo tiling with these too")
     args = parser.parse_args()
     if args.tilings:
-        rows = compare_tilings(args.size, args.window, args.weights)
+        rows = compare_tilings(args.size, args.window, args.weights, tuple(args.halos))
         network = f"G_S from {args.weights}" if args.weights else "untrained default G_S, residual off"
         print(
             f"one simulated stack of {args.size}x{args.size}x29, {network}, g_norm batch, "

@@ -46,7 +46,9 @@ def test_stage_1_trains_and_writes_the_generator(setup, tmp_path):
         "--vgg16_weights", str(setup["vgg16"]), "--vgg19_weights", str(setup["vgg19"]), *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    generator = ResNetGenerator(3, channels=4, n_residual_blocks=1, first_kernel_size=7, output="mean", n_conditions=3)
+    generator = ResNetGenerator(
+        3, channels=4, n_residual_blocks=1, first_kernel_size=7, output="mean", n_conditions=3, long_skip=True
+    )
     generator.load_state_dict(torch.load(out / "g.pt", weights_only=True))
     assert list((out / "checkpoints").glob("state_*.pt")) and (out / "config.yaml").is_file()
     both = str([str(CONFIG), str(SYNTHESISE)])
@@ -64,6 +66,7 @@ def test_stage_1_trains_and_writes_the_generator(setup, tmp_path):
         (["--vgg16_weights", "/nonexistent/vgg16.pth"], "error: /nonexistent/vgg16.pth: no such vgg16 weights file"),
         (["--tasks", "['deblur']"], "error: unknown defect task 'deblur'"),
         (["--dataset_dir", "/nonexistent/defects"], "error: /nonexistent/defects: no such dataset folder"),
+        (["--g_long_skip", "false"], "error: --g_long_skip 'false': must be True or False"),
     ],
 )
 def test_bad_input_is_one_clear_line(setup, tmp_path, args, message):

@@ -161,7 +161,9 @@ class ResNetGenerator(nn.Module):
     output, before the last convolution (EDSR's global residual, Lim et al. 2017). Without it everything
     reaches the output through the ``2**n_downsampling`` coarser levels, so a residual output cannot learn a
     full-resolution correction (noise, a plane's lost detail): on the restorer's denoising task it stays the
-    identity (docs/multidefect.md). Not with ``n_conditions`` (the conditioned first convolution sits apart).
+    identity (docs/multidefect.md). With ``n_conditions`` the layers after the conditioned ``encoder`` up to
+    the last convolution are held in ``body``, and the conditioned first convolution's features are added to
+    its output.
     """
 
     def __init__(
@@ -204,8 +206,6 @@ class ResNetGenerator(nn.Module):
             raise ValueError("focal_skip needs a focus-guided residual generator (focus_guide, residual output)")
         if focal_gate and not focal_skip:
             raise ValueError("focal_gate weighs the correction added to the focal transfer: it needs focal_skip")
-        if long_skip and n_conditions:
-            raise ValueError("long_skip is not available with n_conditions (the conditioned encoder sits apart)")
         norm = _norm_arg(norm)
         self.spatial_dims, self.n_conditions, self.output = spatial_dims, n_conditions, output
         self.focus_guide = bool(focus_guide)
@@ -234,7 +234,13 @@ class ResNetGenerator(nn.Module):
         for _ in range(n_downsampling):
             layers.append(self._upsample(ch, ch // 2, norm, padding_mode, upsampling))
             ch //= 2
-        if long_skip:  # the first convolution, then its output plus everything after it up to here
+        # long_skip: the first convolution's output plus everything after it up to here; conditioned, the first
+        # convolution is encoder[0] and forward adds its output to body's
+        self.conditioned_skip = bool(long_skip and n_conditions)
+        self.body = nn.Sequential(*layers) if self.conditioned_skip else nn.Identity()
+        if self.conditioned_skip:
+            layers = []
+        elif long_skip:
             layers = [layers[0], SkipConnection(nn.Sequential(*layers[1:]), mode="add")]
         last = _conv(spatial_dims, ch, out_channels, first_kernel_size, 1, None, None, padding_mode)
         layers.append(last)
@@ -317,8 +323,13 @@ class ResNetGenerator(nn.Module):
             focus = _stack_focus(x, focus)
         h = focal_guide(x, focus) if self.focus_guide else x
         h = F.pad(h, pads, mode="replicate")
-        for block in self.encoder:  # empty unless conditioned
+        first = h
+        for i, block in enumerate(self.encoder):  # empty unless conditioned
             h = block(h, condition)
+            if i == 0:
+                first = h
+        if self.conditioned_skip:
+            h = self.body(h) + first
         out = self.model(h)
         if self.spatial_dims == 3:
             out = out[

@@ -102,11 +102,12 @@ def _expose(rng: np.random.Generator, image: np.ndarray, camera: dict, gain: flo
 
 
 def simulate_pair(
-    rng: np.random.Generator, size: int = 128, system: str = "A", **nuisances: float
+    rng: np.random.Generator, size: int = 128, system: str = "A", specimen: dict | None = None, **nuisances: float
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One registered pair ``(widefield, confocal, info)`` of one place of a specimen (uint16 YX, ``size``²).
 
-    ``system``: a key of :data:`SYSTEMS`; ``nuisances`` override :data:`NUISANCES`. ``info`` holds the
+    ``system``: a key of :data:`SYSTEMS`; ``specimen`` overrides :data:`scripts.simulate.zstacks.SPECIMEN_V1`
+    (``{"thickness_um": (3.0, 5.0)}``: a thin section); ``nuisances`` override :data:`NUISANCES`. ``info`` holds the
     drawn nuisances (``shift_px`` (y, x), ``focus_offset_um``, ``gain``, ``bleaching``), the system and the
     wide-field optics (``na``, ``n_medium``, ``pixel_um``) for the deconvolution baseline.
     """
@@ -118,7 +119,15 @@ def simulate_pair(
     n = {**NUISANCES, **nuisances}
     wide = SYSTEMS[system]
     widest = max((wide, CONFOCAL), key=_tan)  # the specimen's field is padded by the widest blur
-    p = _params({**SPECIMEN_V1, "pixel_um": wide["pixel_um"], "na": widest["na"], "n_medium": widest["n_medium"]})
+    p = _params(
+        {
+            **SPECIMEN_V1,
+            **(specimen or {}),
+            "pixel_um": wide["pixel_um"],
+            "na": widest["na"],
+            "n_medium": widest["n_medium"],
+        }
+    )
     spec = _Specimen(rng, p, size, 0.0, n["focus_offset_um"])
     spectrum = spec.spectrum()
     depths = (spec.j0 + np.arange(spec.layers)) * spec.h  # w_j, um; the section's middle at 0
@@ -153,12 +162,13 @@ def simulate_pairs(
     systems: tuple[str, ...] = tuple(SYSTEMS),
     seed: int = 0,
     progress: bool = True,
+    specimen: dict | None = None,
     **nuisances: float,
 ) -> dict:
     """Write ``<out_dir>/widefield/<system>_NNNNN.tif`` and ``<out_dir>/confocal/<same name>`` (uint16 YX,
     the system's pixel size recorded), ``n_per_system`` pairs for each of ``systems``. Pair ``i`` of a
-    system depends only on ``seed``, the system and ``i``. Returns a summary (``dir``, ``n_pairs``,
-    ``systems``, ``size``, ``seed``, ``seconds``).
+    system depends only on ``seed``, the system and ``i``; ``specimen`` as in :func:`simulate_pair`. Returns a
+    summary (``dir``, ``n_pairs``, ``systems``, ``size``, ``seed``, ``seconds``).
     """
     from scripts.data.io import write_image
 
@@ -166,7 +176,7 @@ def simulate_pairs(
     for k, system in enumerate(systems):
         kind = 2 + list(SYSTEMS).index(system)  # zstacks uses child kinds 0 and 1
         for i in range(n_per_system):
-            widefield, confocal, info = simulate_pair(_child(seed, kind, i), size, system, **nuisances)
+            widefield, confocal, info = simulate_pair(_child(seed, kind, i), size, system, specimen, **nuisances)
             spacing = (info["pixel_um"], info["pixel_um"])
             write_image(out / "widefield" / f"{system}_{i:05d}.tif", widefield, spacing)
             write_image(out / "confocal" / f"{system}_{i:05d}.tif", confocal, spacing)
