@@ -31,9 +31,11 @@ def test_the_generator_takes_any_size_and_scripts(residual):
     assert torch.equal(zero(x), x if residual else torch.zeros_like(x))  # x + UNet(x)
 
 
-def test_the_generator_refuses_other_dimensionalities():
+def test_the_generator_refuses_other_dimensionalities_and_a_residual_that_is_not_a_boolean():
     with pytest.raises(ValueError, match="spatial_dims"):
         residual_unet(1)
+    with pytest.raises(ValueError, match="residual must be True or False, got 'false'"):
+        residual_unet(2, **TINY, residual="false")
 
 
 def test_the_discriminator_sees_input_and_output_together():

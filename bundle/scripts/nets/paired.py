@@ -31,7 +31,9 @@ class PairedGenerator(torch.nn.Module):
 
     def __init__(self, net: torch.nn.Module, multiple: int, residual: bool = True):
         super().__init__()
-        self.net, self.multiple, self.residual = net, int(multiple), bool(residual)
+        if not isinstance(residual, bool):  # the string "false" from a command line would be true
+            raise ValueError(f"residual must be True or False, got {residual!r}")
+        self.net, self.multiple, self.residual = net, int(multiple), residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads: list[int] = []
