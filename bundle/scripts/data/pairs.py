@@ -1,12 +1,14 @@
 """Paired datasets (wide-field → confocal): the layout, the checks of every pair, the split by image.
 
-``<dataset_dir>/widefield/`` the inputs (2D images: TIFF/PNG; or z-stacks: TIFF/npz/NIfTI, ``ndim`` 3)
-``<dataset_dir>/confocal/``  the targets, the same file names
+``<dataset_dir>/widefield/`` the inputs (2D images: TIFF/PNG; or z-stacks: TIFF/npz/NIfTI, ``ndim`` 3; or, with
+                            ``input_planes`` > 1, z-stacks of that many planes around the target's plane)
+``<dataset_dir>/confocal/``  the targets, the same file names (with ``input_planes``: 2D, the middle plane's)
 ``<dataset_dir>/truth/``     optional, the same file names (not used for training)
 
 Every pair is read and checked before training or evaluation starts; a bad pair stops the run with one
 :class:`~scripts.errors.InputError` naming the file: a partner missing on either side, a wrong number of
-dimensions (the readers'), sizes that differ, or a misregistration larger than ``max_shift_px`` as
+dimensions (the readers'), sizes that differ (with ``input_planes``: y and x, and a number of planes other than
+``input_planes``), or a misregistration larger than ``max_shift_px`` as
 measured by phase correlation (``skimage.registration.phase_cross_correlation``, to 0.1 px).
 
 The split is by image (pair), made before any augmentation, so no view of a test image is trained on.
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from scripts.data.datalist import system_label
 from scripts.data.io import IMAGE_SUFFIXES, STACK_SUFFIXES, list_files, read_image, read_stack
 from scripts.data.transforms import percentile_range
@@ -31,8 +34,10 @@ from scripts.errors import InputError
 from skimage.registration import phase_cross_correlation
 
 __all__ = [
+    "check_input_planes",
     "check_same_system_ranges",
     "inference_system_ranges",
+    "middle_plane",
     "misregistration",
     "paired_datalist",
     "split_by_image",
@@ -58,13 +63,16 @@ def paired_datalist(
     max_shift_px: float | None = 2.0,
     inputs: str = "widefield",
     targets: str = "confocal",
+    input_planes: int = 1,
 ) -> list[dict[str, str]]:
     """``[{"image": input, "label": target}, ...]`` of a paired dataset, sorted by name, every pair checked.
 
     ``ndim``: 2 for images, 3 for z-stacks; ``max_shift_px``: the largest misregistration accepted (None:
-    not measured).
+    not measured), measured on the input's middle plane with ``input_planes``; ``input_planes`` > 1 (with ``ndim``
+    2): every input is a z-stack of that many planes (ZYX, the target's plane in the middle), the target a 2D image.
     """
-    suffixes = IMAGE_SUFFIXES if ndim == 2 else STACK_SUFFIXES
+    planes = check_input_planes(input_planes, ndim)
+    suffixes = IMAGE_SUFFIXES if ndim == 2 and planes == 1 else STACK_SUFFIXES
     root = Path(dataset_dir)
     sources = {f.name: f for f in list_files(root / inputs, suffixes)}
     partners = {f.name: f for f in list_files(root / targets, suffixes)} if (root / targets).is_dir() else {}
@@ -76,7 +84,13 @@ def paired_datalist(
                 )
     items = []
     for name in sorted(sources):
-        x, y = _read(sources[name], ndim), _read(partners[name], ndim)
+        x, y = _read(sources[name], 3 if planes > 1 else ndim), _read(partners[name], ndim)
+        if planes > 1:
+            if x.shape[0] != planes:
+                raise InputError(
+                    sources[name], f"has {x.shape[0]} planes, not input_planes {planes}: every input needs as many"
+                )
+            x = x[planes // 2]
         if x.shape != y.shape:
             sizes = f"{'x'.join(map(str, x.shape))} and {'x'.join(map(str, y.shape))}"
             raise InputError(sources[name], f"and its {targets} partner differ in size ({sizes}): register them first")
@@ -92,6 +106,23 @@ def paired_datalist(
         items.append({"image": str(sources[name]), "label": str(partners[name])})
     logger.info(f"checked {len(items)} pairs in {root}")
     return items
+
+
+def check_input_planes(input_planes, ndim: int = 2) -> int:
+    """``input_planes`` as an int: 1 (one plane in, as the target), or an odd number > 1 with ``ndim`` 2 (a z-stack
+    around the target's plane in, planes as channels); anything else is a ValueError naming the key."""
+    if isinstance(input_planes, bool) or not isinstance(input_planes, int) or input_planes < 1 or input_planes % 2 == 0:
+        raise ValueError(
+            f"input_planes must be 1 or an odd number of planes (the target's in the middle), got {input_planes!r}"
+        )
+    if input_planes > 1 and ndim != 2:
+        raise ValueError(f"input_planes {input_planes} needs spatial_dims 2 (planes as channels), got {ndim}")
+    return input_planes
+
+
+def middle_plane(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The middle channel (plane) of each CYX input, as a 1YX tensor: the plane an ``input_planes`` target shows."""
+    return [image[image.shape[0] // 2 :][:1] for image in images]
 
 
 def split_by_image(

@@ -6,7 +6,8 @@ clipped, so that a method is judged on contrast, not on the absolute level of it
 the mean absolute gradient of that [0, 1] image (``gradient``; the confocal's own is listed as the
 method ``confocal``, the level to approach). Methods:
 
-- ``input``: the wide-field image itself;
+- ``input``: the wide-field image itself (with ``input_planes``, the middle plane of the wide-field z-stack: the
+  confocal image's plane, the image a single-plane G would be given);
 - ``gan``: G of the paired GAN (``paired_train.yaml``);
 - ``l1``: the same generator trained with the L1 loss only (``--lambda_adversarial 0``), if given;
 - ``richardson_lucy``: 2D Richardson-Lucy (``skimage.restoration.richardson_lucy``) with the true in-focus
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import fft as sfft
-from scripts.data.io import read_image, write_image
+from scripts.data.io import read_image, read_stack, write_image
 from scripts.data.transforms import RobustNormalised, SystemNormalised, percentile_range
 from scripts.evaluation.measures import mean_abs_gradient, psnr, ssim
 from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
@@ -138,6 +139,9 @@ class PairedEvaluation:
         device: where the generators run.
         system_ranges: {system: (lo, hi)} when G was trained with ``system_normalisation``: each input is then
             mapped by its system's range (``scripts.data.pairs.system_intensity_ranges``), not by ``normalise``.
+        input_planes: > 1 when G (and the baseline) take wide-field z-stacks of that many planes as channels
+            (``scripts.data.pairs.paired_datalist``): the inputs are read as z-stacks, the other methods and the
+            ``input`` row are of their middle plane.
     """
 
     def __init__(
@@ -154,6 +158,7 @@ class PairedEvaluation:
         experiment_name: str = "zsegan_paired",
         device: str | torch.device = "cpu",
         system_ranges: Mapping[str, Sequence[float]] | None = None,
+        input_planes: int = 1,
     ):
         self.datalist, self.network, self.inferer, self.normalise = list(datalist), network, inferer, normalise
         self.output_dir, self.baseline, self.rl_iterations = Path(output_dir), baseline, rl_iterations
@@ -164,6 +169,7 @@ class PairedEvaluation:
             device,
         )
         self.system_ranges = None if system_ranges is None else {k: tuple(v) for k, v in system_ranges.items()}
+        self.input_planes = int(input_planes)
 
     def _normalise(self, path: str) -> RobustNormalised:
         """The input's intensity mapping: the training's per image, or its system's range."""
@@ -172,12 +178,14 @@ class PairedEvaluation:
         return SystemNormalised("image", self.system_ranges).for_file(path)
 
     def _methods(self, x: np.ndarray, system: str | None, path: str = "<in memory>") -> dict[str, np.ndarray]:
-        normalise = self._normalise(path)
-        methods = {"input": x, "gan": enhance(self.network, x, self.inferer, normalise, self.device)}
-        if self.baseline is not None:
-            methods["l1"] = enhance(self.baseline, x, self.inferer, normalise, self.device)
+        normalise, planes = self._normalise(path), self.input_planes > 1
+        plane = x[x.shape[0] // 2] if planes else x  # what the confocal image shows
+        methods = {"input": plane}
+        for name, network in (("gan", self.network), ("l1", self.baseline)):
+            if network is not None:
+                methods[name] = enhance(network, x, self.inferer, normalise, self.device, planes_as_channels=planes)
         if self.rl_iterations > 0 and system is not None:
-            methods["richardson_lucy"] = deconvolve(x, system, self.rl_iterations)
+            methods["richardson_lucy"] = deconvolve(plane, system, self.rl_iterations)
         return methods
 
     def run(self) -> dict:
@@ -185,7 +193,8 @@ class PairedEvaluation:
             raise ValueError("no test pairs to evaluate")
         rows, views = [], []
         for item in self.datalist:
-            x, y = read_image(item["image"])[0], read_image(item["label"])[0]
+            x = (read_stack if self.input_planes > 1 else read_image)(item["image"])[0]
+            y = read_image(item["label"])[0]
             system = system_of(item["image"])
             target = unit_range(y)
             unit = {

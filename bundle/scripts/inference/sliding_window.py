@@ -89,15 +89,19 @@ def check_inputs(
     lower: float = 0.5,
     upper: float = 99.5,
     ndim: int = 3,
+    planes: int | None = None,
 ) -> list[dict[str, str]]:
     """Read and check every input of ``datalist`` (``inference_datalist(input_path, ...)``) before any output is
-    written: its values and, with the ``lower``/``upper`` percentiles, its intensity range. InputError naming the
+    written: its values and, with the ``lower``/``upper`` percentiles, its intensity range; with ``planes`` (a G that
+    takes z-stacks of that many planes as channels, ``--input_planes``), its number of planes. InputError naming the
     file for the first bad one, and for an ``input_path`` that lists nothing (no such file or folder)."""
     if not datalist:  # inference_datalist lists nothing only where input_path did not exist
         raise InputError(input_path, "no such file or folder: check the path")
     for i, item in enumerate(datalist, 1):
         f = item["image"]
         array, _ = read_stack(f, min_planes=min_planes) if ndim == 3 else read_image(f)
+        if planes is not None and array.shape[0] != planes:
+            raise InputError(f, f"has {array.shape[0]} planes, but G takes z-stacks of input_planes {planes}")
         percentile_range(array, lower, upper, str(f))  # (almost) constant intensity: nothing to enhance
         logger.info(f"checked input {i}/{len(datalist)}: {f}")
     return datalist
@@ -455,13 +459,21 @@ class Accelerated(torch.nn.Module):
 
 
 def enhance(
-    network: torch.nn.Module, stack: np.ndarray, inferer, normalise: RobustNormalised, device="cpu", focus=None
+    network: torch.nn.Module,
+    stack: np.ndarray,
+    inferer,
+    normalise: RobustNormalised,
+    device="cpu",
+    focus=None,
+    planes_as_channels: bool = False,
 ) -> np.ndarray:
     """G_S on one ZYX stack in its own units: ``normalise`` (the training's percentile mapping, keyed
     ``image``), ``inferer`` (e.g. the sliding window) and the inverse mapping; float32, same shape. ``focus``: the
     focal plane for a focus-guided G_S when ``stack`` is a tile of a larger one (a whole slide's); None: found
-    by the inferer over ``stack``."""
-    data = normalise({"image": MetaTensor(torch.as_tensor(np.asarray(stack, np.float32))[None])})
+    by the inferer over ``stack``. ``planes_as_channels``: the stack's planes are the network's input channels
+    (the paired G with ``input_planes``), and its one-plane output is returned as a YX image."""
+    image = torch.as_tensor(np.asarray(stack, np.float32))
+    data = normalise({"image": MetaTensor(image if planes_as_channels else image[None])})
     given = {} if focus is None else {"focus": focus}
     with torch.no_grad():  # the normalised input is let go as soon as G_S's output replaces it
         y = inferer(data["image"].as_tensor()[None].to(device), network, **given)[0].float().cpu()
@@ -486,7 +498,11 @@ class SaveStackd(MapTransform):
             array = d[key].detach().cpu().numpy()[0].astype(np.float32)
             if array.ndim == 2:
                 plain = plain_meta(meta)
-                write_image(path, cast_to(array, plain.get("dtype")), plain.get("spacing"))
+                spacing = plain.get("spacing")  # (z, y, x) of a z-stack of which one plane is written (input_planes)
+                if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+                    write_image(path, cast_to(array, plain.get("dtype")), spacing and spacing[-2:])
+                else:  # a z-stack format (npz, NIfTI): the plane as a stack of one
+                    write_stack(path, array[None], meta)
             else:
                 write_stack(path, array, meta)
             logger.info(f"wrote {path}")

@@ -5,9 +5,11 @@
   ``residual`` (the default) G(x) = x + UNet(x): it starts from the input and learns the correction (the haze
   to remove, the contrast to change), which a U-Net with small initial weights otherwise reaches only after
   thousands of Adam steps (its output starts near 0, far from the targets' -1 background).
-  Inputs of any size: padded (replicate) to a multiple of the strides' product (8) and cropped back.
-- D: the bundle's :class:`~scripts.nets.networks.PatchDiscriminator2D` with two input channels, the input x and
-  an output y side by side (pix2pix's conditional PatchGAN); raw logits, no activation.
+  Inputs of any size: padded (replicate) to a multiple of the strides' product (8) and cropped back. With
+  ``in_channels`` > 1 (``--input_planes``: a wide-field z-stack's planes around the target's, as channels), the
+  output is one plane and the residual adds the middle channel.
+- D: the bundle's :class:`~scripts.nets.networks.PatchDiscriminator2D` on the input x (all its channels) and an
+  output y side by side (pix2pix's conditional PatchGAN); raw logits, no activation.
 
 The configs (paired_train/inference/evaluate) declare the same ``u_*`` and ``d_*`` keys and build both here.
 """
@@ -27,7 +29,8 @@ __all__ = ["PairedGenerator", "conditional_discriminator", "residual_unet"]
 
 class PairedGenerator(torch.nn.Module):
     """``net`` on inputs of any size: padded (replicate) at the end of each spatial axis to a multiple of
-    ``multiple`` (what the U-Net's strides need) and cropped back; ``x + net(x)`` when ``residual``."""
+    ``multiple`` (what the U-Net's strides need) and cropped back; ``x + net(x)`` when ``residual`` (x's middle
+    channel when it has several: the plane the output shows)."""
 
     def __init__(self, net: torch.nn.Module, multiple: int, residual: bool = True):
         super().__init__()
@@ -43,7 +46,8 @@ class PairedGenerator(torch.nn.Module):
         padded = F.pad(x, pads, mode="replicate")
         y = self.net(padded)
         if self.residual:
-            y = y + padded
+            middle = padded.shape[1] // 2
+            y = y + padded[:, middle : middle + 1]
         for d in range(2, x.dim()):
             y = y.narrow(d, 0, x.shape[d])
         return y
@@ -56,14 +60,18 @@ def residual_unet(
     num_res_units: int = 2,
     norm: str = "instance",
     residual: bool = True,
+    in_channels: int = 1,
 ) -> PairedGenerator:
-    """G: a one-channel residual U-Net for inputs of any size, x + UNet(x) when ``residual``."""
+    """G: a residual U-Net to one channel for inputs of any size, x + UNet(x) when ``residual``; ``in_channels``: the
+    input's (planes of a wide-field z-stack, ``--input_planes``)."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    unet = UNet(spatial_dims, 1, 1, tuple(channels), tuple(strides), num_res_units=num_res_units, norm=norm)
+    unet = UNet(spatial_dims, in_channels, 1, tuple(channels), tuple(strides), num_res_units=num_res_units, norm=norm)
     return PairedGenerator(unet, math.prod(strides), residual)
 
 
-def conditional_discriminator(channels: int = 64, n_layers: int = 3, norm: str = "instance") -> PatchDiscriminator2D:
-    """D(x, y): a PatchGAN on the input and an output stacked as two channels."""
-    return PatchDiscriminator2D(in_channels=2, channels=channels, n_layers=n_layers, norm=norm)
+def conditional_discriminator(
+    channels: int = 64, n_layers: int = 3, norm: str = "instance", input_channels: int = 1
+) -> PatchDiscriminator2D:
+    """D(x, y): a PatchGAN on the input (``input_channels``) and an output (one channel) stacked as channels."""
+    return PatchDiscriminator2D(in_channels=input_channels + 1, channels=channels, n_layers=n_layers, norm=norm)

@@ -92,17 +92,26 @@ def spatial_dims(settings: Mapping) -> int:
     return int(settings["network_args"].get("spatial_dims", 3))
 
 
-def signature(ndim: int = 3, system: bool = False) -> ModelSignature:
-    """Float32 in and out, ``ndim`` axes of any size (ZYX stacks or YX images); with ``system``, the parameter
-    ``system`` (a string, the input's microscope system) of a G trained with ``system_normalisation``."""
+def input_planes(settings: Mapping) -> int:
+    """The planes of the z-stacks a paired G takes as channels (``--input_planes``); 1: inputs shaped as outputs (and
+    for settings without ``network_args``: weights written before them)."""
+    return int(settings.get("network_args", {}).get("in_channels", 1))
+
+
+def signature(ndim: int = 3, system: bool = False, in_ndim: int | None = None) -> ModelSignature:
+    """Float32 in and out, ``ndim`` axes of any size (ZYX stacks or YX images; the input ``in_ndim`` when it differs:
+    a z-stack in, an image out); with ``system``, the parameter ``system`` (a string, the input's microscope system)
+    of a G trained with ``system_normalisation``."""
     spec = TensorSpec(np.dtype(np.float32), (-1,) * ndim)
+    given = TensorSpec(np.dtype(np.float32), (-1,) * (in_ndim or ndim))
     params = ParamSchema([ParamSpec("system", "string", None)]) if system else None
-    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]), params=params)
+    return ModelSignature(inputs=Schema([given]), outputs=Schema([spec]), params=params)
 
 
-def input_example(ndim: int = 3) -> np.ndarray:
-    """A small float32 ramp of ``ndim`` axes (4 planes of 16 x 16, or 16 x 16) that the logged model is shown."""
-    shape = (4, 16, 16)[-ndim:]
+def input_example(ndim: int = 3, planes: int = 4) -> np.ndarray:
+    """A small float32 ramp of ``ndim`` axes (``planes`` planes of 16 x 16, or 16 x 16) that the logged model is
+    shown."""
+    shape = (planes, 16, 16)[-ndim:]
     return np.linspace(0.0, 1.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
 
 
@@ -225,6 +234,7 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         settings = json.loads(Path(context.artifacts[SETTINGS]).read_text())
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.network = load_weights(build(settings), context.artifacts[WEIGHTS], self.device)
+        self.planes = input_planes(settings)
         lower, upper, fixed = settings["intensity_lower"], settings["intensity_upper"], settings.get("intensity_range")
         self.normalise = RobustNormalised("image", lower, upper, intensity_range=fixed)
         ranges = settings.get("system_ranges") or {}
@@ -240,10 +250,14 @@ class ZStackEnhancer(mlflow.pyfunc.PythonModel):
         )
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units.
+        """``model_input``: a ZYX float32 numpy stack; returns G_S's enhanced stack, same shape and units (a paired G
+        with ``input_planes``: a ZYX stack of that many planes in, the middle plane's YX image out).
         ``params``: ``{"system": ...}``, the input's microscope system, for a G trained with system_normalisation."""
         normalise = self._normalise((params or {}).get("system"))
-        return enhance(self.network, model_input, self.inferer, normalise, self.device)
+        planes = self.planes > 1
+        if planes and (np.ndim(model_input) != 3 or np.shape(model_input)[0] != self.planes):
+            raise InputError(None, f"G takes z-stacks of {self.planes} planes (ZYX), got shape {np.shape(model_input)}")
+        return enhance(self.network, model_input, self.inferer, normalise, self.device, planes_as_channels=planes)
 
     def _normalise(self, system: str | None) -> RobustNormalised:
         """The input's mapping: the settings' (no ``system_ranges``), else ``system``'s range or its own percentiles."""
@@ -291,14 +305,15 @@ def log_generator(model_path: str | Path, settings: Mapping, run_id: str, tracki
         shutil.copy2(model_path, Path(tmp) / WEIGHTS)  # artifacts keep their file names
         (Path(tmp) / MODEL_CODE[0]).write_text(MODEL_CODE[1])
         systems = sorted(settings.get("system_ranges") or {})
-        example = input_example(spatial_dims(settings))
+        ndim, planes = spatial_dims(settings), input_planes(settings)
+        example = input_example(3 if planes > 1 else ndim, planes if planes > 1 else 4)
         with _tracking(tracking_uri), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(Path(tmp) / MODEL_CODE[0]),  # models from code: nothing pickled
                 artifacts={name: str(Path(tmp) / name) for name in (WEIGHTS, SETTINGS)},
                 code_paths=[str(code)],
-                signature=signature(spatial_dims(settings), system=bool(systems)),
+                signature=signature(ndim, system=bool(systems), in_ndim=3 if planes > 1 else ndim),
                 # and the type hint: no MLflow warnings; a G trained per system is shown its first system's
                 input_example=(example, {"system": systems[0]}) if systems else example,
                 pip_requirements=requirements(),
@@ -462,7 +477,7 @@ class RegisterGenerator:
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
         device = next(network.parameters()).device
         rebuilt = load_weights(build(self.settings), self.model_path, device)
-        shape = (1, 1, 8, 16, 16) if spatial_dims(self.settings) == 3 else (1, 1, 16, 16)
+        shape = (1, 1, 8, 16, 16) if spatial_dims(self.settings) == 3 else (1, input_planes(self.settings), 16, 16)
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
         with torch.no_grad():
             same = torch.allclose(network.eval()(x), rebuilt(x), atol=1e-4)

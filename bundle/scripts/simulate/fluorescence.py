@@ -102,16 +102,26 @@ def _expose(rng: np.random.Generator, image: np.ndarray, camera: dict, gain: flo
 
 
 def simulate_pair(
-    rng: np.random.Generator, size: int = 128, system: str = "A", specimen: dict | None = None, **nuisances: float
+    rng: np.random.Generator,
+    size: int = 128,
+    system: str = "A",
+    specimen: dict | None = None,
+    planes: int = 1,
+    plane_step_um: float = 1.0,
+    **nuisances: float,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One registered pair ``(widefield, confocal, info)`` of one place of a specimen (uint16 YX, ``size``²).
 
     ``system``: a key of :data:`SYSTEMS`; ``specimen`` overrides :data:`scripts.simulate.zstacks.SPECIMEN_V1`
-    (``{"thickness_um": (3.0, 5.0)}``: a thin section); ``nuisances`` override :data:`NUISANCES`. ``info`` holds the
+    (``{"thickness_um": (3.0, 5.0)}``: a thin section); ``planes`` > 1 (odd): the wide-field image is a z-stack (ZYX) of
+    that many planes ``plane_step_um`` apart, the confocal's plane in the middle, exposed as one acquisition (one
+    exposure scale for all planes); ``nuisances`` override :data:`NUISANCES`. ``info`` holds the
     drawn nuisances (``shift_px`` (y, x), ``focus_offset_um``, ``gain``, ``bleaching``), the system and the
     wide-field optics (``na``, ``n_medium``, ``pixel_um``) for the deconvolution baseline.
     """
     unknown = sorted(set(nuisances) - set(NUISANCES))
+    if planes < 1 or planes % 2 == 0:
+        raise ValueError(f"planes must be odd and positive (the confocal's plane in the middle), got {planes}")
     if unknown or system not in SYSTEMS:
         raise ValueError(
             f"unknown system {system!r} or nuisance(s) {unknown}: systems {list(SYSTEMS)}, {list(NUISANCES)}"
@@ -137,7 +147,10 @@ def simulate_pair(
     gain = wide["gain"] * float(1.0 + rng.uniform(-1.0, 1.0) * n["gain_jitter"])
     bleach = float(rng.uniform(0.0, 1.0) * n["bleaching"])
     crop = (spec.field, spec.pad, size)
-    widefield = _image(spectrum, _widefield_otfs(rho, depths - focus_offset, wide), *crop, shift)
+    offsets = (np.arange(planes) - planes // 2) * plane_step_um  # the wide-field planes around the confocal's
+    widefield = np.stack(
+        [_image(spectrum, _widefield_otfs(rho, depths - focus_offset - dz, wide), *crop, shift) for dz in offsets]
+    )
     confocal = _image(spectrum, _confocal_otfs(rho, depths, CONFOCAL, spec.field), *crop)
     photons = CONFOCAL["photons"] * (1.0 - bleach)
     info = {
@@ -149,7 +162,7 @@ def simulate_pair(
         **{k: wide[k] for k in ("na", "n_medium", "pixel_um")},
     }
     return (
-        _expose(rng, widefield, wide, gain),
+        _expose(rng, widefield if planes > 1 else widefield[0], wide, gain),
         _expose(rng, confocal, {**CONFOCAL, "photons": photons}, CONFOCAL["gain"]),
         info,
     )
@@ -163,22 +176,31 @@ def simulate_pairs(
     seed: int = 0,
     progress: bool = True,
     specimen: dict | None = None,
+    planes: int = 1,
+    plane_step_um: float = 1.0,
     **nuisances: float,
 ) -> dict:
     """Write ``<out_dir>/widefield/<system>_NNNNN.tif`` and ``<out_dir>/confocal/<same name>`` (uint16 YX,
     the system's pixel size recorded), ``n_per_system`` pairs for each of ``systems``. Pair ``i`` of a
-    system depends only on ``seed``, the system and ``i``; ``specimen`` as in :func:`simulate_pair`. Returns a
+    system depends only on ``seed``, the system and ``i``; ``specimen``, ``planes`` (wide-field z-stacks, ZYX, for
+    ``--input_planes``) and ``plane_step_um`` as in :func:`simulate_pair`. Returns a
     summary (``dir``, ``n_pairs``, ``systems``, ``size``, ``seed``, ``seconds``).
     """
-    from scripts.data.io import write_image
+    from scripts.data.io import write_image, write_stack
 
     out, start = Path(out_dir), time.perf_counter()
     for k, system in enumerate(systems):
         kind = 2 + list(SYSTEMS).index(system)  # zstacks uses child kinds 0 and 1
         for i in range(n_per_system):
-            widefield, confocal, info = simulate_pair(_child(seed, kind, i), size, system, specimen, **nuisances)
+            widefield, confocal, info = simulate_pair(
+                _child(seed, kind, i), size, system, specimen, planes, plane_step_um, **nuisances
+            )
             spacing = (info["pixel_um"], info["pixel_um"])
-            write_image(out / "widefield" / f"{system}_{i:05d}.tif", widefield, spacing)
+            if planes > 1:
+                meta = {"dtype": "uint16", "spacing": (plane_step_um, *spacing), "unit": "um"}
+                write_stack(out / "widefield" / f"{system}_{i:05d}.tif", widefield, meta)
+            else:
+                write_image(out / "widefield" / f"{system}_{i:05d}.tif", widefield, spacing)
             write_image(out / "confocal" / f"{system}_{i:05d}.tif", confocal, spacing)
         if progress:
             logger.info("simulated %d/%d systems of pairs", k + 1, len(systems))
