@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 NAMES = ("paired_train.yaml", "paired_inference.yaml", "paired_evaluate.yaml")
 SHARED = [
     "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "u_residual", "network_def",
-    "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode",
+    "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "input_ndim",
 ]  # fmt: skip
 SPLIT = [
     "simulated_dir",

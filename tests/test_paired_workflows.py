@@ -304,3 +304,55 @@ def test_z_stack_pairs_train_and_infer_in_3d(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out, out_meta = read_stack(tmp_path / "out" / "s0_confocal.tif")
     assert out.shape == (8, 32, 32) and out.dtype == np.uint16 and out_meta["spacing"] == pytest.approx((1.0, 0.5, 0.5))
+
+
+def test_wide_field_z_stacks_in_train_evaluate_and_infer_to_the_middle_planes_image(tmp_path):
+    """--input_planes 3: G takes wide-field z-stacks of 3 planes as channels and gives the confocal image of the middle
+    plane; training checks and registers it (its settings carry the planes), the evaluation scores the middle plane as
+    the input, inference (from the file and from the registry) writes 2D images with the stack's pixel size, and a
+    stack of other planes, or an even number of planes, is one clear line with nothing written."""
+    data = tmp_path / "data"
+    simulate_pairs(data, n_per_system=4, size=48, seed=0, progress=False, planes=3)
+    result = train(data, tmp_path, "--max_epochs", "1", "--val_interval", "1", "--input_planes", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_settings(tmp_path / "paired.pt")["network_args"]["in_channels"] == 3
+    args = [
+        "--dataset_dir",
+        str(data),
+        "--model_path",
+        str(tmp_path / "paired.pt"),
+        "--output_dir",
+        str(tmp_path / "ev"),
+    ]
+    result = bundle_run("evaluate", "paired_evaluate.yaml", *args, *TINY_NET, *SYSTEMS)  # planes: as G was trained
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "ev" / "metrics.csv").open()))
+    first = {r["method"]: r for r in rows if r["image"] == rows[0]["image"]}
+    assert {"input", "gan", "richardson_lucy", "confocal"} <= set(first)
+    stack, confocal = (
+        read_stack(data / "widefield" / first["input"]["image"])[0],
+        read_image(data / "confocal" / first["input"]["image"])[0],
+    )
+    from scripts.evaluation.paired import compare, unit_range
+
+    expected = compare(unit_range(stack[1]), unit_range(confocal))["psnr"]
+    assert float(first["input"]["psnr"]) == pytest.approx(expected, rel=1e-6)  # the input row: the middle plane
+    uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    outputs = []
+    for source in (["--model_path", str(tmp_path / "paired.pt")],
+                   ["--model_uri", "models:/zsegan_paired@champion", "--tracking_uri", uri]):  # fmt: skip
+        out = tmp_path / source[0][2:]
+        args = ["--input_path", str(data / "widefield" / "C_00000.tif"), "--output_dir", str(out), *source, *TINY_NET]
+        result = bundle_run("inference", "paired_inference.yaml", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        image, meta = read_image(out / "C_00000_confocal.tif")
+        assert image.shape == (48, 48) and meta["spacing"] == pytest.approx((0.32, 0.32))
+        outputs.append(image)
+    np.testing.assert_array_equal(*outputs)
+    args = ["--input_path", str(data / "confocal"), "--output_dir", str(tmp_path / "refused")]
+    result = bundle_run("inference", "paired_inference.yaml", *args, "--model_path", str(tmp_path / "paired.pt"))
+    _expect_clean_failure(result, "A_00000.tif: is a 2D image")  # G takes z-stacks of 3 planes
+    assert result.returncode == 2 and not (tmp_path / "refused").exists()
+    result = train(data, tmp_path / "even", "--max_epochs", "1", "--input_planes", "4")
+    _expect_clean_failure(result, "--input_planes 4: must be 1 or an odd number of planes")
+    assert result.returncode == 2 and not (tmp_path / "even").exists()

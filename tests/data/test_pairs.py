@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scripts.data.io import write_image, write_stack
-from scripts.data.pairs import misregistration, paired_datalist, split_by_image
+from scripts.data.pairs import check_input_planes, middle_plane, misregistration, paired_datalist, split_by_image
 from scripts.errors import InputError
 from scripts.simulate.fluorescence import simulate_pair
 
@@ -61,6 +62,33 @@ def test_wrong_dimensionality(dataset):
         paired_datalist(dataset)
     with pytest.raises(InputError, match="A_00000.tif: is a 2D image .* expected a z-stack"):
         paired_datalist(dataset, ndim=3)
+
+
+def test_wide_field_z_stacks_in_with_input_planes(tmp_path):
+    """input_planes: z-stacks of that many planes in, 2D targets; a stack with other planes, other y/x sizes, or
+    misregistered in its middle plane is refused naming the file; the key itself must be 1 or odd, with 2D."""
+    for i in range(2):
+        widefield, confocal, _ = simulate_pair(np.random.default_rng(i), 64, "A", planes=3, jitter_px=0.0)
+        write_stack(tmp_path / "widefield" / f"A_{i:05d}.tif", widefield, {"dtype": "uint16"})
+        write_image(tmp_path / "confocal" / f"A_{i:05d}.tif", confocal)
+    assert len(paired_datalist(tmp_path, input_planes=3)) == 2
+    with pytest.raises(InputError, match="A_00000.tif: has 3 planes, not input_planes 5"):
+        paired_datalist(tmp_path, input_planes=5)
+    with pytest.raises(InputError, match="A_00000.tif: has 3 planes .* expected a 2D image"):
+        paired_datalist(tmp_path)  # z-stacks without input_planes
+    stack = simulate_pair(np.random.default_rng(0), 64, "A", planes=3, jitter_px=0.0)[0]
+    write_stack(tmp_path / "widefield" / "A_00000.tif", np.roll(stack, 6, axis=2), {"dtype": "uint16"})
+    with pytest.raises(InputError, match=r"A_00000.tif: is misregistered .* by \(0.0, (5.9|6.0)\) px"):
+        paired_datalist(tmp_path, input_planes=3)
+    write_stack(tmp_path / "widefield" / "A_00000.tif", stack[:, :, :48], {"dtype": "uint16"})
+    with pytest.raises(InputError, match=r"A_00000.tif: and its confocal partner differ in size \(64x48 and 64x64\)"):
+        paired_datalist(tmp_path, input_planes=3)
+    assert check_input_planes(7) == 7
+    for bad, ndim, match in [(2, 2, "odd"), (True, 2, "odd"), ("3", 2, "odd"), (0, 2, "odd"), (3, 3, "spatial_dims 2")]:
+        with pytest.raises(ValueError, match=f"input_planes .*{match}"):
+            check_input_planes(bad, ndim)
+    images = [torch.arange(3.0).reshape(3, 1, 1), torch.zeros(1, 2, 2)]
+    assert [m.tolist() for m in middle_plane(images)] == [[[[1.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]
 
 
 def _items(names):

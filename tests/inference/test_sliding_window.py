@@ -403,6 +403,37 @@ def test_2d_inference_refuses_a_stack_with_one_line(tmp_path):
         checked(tmp_path / "in", ndim=2)
 
 
+def test_a_z_stack_in_as_channels_gives_the_middle_planes_image_out(tmp_path):
+    """The paired G with --input_planes: a stack of that many planes is checked for its planes, run with its planes as
+    channels, and its one-plane output written as a 2D image with the stack's y/x pixel size (TIFF), or as a stack of
+    one plane in a stack format (npz); the inverse mapping brings it to the input's units."""
+    _write(tmp_path / "in" / "stack.tif")  # 5 planes
+    with pytest.raises(InputError, match="stack.tif: has 5 planes, but G takes z-stacks of input_planes 3"):
+        checked(tmp_path / "in", planes=3)
+    assert len(checked(tmp_path / "in", planes=5)) == 1
+
+    class Middle(torch.nn.Module):
+        def forward(self, x):
+            return x[:, 2:3]
+
+    x = np.random.default_rng(0).uniform(50, 200, (5, 16, 16)).astype(np.float32)
+    y = enhance(Middle(), x, SlidingWindowInferer(roi_size=(8, 8)), RobustNormalised("image"), planes_as_channels=True)
+    assert y.shape == (16, 16) and np.allclose(y, x[2], atol=1e-3)
+    load = LoadImaged(keys="image", reader=ZStackReader(ndim=3), image_only=True)
+    image = EnsureChannelFirstd(keys="image", channel_dim=0)(load({"image": str(tmp_path / "in" / "stack.tif")}))
+    assert image["image"].shape == (5, 12, 10)
+    pred = MetaTensor(image["image"].as_tensor()[2:3].float(), meta=dict(image["image"].meta))
+    SaveStackd(keys="pred", output_dir=str(tmp_path / "out"), postfix="_confocal")({"pred": pred})
+    out, meta = read_image(tmp_path / "out" / "stack_confocal.tif")
+    np.testing.assert_array_equal(out, read_stack(tmp_path / "in" / "stack.tif")[0][2])
+    assert out.dtype == np.uint8 and meta["spacing"] == pytest.approx(SPACING[1:], rel=1e-5)
+    pred.meta["filename_or_obj"] = str(tmp_path / "in" / "stack.npz")
+    SaveStackd(keys="pred", output_dir=str(tmp_path / "out"), postfix="_confocal")({"pred": pred})
+    with np.load(tmp_path / "out" / "stack_confocal.npz") as written:  # one plane: our readers want several
+        (array,) = written.values()
+    assert array.size == 120 and np.array_equal(np.squeeze(array), read_stack(tmp_path / "in" / "stack.tif")[0][2])
+
+
 def test_an_overlap_in_pixels_steps_every_window_size_by_the_window_less_those_pixels():
     """Issue 17, item 2: MONAI steps by int(r * (1 - fraction)); the fractions given make it r - overlap_px exactly
     (32 / 96 alone would step 1 px short), so a larger window keeps the same overlap instead of a quarter of itself."""

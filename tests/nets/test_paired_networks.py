@@ -43,3 +43,17 @@ def test_the_discriminator_sees_input_and_output_together():
     assert d(torch.zeros(2, 2, 32, 32)).shape == (2, 1, 4, 4)
     with pytest.raises(RuntimeError):
         d(torch.zeros(2, 1, 32, 32))  # the output alone is not enough
+
+
+def test_a_z_stack_in_as_channels_gives_its_middle_plane_out():
+    """--input_planes: 3 planes in, one out; the residual adds the middle plane (the confocal image's)."""
+    g = residual_unet(2, **TINY, in_channels=3).eval()
+    x = torch.rand(2, 3, 33, 47)
+    assert g(x).shape == (2, 1, 33, 47)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(g)(x), g(x))
+    for p in g.parameters():
+        torch.nn.init.zeros_(p)
+    assert torch.equal(g(x), x[:, 1:2])
+    d = conditional_discriminator(channels=8, n_layers=3, input_channels=3)
+    assert d(torch.zeros(2, 4, 32, 32)).shape == (2, 1, 4, 4)  # all the input's planes beside the output

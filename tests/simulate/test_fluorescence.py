@@ -116,3 +116,22 @@ def test_a_paired_folder_the_user_named_is_never_simulated(tmp_path):
         ensure_paired_dataset(tmp_path / "empty", simulate=False)
     assert error.value.path == str(tmp_path / "empty" / "widefield")
     assert not any((tmp_path / "empty").iterdir())
+
+
+def test_wide_field_z_stacks_around_the_confocal_plane(tmp_path):
+    """planes > 1: a wide-field z-stack whose middle plane is the confocal's (the most alike of its planes), the other
+    planes defocused; the single-plane pair is unchanged by the option (the same random numbers)."""
+    widefield, confocal, _ = simulate_pair(rng(3), 64, "C", planes=5, plane_step_um=1.0, **OFF)
+    assert widefield.shape == (5, 64, 64) and confocal.shape == (64, 64) and widefield.dtype == np.uint16
+    alike = [np.corrcoef(plane.ravel(), confocal.ravel())[0, 1] for plane in widefield.astype(float)]
+    assert int(np.argmax(alike)) == 2 and alike[2] > alike[0] + 0.03 and alike[2] > alike[4] + 0.03
+    one = simulate_pair(rng(3), 64, "C", **OFF)
+    assert np.array_equal(simulate_pair(rng(3), 64, "C", planes=1, **OFF)[0], one[0])
+    with pytest.raises(ValueError, match="planes must be odd"):
+        simulate_pair(rng(3), 64, "C", planes=4)
+    simulate_pairs(tmp_path, n_per_system=1, size=32, systems=("A",), progress=False, planes=3, plane_step_um=0.5)
+    from scripts.data.io import read_stack
+
+    stack, meta = read_stack(tmp_path / "widefield" / "A_00000.tif")
+    assert stack.shape == (3, 32, 32) and meta["spacing"] == pytest.approx((0.5, 0.5, 0.5))
+    assert read_image(tmp_path / "confocal" / "A_00000.tif")[0].shape == (32, 32)

@@ -70,7 +70,11 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
         "null, auto or an integer >= 0 (pixels)", lambda v: v in (None, "auto") or (_integer(v) and v >= 0),
     ),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
-    (("lr", "detail_sigma"), "a positive number", lambda v: _number(v) and v > 0),
+    (("lr", "detail_sigma", "plane_step_um"), "a positive number", lambda v: _number(v) and v > 0),
+    (
+        ("input_planes",), "1 or an odd number of planes (the target's in the middle)",
+        lambda v: _integer(v) and v > 0 and v % 2 == 1,
+    ),
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
          "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
@@ -130,6 +134,8 @@ def check_values(parser: ConfigParser) -> None:
                 if not ok(values[key]):  # type: ignore[operator]
                     raise InputError(None, f"--{key} {values[key]!r}: must be {must_be}")
     roi, dims = values.get("sw_roi_size"), values.get("spatial_dims", 3)
+    if values.get("input_planes", 1) > 1 and dims != 2:
+        raise InputError(None, f"--input_planes {values['input_planes']}: needs spatial_dims 2 (planes as channels)")
     if roi is not None and len(roi) != dims:
         axes = "[z, y, x]" if dims == 3 else "[y, x]"
         raise InputError(None, f"--sw_roi_size {roi!r}: must be a list {axes} (spatial_dims {dims})")
