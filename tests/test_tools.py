@@ -107,6 +107,11 @@ def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path,
     parts = sum(float(rows[name][1]) for name in ("g_s", "g_b", "d_s", "d_b", "optimiser steps"))
     assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=0.01)
     assert float(rows["g_s"][1]) > float(rows["d_s"][1]) > 0  # G_S's 3D passes outweigh the 2D discriminator's
+    benchmark_training.main(
+        [*args, "--rounds", "1", "--out", str(tmp_path / "out"), "--amp_dtypes", "auto", "bfloat16"]
+    )
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert list(rows) == ["optical auto", "optical bfloat16"] and float(rows["optical auto"][1]) == 1.0
 
 
 def test_sliding_window_seams_tilings_halo_is_one_window_and_blend_is_not():

@@ -37,11 +37,14 @@ from ablation import VARIANTS  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 
 
-def build(name: str, data: Path, crop_size: int, out: Path):
-    """The variant's trainer (train.yaml + overrides), with no handlers: iterations only."""
+def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | None = None):
+    """The variant's trainer (train.yaml + overrides; ``amp_dtype``: the mixed precision's type, None: the config's),
+    with no handlers: iterations only."""
     parser = ConfigParser()
     parser.read_config(ROOT / "bundle" / "configs" / "train.yaml")
     parser.update({"dataset_dir": str(data), "output_dir": str(out / name), "crop_size": crop_size})
+    if amp_dtype is not None:
+        parser.update({"amp_dtype": amp_dtype})
     parser.update({"sw_roi_size": [-1, crop_size, crop_size], "train#handlers": [], "device": "cpu"})
     parser.update({"train#dataset#progress": False})
     parser.update(dict(VARIANTS[name][1]))
@@ -133,9 +136,16 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/benchmark_training"))
     parser.add_argument("--passes", action="store_true", help="also the sum of each variant's passes, run bare")
+    parser.add_argument(
+        "--amp_dtypes", nargs="+", default=[None], help="each variant with each mixed-precision type (amp_dtype)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    trainers = {name: build(name, args.data.resolve(), args.crop_size, args.out) for name in args.variants}
+    trainers = {
+        name if dtype is None else f"{name} {dtype}": build(name, args.data.resolve(), args.crop_size, args.out, dtype)
+        for name in args.variants
+        for dtype in args.amp_dtypes
+    }
     batches = {}
     for name, trainer in trainers.items():
         loader = iter(trainer.data_loader)
@@ -152,10 +162,9 @@ def main(argv=None) -> None:
             times[name].append((time.perf_counter() - start) / args.iterations)
             for _ in range(args.iterations if args.passes else 0):
                 parts[name].append(bare_passes(trainer, calls[name]))
-    first = statistics.median(times[args.variants[0]])
-    print(
-        f"| variant | s/iteration (median of {args.rounds} rounds of {args.iterations}) | ratio to {args.variants[0]} |"
-    )
+    reference = next(iter(trainers))
+    first = statistics.median(times[reference])
+    print(f"| variant | s/iteration (median of {args.rounds} rounds of {args.iterations}) | ratio to {reference} |")
     print("|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)

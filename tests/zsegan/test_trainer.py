@@ -310,3 +310,21 @@ def test_bfloat16_mixed_precision_runs_on_cpu_through_the_autocast_path():
     assert not make_trainer(n_stacks=1, amp=True).autocast  # float16 needs CUDA
     with pytest.raises(ValueError, match="amp_dtype"):
         make_trainer(amp=True, amp_dtype="float8")
+
+
+def test_amp_dtype_auto_is_float16_on_cuda_and_bfloat16_where_the_cpu_computes_it(monkeypatch):
+    """auto: float16 with gradient scaling on CUDA; on the CPU bfloat16 autocast where the CPU has native bfloat16
+    (measured 2.5 times faster there: docs/benchmarks.md), float32 elsewhere (emulated bfloat16 is slower)."""
+    from scripts.zsegan import trainer as module
+
+    assert module.resolve_amp_dtype("auto", "cuda") == "float16"
+    assert (
+        module.resolve_amp_dtype("bfloat16", "cpu") == "bfloat16"
+        and module.resolve_amp_dtype("float16", "cpu") == "float16"
+    )
+    for native in (True, False):
+        monkeypatch.setattr(module, "native_bfloat16", lambda native=native: native)
+        assert module.resolve_amp_dtype("auto", "cpu") == ("bfloat16" if native else "float16")
+        trainer = make_trainer(n_stacks=1, amp=True, amp_dtype="auto")
+        assert trainer.autocast is native and trainer.scaler is None
+        assert trainer.amp_dtype == (torch.bfloat16 if native else torch.float16)
