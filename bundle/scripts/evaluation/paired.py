@@ -9,7 +9,7 @@ method ``confocal``, the level to approach). Methods:
 - ``input``: the wide-field image itself (with ``input_planes``, the middle plane of the wide-field z-stack: the
   confocal image's plane, the image a single-plane G would be given);
 - ``gan``: G of the paired GAN (``paired_train.yaml``);
-- ``l1``: the same generator trained with the L1 loss only (``--lambda_adversarial 0``), if given;
+- ``l1``: the same generator trained with the L1 loss only (``--lambda_adversarial 0 --lambda_ssim 0``), if given;
 - ``richardson_lucy``: 2D Richardson-Lucy (``skimage.restoration.richardson_lucy``) with the true in-focus
   wide-field PSF of the simulated system (:data:`scripts.simulate.fluorescence.SYSTEMS`, told by the file
   name's prefix ``A_``, ``B_``, ``C_``); left out for images of an unknown system. A 2D deconvolution
