@@ -94,12 +94,13 @@ class PairedGANTrainer(GANTrainer):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.criterion = criterion or AdversarialCriterion("bce")
         self.lambda_adversarial, self.lambda_l1, self.lambda_ssim = lambda_adversarial, lambda_l1, lambda_ssim
-        self.ssim_loss: SSIMLoss | None = None  # built for the data's dimensionality at the first step
+        self.ssim_loss: SSIMLoss | None = None  # built at the first step
 
     def _ssim(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """1 - SSIM per plane (2D, as D judges z-stacks: a stack may have fewer planes than SSIM's 11-voxel window)."""
         if self.ssim_loss is None:
-            self.ssim_loss = SSIMLoss(spatial_dims=fake.ndim - 2, data_range=2.0)
-        return self.ssim_loss(fake.float(), real.float())
+            self.ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0)
+        return self.ssim_loss(planes(fake).float(), planes(real).float())
 
     def _judge(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """D(x, y): the conditional discriminator's patch logits for output y of input x."""
