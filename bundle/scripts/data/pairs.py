@@ -42,6 +42,7 @@ __all__ = [
     "paired_datalist",
     "split_by_image",
     "system_intensity_ranges",
+    "valid_input_planes",
 ]
 
 logger = logging.getLogger("zsegan")
@@ -108,10 +109,17 @@ def paired_datalist(
     return items
 
 
+def valid_input_planes(input_planes) -> bool:
+    """Whether ``input_planes`` is 1 or an odd number of planes (an int, not a bool): the target's plane in the
+    middle."""
+    is_int = isinstance(input_planes, int) and not isinstance(input_planes, bool)
+    return is_int and input_planes >= 1 and input_planes % 2 == 1
+
+
 def check_input_planes(input_planes, ndim: int = 2) -> int:
     """``input_planes`` as an int: 1 (one plane in, as the target), or an odd number > 1 with ``ndim`` 2 (a z-stack
     around the target's plane in, planes as channels); anything else is a ValueError naming the key."""
-    if isinstance(input_planes, bool) or not isinstance(input_planes, int) or input_planes < 1 or input_planes % 2 == 0:
+    if not valid_input_planes(input_planes):
         raise ValueError(
             f"input_planes must be 1 or an odd number of planes (the target's in the middle), got {input_planes!r}"
         )

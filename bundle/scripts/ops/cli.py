@@ -19,6 +19,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 from scripts.data.atomic import hold_lock, write_text_atomic
+from scripts.data.pairs import valid_input_planes
 from scripts.data.transforms import NUISANCE_RANGES, nuisance_must_be, nuisance_ok
 from scripts.errors import InputError, install_excepthook
 from scripts.inference.sliding_window import PRECISIONS, TILINGS, HaloInferer, halo_width, window_overlap
@@ -71,10 +72,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     ),
     (("intensity_lower", "intensity_upper"), "a percentile in [0, 100]", lambda v: _number(v) and 0 <= v <= 100),
     (("lr", "detail_sigma", "plane_step_um"), "a positive number", lambda v: _number(v) and v > 0),
-    (
-        ("input_planes",), "1 or an odd number of planes (the target's in the middle)",
-        lambda v: _integer(v) and v > 0 and v % 2 == 1,
-    ),
+    (("input_planes",), "1 or an odd number of planes (the target's in the middle)", valid_input_planes),
     (
         ("p", "lambda_cycle", "lambda_identity", "lambda_lowpass", "lowpass_sigma", "coarse_sigma",
          "lambda_spectrum", "lambda_correction_tv", "cycle_sigma", "lambda_adversarial_b", "lambda_adversarial",
