@@ -329,7 +329,9 @@ def _png(path, mode, size=(6, 8)):
 
 IMAGE_CASES = {
     "missing": ("image.png", lambda p: None, "no such file"),
-    "suffix": ("image.npz", lambda p: _npz(p, _stack()[0]), "unsupported file type"),
+    "suffix": ("image.jpg", lambda p: p.write_bytes(b"hello world"), "unsupported file type"),
+    "npz stack": ("image.npz", lambda p: _npz(p, _stack().transpose(1, 2, 0)), "has 5 planes"),
+    "nifti stack": ("image.nii.gz", lambda p: _nifti(p, _stack().transpose(2, 1, 0)), "has 5 planes"),
     "not png": ("image.png", lambda p: p.write_bytes(b"hello world"), "cannot read"),
     "truncated png": (
         "image.png",
@@ -415,6 +417,20 @@ def test_reader_2d_and_ndim(tmp_path):
     with pytest.raises(Exception) as info:  # Compose wraps it; find_input_error unwraps it
         _pipeline(zio.ZStackReader(ndim=3))({"image": single})
     assert "is a 2D image" in str(find_input_error(info.value))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".nii.gz"])
+def test_one_plane_stack_formats_read_as_images(tmp_path, suffix):
+    """What inference writes for a z-stack in with input_planes (one plane, in the stack's format) reads back."""
+    plane = _stack()[:1]
+    path = tmp_path / f"plane{suffix}"
+    zio.write_stack(path, plane, {"dtype": "uint16", "spacing": SPACING, "unit": "um"})
+    image, meta = zio.read_image(path)
+    assert image.shape == (8, 6) and np.array_equal(image, plane[0]) and meta["axes"] == "YX"
+    assert tuple(_pipeline(zio.ZStackReader())({"image": path})["image"].shape) == (1, 8, 6)
+    stack = tmp_path / f"stack{suffix}"
+    zio.write_stack(stack, _stack()[:2], {"dtype": "uint16", "spacing": SPACING, "unit": "um"})
+    assert tuple(_pipeline(zio.ZStackReader())({"image": stack})["image"].shape) == (1, 2, 8, 6)
 
 
 def test_reader_errors_are_not_swallowed(tmp_path):

@@ -10,7 +10,7 @@ own dtype. Each format keeps its own axis order on disk and is converted on read
 - The paper's npz: key ``arr_0`` (or the only array), YXZ; no voxel size.
 - NIfTI (nibabel, ``.nii``/``.nii.gz``): XYZ; voxel size from the header zooms; the affine is kept.
 - 2D images: TIFF (tifffile) and PNG (Pillow), YX; the pixel size comes from the resolution tags
-  (TIFF) or the pHYs chunk (PNG).
+  (TIFF) or the pHYs chunk (PNG). An npz or NIfTI file of one plane reads as a 2D image too.
 
 ``read_stack``/``read_image`` return ``(array, meta)``; meta holds plain python values:
 
@@ -266,6 +266,19 @@ def _read_npz(path: Path) -> tuple[np.ndarray, str, dict]:
     return data, axes, {"format": "npz", "axes": "YXZ", "spacing": None, "unit": None}
 
 
+def _npz_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of the array ``_read_npz`` reads, from its .npy header alone; None if it cannot tell."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".npy")]
+        name = "arr_0.npy" if "arr_0.npy" in names else names[0] if len(names) == 1 else None
+        if name is None:
+            return None
+        with archive.open(name) as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return header(f)[0]
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, str, dict]:
     img = nib.load(path)
     data = np.asanyarray(img.dataobj)  # the file's own dtype (get_fdata would give float64)
@@ -401,9 +414,10 @@ def read_stack(path: PathLike, min_planes: int = 1) -> tuple[np.ndarray, dict]:
 
 
 def read_image(path: PathLike) -> tuple[np.ndarray, dict]:
-    """Read a 2D image (TIFF/PNG) as a YX array plus meta; spacing is (y, x)."""
-    p, fmt = _existing_file(path, IMAGE_SUFFIXES)
-    data, axes, meta = _load(p, fmt, "TIFF/PNG")
+    """Read a 2D image (TIFF/PNG, or an npz/NIfTI of one plane: what inference writes for a z-stack in
+    with ``input_planes``) as a YX array plus meta; spacing is (y, x)."""
+    p, fmt = _existing_file(path, IMAGE_SUFFIXES + STACK_SUFFIXES)
+    data, axes, meta = _load(p, fmt, "TIFF/PNG/NPZ/NIfTI")
     array = _to_internal(p, data, axes, 2)
     spacing = meta["spacing"]
     if spacing is not None and len(spacing) == 3:
@@ -560,10 +574,17 @@ def write_image(path: PathLike, array: np.ndarray, spacing: tuple[float, float] 
 
 
 def _is_stack_file(path: Path) -> bool:
-    """npz/NIfTI, or a TIFF with more than one page or plane (for ``ZStackReader(ndim=None)``)."""
+    """A file with more than one plane (for ``ZStackReader(ndim=None)``): a TIFF with more than one page or
+    plane, an npz/NIfTI whose array (read from its header) has more than one plane."""
     fmt = _FORMATS.get(_suffix(path, STACK_SUFFIXES + IMAGE_SUFFIXES) or "")
+    if fmt in ("npz", "nifti"):
+        try:
+            shape = nib.load(path).shape if fmt == "nifti" else _npz_shape(path)
+        except READ_ERRORS:
+            return True  # read_stack then says what is wrong with the file
+        return shape is None or sum(n > 1 for n in shape) > 2
     if fmt != "tiff":
-        return fmt in ("npz", "nifti")
+        return False
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
