@@ -143,6 +143,21 @@ def test_prepare_rejects_unknown_key_before_writing(tmp_path, keep_excepthook):
     assert not (out / "config.yaml").exists()
 
 
+def test_prepare_refuses_none_overrides_that_monai_would_drop(tmp_path, keep_excepthook):
+    """MONAI's command line ignores --key None: the files' value would be trained with, and recorded as None."""
+    files = _config_files(tmp_path)
+    (tmp_path / "none.yaml").write_text("nothing: null\n")
+    files.append(str(tmp_path / "none.yaml"))
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as info:
+        prepare(out, [MAIN, "run", "--config_file", str(files), "--max_epochs", "None"])
+    message = str(info.value)
+    assert "--max_epochs None" in message and "ignores None values" in message and "'max_epochs: null'" in message
+    assert not (out / "config.yaml").exists()
+    prepare(out, [MAIN, "run", "--config_file", str(files), "--nothing", "None"])  # None already: nothing dropped
+    assert yaml.safe_load((out / "config.yaml").read_text())["nothing"] is None
+
+
 BAD_VALUES = {
     "--sw_overlap 2": (["--sw_overlap", "2"], "--sw_overlap 2: must be a number in [0, 1)"),
     "--sw_overlap -0.5": (["--sw_overlap", "-0.5"], "--sw_overlap -0.5: must be a number in [0, 1)"),

@@ -207,6 +207,19 @@ def check_overrides(config: dict, overrides: dict) -> None:
             raise InputError(None, f"unknown config key '--{key}': no such key in the config files.{hint}")
 
 
+def check_none_overrides(parser: ConfigParser, overrides: dict) -> None:
+    """Raise InputError for ``--key None`` where the config files set ``key`` to something else: MONAI's command
+    line drops overrides whose value is None (``update_kwargs(ignore_none=True)``), so the files' value would be
+    used in silence."""
+    for key, value in overrides.items():
+        if value is None and parser[key] is not None:
+            raise InputError(
+                None, f"--{key} None: MONAI's command line ignores None values, so the config's {parser[key]!r} "
+                f"would be used. Put '{key.replace('#', '::')}: null' in a YAML file of your own and add it to "
+                "--config_file, e.g. --config_file \"['<the config>.yaml', 'mine.yaml']\"",
+            )  # fmt: skip
+
+
 def check_tracking_option(config: dict, tracking) -> None:
     """Refuse ``--tracking mlflow`` for training: MONAI's default MLflow handler logs a single output
     ``loss`` and would fail at the first iteration on the GAN's dict of losses."""
@@ -236,6 +249,7 @@ def prepare(output_dir: str | Path | None = None, argv: list[str] | None = None)
     parser = ConfigParser()
     parser.read_config(files)
     check_overrides(parser.get(), overrides)
+    check_none_overrides(parser, overrides)
     check_tracking_option(parser.get(), command_line_arguments(argv).get("tracking"))
     parser.update(overrides)
     check_values(parser)  # before anything is written: the record of an earlier run in output_dir stays
