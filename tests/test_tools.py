@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_focal_transfer",
         "defocus_from_stacks",
         "floors",
+        "hot_pixels",
         "make_figures",
         "sim_realism",
         "sliding_window_seams",
@@ -166,3 +167,34 @@ def test_depths_above_input_pairs_each_stacks_values_and_gives_the_standard_erro
         [sys.executable, "tools/ablation_table.py", str(metrics)], cwd=ROOT, capture_output=True, text=True
     )
     assert run.returncode == 0 and run.stdout.strip() == "g: 1 depths above the input's (1: +1.50 ± 0.50)", run.stderr
+
+
+def test_hot_pixels_counts_images_whose_output_leaves_the_targets_range(tmp_path):
+    """A G that returns its input has no hot pixel; one that adds 50 has them in every image."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import numpy as np
+    import torch
+    from hot_pixels import hot_pixels
+    from scripts.data.io import write_image
+    from scripts.inference.sliding_window import write_settings
+    from scripts.nets.paired import residual_unet
+    from scripts.ops.handlers import save_state_dict_atomic
+
+    rng = np.random.default_rng(0)
+    for kind in ("widefield", "confocal"):
+        (tmp_path / kind).mkdir()
+        for name in ("a.tif", "b.tif"):
+            write_image(tmp_path / kind / name, rng.integers(0, 4000, (32, 32)).astype(np.uint16))
+    args = {"spatial_dims": 2, "channels": [4, 8], "strides": [2], "num_res_units": 1, "norm": None}
+    g = residual_unet(**args)
+    for bias in (0.0, 50.0):
+        with torch.no_grad():
+            for p in g.parameters():
+                p.zero_()
+            [*g.parameters()][-1].fill_(bias)  # the last convolution's bias: the output's offset
+        weights = tmp_path / f"g{int(bias)}.pt"
+        save_state_dict_atomic(g, weights)
+        write_settings(weights, {"builder": "residual_unet", "network_args": args})
+        found = hot_pixels(weights, tmp_path, 10.0)
+        assert found["images"] == 2 and found["hot"] == (2 if bias else 0)
+        assert (found["peak"] > 49) == bool(bias) and found["worst"][1].startswith(("a.tif", "b.tif"))

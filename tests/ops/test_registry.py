@@ -24,7 +24,7 @@ from monai.inferers import SimpleInferer, SlidingWindowInferer
 from scripts.data.io import read_stack, write_stack
 from scripts.data.transforms import RobustNormalised
 from scripts.errors import InputError
-from scripts.inference.sliding_window import HaloInferer, enhance
+from scripts.inference.sliding_window import HaloInferer, enhance, write_settings
 from scripts.nets.architecture import default_generator
 from scripts.nets.networks import Generator3D
 from scripts.nets.paired import residual_unet
@@ -479,3 +479,18 @@ def test_a_finished_training_run_again_registers_no_duplicate(dataset, tmp_path)
     client = mlflow.MlflowClient(sqlite_uri(tmp_path / "run" / "mlflow.db"))
     assert [str(v.version) for v in client.search_model_versions("name='rerun'")] == ["1"]
     assert str(client.get_model_version_by_alias("rerun", "champion").version) == "1"
+
+
+def test_weights_of_another_architecture_with_the_same_parameters_are_refused(tmp_path):
+    """Instance norms without affine parameters hold no weights: a G trained without norms loads into one with them.
+    The settings beside the weights say how it was trained, and load_generator refuses the mismatch."""
+    args = {"spatial_dims": 2, "channels": [4, 8], "strides": [2], "num_res_units": 1, "norm": None}
+    trained = residual_unet(**args)
+    path = tmp_path / "paired.pt"
+    save_state_dict_atomic(trained, path)
+    write_settings(path, {"builder": "residual_unet", "network_args": args})
+    assert load_generator(residual_unet(**args), path) is not None  # as trained: loads
+    with pytest.raises(InputError) as info:
+        load_generator(residual_unet(**{**args, "norm": "instance"}), path)
+    assert str(path) in str(info.value) and "another network than the config builds" in str(info.value)
+    assert "norm=None" in str(info.value)

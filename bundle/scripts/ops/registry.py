@@ -544,6 +544,21 @@ def _check_kind(network_def: torch.nn.Module, settings: Mapping | None, model_ur
     )
 
 
+def check_architecture(network_def: torch.nn.Module, settings: Mapping | None, source: str | Path) -> None:
+    """Refuse weights whose settings (``builder``, ``network_args``) describe another network than ``network_def``:
+    weights load into any network with the same parameters, so a G trained without norms (or with instance norms,
+    which hold none) would otherwise run with the config's norms in silence. Nothing to check without settings."""
+    if not settings or not settings.get("network_args") or settings.get("builder", "Generator3D") not in BUILDERS:
+        return
+    if repr(build(settings)) != repr(unwrap(network_def)):
+        raise InputError(
+            source, "was trained as another network than the config builds: its settings say "
+            f"{settings.get('builder', 'Generator3D')}({', '.join(f'{k}={v!r}' for k, v in settings['network_args'].items())}); "
+            "set the config's network keys "
+            "to those (a null one in a YAML file added to --config_file)",
+        )  # fmt: skip
+
+
 def _check_task(client: mlflow.MlflowClient, found, task: str | None, model_uri: str) -> None:
     """Refuse a version whose training run records (its ``task`` param) another task than ``task``. Nothing to
     check without ``task``, or when the run records none (registered from Python, or the run deleted)."""
@@ -615,20 +630,26 @@ def load_generator(
     loaded into ``network_def``, which must have its architecture (as for a weights file). A bad URI,
     an unknown model, alias or version, or an unreachable server raise InputError naming the URI; so do a
     version of another kind than ``network_def`` (its logged ``builder``: G_S, the paired G, a restorer) and,
-    with ``task`` (a restorer's defect task), a version whose training run records another ``task``.
+    with ``task`` (a restorer's defect task), a version whose training run records another ``task``. Weights whose
+    settings (beside the file, or logged with the version) describe another architecture than ``network_def`` are
+    refused too (:func:`check_architecture`).
     """
     if not model_uri:
         if model_path is None:
             raise InputError(None, "no weights: set --model_path or --model_uri")
-        return load_weights(network_def, model_path, device)
+        network = load_weights(network_def, model_path, device)
+        check_architecture(network, read_settings(model_path), model_path)
+        return network
     with _registered_version(model_uri, tracking_uri) as (uri, found), tempfile.TemporaryDirectory() as tmp:
-        _check_kind(network_def, _logged_settings(model_uri, found, tmp), model_uri, found.version)
+        logged = _logged_settings(model_uri, found, tmp)
+        _check_kind(network_def, logged, model_uri, found.version)
         _check_task(mlflow.MlflowClient(uri), found, task, model_uri)
         weights = _artifact(model_uri, found, WEIGHTS, tmp, "generator weights")
         try:
             network = load_weights(network_def, weights, device)
         except InputError as e:
             raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
+        check_architecture(network, logged, model_uri)
     logger.info(f"weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
     return network
 
