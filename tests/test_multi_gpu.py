@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 TINY_TRAIN = [
     "--g_channels", "4", "--g_residual_blocks", "1", "--d_channels", "8", "--crop_size", "32",
-    "--sw_roi_size", "[-1, 32, 32]", "--n_horizontal", "2", "--n_vertical", "2", "--log_interval", "1",
+    "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16", "--n_horizontal", "2", "--n_vertical", "2", "--log_interval", "1",
     "--epoch_length", "2", "--val_interval", "1", "--checkpoint_interval", "2",
 ]  # fmt: skip
 # test-only config: at the end, every process saves its own four networks, to compare the processes' weights

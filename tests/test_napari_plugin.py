@@ -32,7 +32,8 @@ from zsegan_napari import enhance as plugin  # noqa: E402
 from zsegan_napari.reader import get_reader  # noqa: E402
 
 SHIPPED = ROOT / "bundle" / "models" / "model.pt"
-SMALL = {"sw_roi_size": [-1, 32, 32], "sw_overlap": 0.25}  # small windows: several of them on a small stack
+# small blended windows: several of them on a small stack (inference.yaml's halo tiling needs windows over 64 px)
+SMALL = {"sw_roi_size": [-1, 32, 32], "sw_overlap": 0.25, "sw_tiling": "blend", "sw_overlap_px": None}
 
 
 def stack(shape=(6, 48, 40), seed=0) -> np.ndarray:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_evaluation",
         "benchmark_inference",
         "benchmark_focal_transfer",
+        "benchmark_tiling",
         "defocus_from_stacks",
         "floors",
         "hot_pixels",

@@ -26,7 +26,7 @@ CONFIGS = ROOT / "bundle" / "configs"
 # tiny networks and crops: the workflows are the same, only smaller
 TINY_NET = ["--g_channels", "4", "--g_residual_blocks", "1"]
 TINY_TRAIN = TINY_NET + [
-    "--d_channels", "8", "--crop_size", "32", "--sw_roi_size", "[-1, 32, 32]",
+    "--d_channels", "8", "--crop_size", "32", "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16",
     "--n_horizontal", "2", "--n_vertical", "2", "--log_interval", "1",
 ]  # fmt: skip
 

@@ -62,8 +62,8 @@ ONNX_CONVERTER = {
 }  # fmt: skip
 TINY_TRAIN = [
     "--g_channels", "4", "--g_residual_blocks", "1", "--d_channels", "8", "--crop_size", "32",
-    "--sw_roi_size", "[-1, 32, 32]", "--n_horizontal", "2", "--n_vertical", "2", "--max_epochs", "1",
-    "--epoch_length", "2",
+    "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16", "--n_horizontal", "2", "--n_vertical", "2",
+    "--max_epochs", "1", "--epoch_length", "2",
 ]  # fmt: skip
 
 

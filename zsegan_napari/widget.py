@@ -21,13 +21,17 @@ from superqt.utils import ensure_main_thread
 
 from zsegan_napari.enhance import CancelledError, enhanced_layer, inference_config, parsed, selected_image
 
+#: the widget's default window (y, x px): it blends windows (MONAI's sliding window, its window and overlap boxes),
+#: where ``inference`` tiles 256-px windows exactly by default (halo tiling, which needs windows over 64 px)
+BLEND_WINDOW = [-1, 128, 128]
+
 
 class EnhanceWidget(Container):
     """Enhance z-stack (ZSE-GAN): G_S on the viewer's selected image layer, in a worker thread, cancellable."""
 
     def __init__(self, napari_viewer) -> None:
         config = inference_config()
-        roi, overlap = parsed(config, "sw_roi_size"), parsed(config, "sw_overlap")
+        roi, overlap = BLEND_WINDOW, parsed(config, "sw_overlap")
         super().__init__(
             widgets=[
                 FileEdit(name="weights", label="weights file (empty: shipped)", mode="r", filter="*.pt"),
@@ -76,7 +80,13 @@ class EnhanceWidget(Container):
             bar.close()
             self.enhance.enabled, self.cancel.enabled = True, False
 
-        settings = {"sw_roi_size": [-1, self.window.value, self.window.value], "sw_overlap": self.overlap.value}
+        window = [-1, self.window.value, self.window.value]  # blended windows, as the window and overlap boxes say
+        settings = {
+            "sw_roi_size": window,
+            "sw_overlap": self.overlap.value,
+            "sw_tiling": "blend",
+            "sw_overlap_px": None,
+        }
         return create_worker(
             enhanced_layer,
             layer,

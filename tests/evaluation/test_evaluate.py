@@ -202,7 +202,7 @@ def test_evaluate_config_end_to_end_with_a_model_and_the_baselines(dataset, tmp_
     result = _evaluate_cli(
         "--dataset_dir", str(dataset), "--subset", "all", "--output_dir", str(out),
         "--model_path", str(tmp_path / "tiny.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
-        "--sw_roi_size", "[-1, 32, 32]", "--n_vertical", "2", "--rl_num_iter", "2", "--num_workers", "1",
+        "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16", "--n_vertical", "2", "--rl_num_iter", "2", "--num_workers", "1",
     )  # fmt: skip
     after = training_store.stat().st_mtime_ns if training_store.exists() else None
     assert before == after, "the evaluation wrote into training's MLflow store instead of <output_dir>/mlflow.db"

@@ -25,6 +25,7 @@ from scripts.inference.wholeslide import (
     enhance_lazily,
     enhance_lazily_halo,
     enhance_slide,
+    halo_steps,
     halo_tiling,
     ngff_multiscales,
     open_stack,
@@ -264,6 +265,9 @@ def test_halo_tiles_of_a_batch_norm_g_s_give_one_window_over_the_whole_odd_sized
     whole = enhance(g_s, stack, SimpleInferer(), normalise)
     halo = HaloInferer((-1, 64, 64), 28, 4, sw_batch_size=2)
     assert halo_tiling(30, stack.shape) == ((32, 32, 32, 3), (32, 32, 32, 1))
+    # tiles of whole windows: 256-px windows with a 32-px halo step by 192, so 1024 becomes 1152 (six windows)
+    assert halo_steps(HaloInferer((-1, 256, 256), 32, 4)) == (192, 192) and halo_steps(halo) == (8, 8)
+    assert halo_tiling(1024, (29, 2048, 2000), 4, (192, 192)) == ((1152, 896), (1152, 848))
     tiled = enhance_lazily_halo(g_s, lazy, halo, intensity_range, halo_tiling(30, stack.shape))
     assert tiled.numblocks == (1, 4, 4)
     np.testing.assert_allclose(tiled.compute(scheduler="sync"), whole, rtol=1e-5, atol=1e-5 * np.ptp(whole))
@@ -509,7 +513,8 @@ def test_bundle_cli_enhances_a_whole_slide(guided, stack, tmp_path):
         "--input_path", str(source.parent), "--output_dir", str(tmp_path / "out"),
         "--model_path", str(tmp_path / "model.pt"), "--g_channels", "4", "--g_residual_blocks", "1",
         "--g_upsampling", "transpose", "--g_residual", "False", "--g_focal_skip", "False",  # the fixture's layout
-        "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--sw_batch_size", "4", "--tile_size", "32",
+        "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "8", "--sw_batch_size", "4",
+        "--tile_size", "32",  # blend (whole slides' default) with overlap 0.25, as in_memory
         "--output_format", "ome-tiff",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -540,7 +545,8 @@ def test_bundle_cli_refuses_a_slide_with_nan_in_one_line(guided, stack, tmp_path
         sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(configs),
         "--input_path", str(source), "--output_dir", str(tmp_path / "out"), "--model_path", str(tmp_path / "model.pt"),
         "--g_channels", "4", "--g_residual_blocks", "1", "--g_upsampling", "transpose", "--g_residual", "False",
-        "--g_focal_skip", "False", "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--tile_size", "32",
+        "--g_focal_skip", "False", "--g_focal_gate", "False", "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16",
+        "--tile_size", "32",
         "--compile", "False",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

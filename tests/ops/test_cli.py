@@ -205,9 +205,12 @@ INFERENCE_BAD_VALUES = {
         "--sw_overlap_px -3: must be null, auto or an integer >= 0 (pixels)",
     ),
     "--sw_overlap_px 1.5": (["--sw_overlap_px", "1.5"], "--sw_overlap_px 1.5: must be null, auto or an integer >= 0"),
-    "--sw_overlap_px 128": (["--sw_overlap_px", "128"], "--sw_overlap_px 128: must be below the window's 128 px"),
+    "--sw_overlap_px 256": (
+        ["--sw_tiling", "blend", "--sw_overlap_px", "256"],
+        "--sw_overlap_px 256: must be below the window's 256 px",
+    ),
     "beyond a smaller window": (
-        ["--sw_overlap_px", "40", "--sw_roi_size", "[-1, 64, 32]"],
+        ["--sw_tiling", "blend", "--sw_overlap_px", "40", "--sw_roi_size", "[-1, 64, 32]"],
         "--sw_overlap_px 40: must be below the window's 32 px",
     ),
     "--sw_tiling foo": (["--sw_tiling", "foo"], "--sw_tiling 'foo': must be one of blend, halo"),
@@ -216,7 +219,7 @@ INFERENCE_BAD_VALUES = {
         "--sw_overlap_px 20: with --sw_tiling halo it must be twice a halo that is a multiple of 4",
     ),
     "halo: a window not over twice the halo": (
-        ["--sw_tiling", "halo", "--sw_overlap_px", "128"],
+        ["--sw_tiling", "halo", "--sw_overlap_px", "128", "--sw_roi_size", "[-1, 128, 128]"],
         "--sw_tiling halo: the halo (64 px) and the window's y, x [128, 128] (-1: all) must be multiples of 4, the "
         "window larger than twice the halo",
     ),

@@ -394,6 +394,7 @@ def test_training_on_a_tracking_server_registers_and_loads_back_by_alias(dataset
     write_stack(tmp_path / "in" / "a.tif", stack, {"dtype": "float32", "axes": "ZYX", "spacing": None, "unit": None})
     args = [
         "--input_path", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--sw_roi_size", "[-1, 32, 32]",
+        "--sw_overlap_px", "16",
         "--model_uri", "models:/zsegan@champion", "--tracking_uri", uri, *TINY_NET,
     ]  # fmt: skip
     result = bundle_run("inference", "inference.yaml", *args)

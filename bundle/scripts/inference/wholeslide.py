@@ -455,12 +455,25 @@ def enhance_lazily(
     return da.block([rows])
 
 
-def halo_tiling(tile_size: int, shape, multiple: int = 4) -> tuple:
+def halo_tiling(tile_size: int, shape, multiple: int = 4, steps: tuple[int, int] | None = None) -> tuple:
     """Tiles along y and x for ``--sw_tiling halo`` (:class:`~scripts.inference.sliding_window.HaloInferer`) on
-    a stack of ``shape``: ``tile_size`` rounded up to G_S's stride ``multiple``, the last tile shorter (dask's
-    chunks). Tiles need not follow the windows: each reads its own halo (:func:`_halo_region`)."""
-    tile = max(round_up(int(tile_size), multiple), multiple)
-    return tuple(tuple([tile] * (n // tile) + ([n % tile] if n % tile else [])) for n in shape[-2:])
+    a stack of ``shape``: ``tile_size`` rounded up to G_S's stride ``multiple`` and, along each axis, to that
+    axis's window step when ``steps`` are given (:func:`halo_steps`: a tile then holds whole windows, none of
+    them cut short by its halo), the last tile shorter (dask's chunks). Each tile reads its own halo
+    (:func:`_halo_region`)."""
+    tiles = []
+    for i, n in enumerate(shape[-2:]):
+        tile = max(round_up(int(tile_size), multiple), multiple)
+        if steps is not None and steps[i] > 0:
+            tile = round_up(tile, steps[i])
+        tiles.append(tuple([tile] * (n // tile) + ([n % tile] if n % tile else [])))
+    return tuple(tiles)
+
+
+def halo_steps(inferer: HaloInferer) -> tuple[int, int]:
+    """How far ``inferer``'s windows step along y and x (the window less two halos; 0 for a window over all of an
+    axis): in tiles of a multiple of it, the windows of a tile and its halo fill it exactly."""
+    return tuple(r - 2 * inferer.halo if r > 0 else 0 for r in inferer.roi_size[-2:])  # type: ignore[return-value]
 
 
 def _halo_region(start: int, stop: int, n: int, halo: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -616,7 +629,8 @@ def enhance_slide(
     inferer.progress = False  # one progress bar over the chunks instead of one per tile
     halo = isinstance(inferer, HaloInferer)  # --sw_tiling halo: tiles with their halo, no overhangs to add
     if halo:
-        chunks, overhangs = halo_tiling(tile_size, stack.shape, inferer.multiple), [inferer.halo] * 2
+        chunks = halo_tiling(tile_size, stack.shape, inferer.multiple, halo_steps(inferer))
+        overhangs = [inferer.halo] * 2
         tiling = {"tiling": "halo", "halo": inferer.halo}
     else:
         overlap = float(inferer.overlap) if np.ndim(inferer.overlap) == 0 else [float(o) for o in inferer.overlap]

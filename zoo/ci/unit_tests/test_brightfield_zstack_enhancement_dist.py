@@ -18,7 +18,8 @@ import torch
 BUNDLE_ROOT = "models/brightfield_zstack_enhancement"
 TINY_TRAIN = [
     "--g_channels", "4", "--g_residual_blocks", "1", "--d_channels", "8", "--crop_size", "32",
-    "--sw_roi_size", "[-1, 32, 32]", "--n_horizontal", "2", "--n_vertical", "2", "--max_epochs", "1",
+    "--sw_roi_size", "[-1, 32, 32]", "--sw_overlap_px", "16", "--n_horizontal", "2", "--n_vertical", "2",
+    "--max_epochs", "1",
     "--epoch_length", "2",
 ]  # fmt: skip
 
