@@ -193,6 +193,12 @@ def _run(command: list[str], log: Path, threads: int) -> float:
     return time.perf_counter() - start
 
 
+def window_settings(window: int) -> dict:
+    """The sliding window of ``window`` px along y and x, with an overlap it can hold: the configs' 64 px (halo
+    tiling's 32-px halo) for windows of 128 px and more, else half the window (on G_S's stride lattice)."""
+    return {"sw_roi_size": [-1, window, window], "sw_overlap_px": min(64, window // 2 // 8 * 8)}
+
+
 def train(name: str, args) -> None:
     out = args.out / name
     if (out / "done").exists():
@@ -204,7 +210,7 @@ def train(name: str, args) -> None:
         "output_dir": out,
         "model_path": out / "model.pt",
         "crop_size": args.crop_size,
-        "sw_roi_size": [-1, args.crop_size, args.crop_size],
+        **window_settings(args.crop_size),
         "max_epochs": args.epochs,
         "epoch_length": args.epoch_length,
         "val_interval": args.epochs,  # validate once, at the end
@@ -247,7 +253,7 @@ def evaluate(name: str, args, window: int | None = None) -> None:
         settings["baselines"] = "{}"
         settings.update({k: v for k, v in VARIANTS[name][1].items() if k in ARCHITECTURE})
     if window is not None:
-        settings["sw_roi_size"] = [-1, window, window]
+        settings.update(window_settings(window))
     out.mkdir(parents=True, exist_ok=True)
     print(f"{out.name}: evaluating", flush=True)
     _run(command + _args(settings) + args.override_eval, out / "evaluate.log", args.threads * args.jobs)
