@@ -21,15 +21,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.data.io import IMAGE_SUFFIXES, list_files, read_image  # noqa: E402
-from scripts.data.transforms import percentile_range  # noqa: E402
+from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.inference.sliding_window import load_weights, read_settings  # noqa: E402
 from scripts.ops.registry import build  # noqa: E402
 
 
 def normalised(path: Path) -> np.ndarray:
-    image = np.asarray(read_image(path)[0], np.float32)
-    lo, hi = percentile_range(image, 0.5, 99.5, str(path))
-    return (image - lo) * 2.0 / (hi - lo) - 1.0
+    """The image mapped as training maps it (``RobustNormalised``: its 0.5/99.5 percentiles to -1 and 1)."""
+    image = torch.as_tensor(np.asarray(read_image(path)[0], np.float32))
+    return RobustNormalised("image")({"image": image})["image"].numpy()
 
 
 def hot_pixels(weights: Path, dataset_dir: Path, limit: float) -> dict:

@@ -21,9 +21,9 @@ from superqt.utils import ensure_main_thread
 
 from zsegan_napari.enhance import CancelledError, enhanced_layer, inference_config, parsed, selected_image
 
-#: the widget's default window (y, x px): it blends windows (MONAI's sliding window, its window and overlap boxes),
-#: where ``inference`` tiles 256-px windows exactly by default (halo tiling, which needs windows over 64 px)
-BLEND_WINDOW = [-1, 128, 128]
+#: the widget's default window (y and x, px): it blends windows (MONAI's sliding window, its window and overlap
+#: boxes), where ``inference`` tiles 256-px windows exactly by default (halo tiling, which needs windows over 64 px)
+BLEND_WINDOW = 128
 
 
 class EnhanceWidget(Container):
@@ -31,7 +31,7 @@ class EnhanceWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         config = inference_config()
-        roi, overlap = BLEND_WINDOW, parsed(config, "sw_overlap")
+        overlap = parsed(config, "sw_overlap")
         super().__init__(
             widgets=[
                 FileEdit(name="weights", label="weights file (empty: shipped)", mode="r", filter="*.pt"),
@@ -41,7 +41,9 @@ class EnhanceWidget(Container):
                     tooltip="models:/<name>@<alias> or models:/<name>/<version>",
                 ),
                 LineEdit(name="tracking_uri", label="MLflow store", tooltip="empty: the bundle's runs/train/mlflow.db"),
-                SpinBox(name="window", label="window (y, x px)", value=roi[-1], min=8, max=8192, tooltip="all of Z"),
+                SpinBox(
+                    name="window", label="window (y, x px)", value=BLEND_WINDOW, min=8, max=8192, tooltip="all of Z"
+                ),
                 FloatSpinBox(name="overlap", label="window overlap", value=overlap, min=0.0, max=0.9, step=0.05),
                 PushButton(name="enhance", text="Enhance selected layer"),
                 PushButton(name="cancel", text="Cancel", enabled=False),

@@ -250,17 +250,19 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, dict]:
     return data, axes, {"format": "tiff", "axes": axes, "spacing": spacing, "unit": unit}
 
 
+def _npz_key(keys: Sequence[str]) -> str | None:
+    """The array of an npz that the bundle reads: ``arr_0``, else the only one; None when neither."""
+    return "arr_0" if "arr_0" in keys else keys[0] if len(keys) == 1 else None
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, str, dict]:
     with np.load(path, allow_pickle=False) as npz:
         keys = list(npz.keys())
-        if "arr_0" in keys:
-            data = npz["arr_0"]
-        elif len(keys) == 1:
-            data = npz[keys[0]]
-        else:
+        if _npz_key(keys) is None:
             raise InputError(
                 path, f"holds arrays {', '.join(keys) or '(none)'}: expected key 'arr_0' or a single array"
             )
+        data = npz[_npz_key(keys)]
     # the paper's npz is YXZ; a 4D array is taken as YXZ plus a channel axis
     axes = {2: "YX", 3: "YXZ", 4: "YXZC"}.get(data.ndim, "?" * data.ndim)
     return data, axes, {"format": "npz", "axes": "YXZ", "spacing": None, "unit": None}
@@ -269,11 +271,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, str, dict]:
 def _npz_shape(path: Path) -> tuple[int, ...] | None:
     """The shape of the array ``_read_npz`` reads, from its .npy header alone; None if it cannot tell."""
     with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith(".npy")]
-        name = "arr_0.npy" if "arr_0.npy" in names else names[0] if len(names) == 1 else None
-        if name is None:
+        key = _npz_key([n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")])
+        if key is None:
             return None
-        with archive.open(name) as f:
+        with archive.open(f"{key}.npy") as f:
             version = np.lib.format.read_magic(f)
             header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             return header(f)[0]

@@ -461,13 +461,9 @@ def halo_tiling(tile_size: int, shape, multiple: int = 4, steps: tuple[int, int]
     axis's window step when ``steps`` are given (:func:`halo_steps`: a tile then holds whole windows, none of
     them cut short by its halo), the last tile shorter (dask's chunks). Each tile reads its own halo
     (:func:`_halo_region`)."""
-    tiles = []
-    for i, n in enumerate(shape[-2:]):
-        tile = max(round_up(int(tile_size), multiple), multiple)
-        if steps is not None and steps[i] > 0:
-            tile = round_up(tile, steps[i])
-        tiles.append(tuple([tile] * (n // tile) + ([n % tile] if n % tile else [])))
-    return tuple(tiles)
+    size = max(round_up(int(tile_size), multiple), multiple)
+    tiles = [round_up(size, step) if step > 0 else size for step in steps or (0, 0)]
+    return tuple(tuple([t] * (n // t) + ([n % t] if n % t else [])) for t, n in zip(tiles, shape[-2:], strict=True))
 
 
 def halo_steps(inferer: HaloInferer) -> tuple[int, int]:

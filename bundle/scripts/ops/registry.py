@@ -554,8 +554,7 @@ def check_architecture(network_def: torch.nn.Module, settings: Mapping | None, s
         raise InputError(
             source, "was trained as another network than the config builds: its settings say "
             f"{settings.get('builder', 'Generator3D')}({', '.join(f'{k}={v!r}' for k, v in settings['network_args'].items())}); "
-            "set the config's network keys "
-            "to those (a null one in a YAML file added to --config_file)",
+            "set the config's network keys to those (a null one in a YAML file added to --config_file)",
         )  # fmt: skip
 
 
