@@ -19,7 +19,8 @@ from scripts.ops.handlers import ExportGenerator
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 NAMES = ("paired_train.yaml", "paired_inference.yaml", "paired_evaluate.yaml")
 SHARED = [
-    "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "u_residual", "network_def",
+    "bundle_root", "spatial_dims", "u_channels", "u_strides", "u_res_units", "u_norm", "u_residual", "u_top_conv_only",
+    "network_def",
     "intensity_lower", "intensity_upper", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_mode", "input_ndim",
 ]  # fmt: skip
 SPLIT = [
@@ -112,7 +113,7 @@ def _expected(g: torch.nn.Module, image: np.ndarray, intensity_range=None) -> np
 @pytest.fixture
 def g(tmp_path) -> torch.nn.Module:
     torch.manual_seed(0)
-    return residual_unet(2, (4, 8, 16, 32)).eval()
+    return residual_unet(2, (4, 8, 16, 32), top_conv_only=True).eval()  # the configs' G, tiny
 
 
 def test_inference_maps_each_input_by_its_systems_trained_range(g, tmp_path):
@@ -209,3 +210,29 @@ def test_init_gain_from_the_command_line_is_a_positive_number():
     for value in (None, 0.02):
         parser.update({"init_gain": value})
         check_values(parser)
+
+
+def test_the_evaluations_l1_baseline_is_built_as_it_was_trained_and_apart_from_g(tmp_path):
+    """G trained with a linear top (the config's keys say so) against an L1-only baseline trained before that key (its
+    settings say: a normalised top): each is loaded into the network it was trained as, two modules apart; an L1 file
+    without settings gets the config's network, a module of its own too."""
+    from scripts.inference.sliding_window import write_settings
+
+    args = {"spatial_dims": 2, "channels": [4, 8, 16, 32], "strides": [2, 2, 2], "num_res_units": 2}
+    torch.manual_seed(0)
+    for name, top in (("g.pt", True), ("l1.pt", False), ("bare.pt", True)):
+        torch.save(residual_unet(**args, top_conv_only=top).state_dict(), tmp_path / name)
+        if name != "bare.pt":
+            write_settings(
+                tmp_path / name, {"builder": "residual_unet", "network_args": {**args, "top_conv_only": top}}
+            )
+    for l1, top in (("l1.pt", False), ("bare.pt", True)):
+        parser = ConfigParser(load("paired_evaluate.yaml"))
+        parser.update({"u_channels": [4, 8, 16, 32], "u_top_conv_only": True})
+        parser.update({"model_path": str(tmp_path / "g.pt"), "l1_model_path": str(tmp_path / l1)})
+        network, baseline = parser.get_parsed_content("network"), parser.get_parsed_content("baseline")
+        assert network is not baseline and network.network is not baseline.network
+        layers = baseline.network.net.model[-1][0]
+        assert hasattr(layers, "adn") is not top, l1  # the top's norm: as the L1 file was trained
+        for key, value in torch.load(tmp_path / l1).items():
+            torch.testing.assert_close(baseline.network.state_dict()[key], value)

@@ -4,7 +4,7 @@
 
 G_S's instance norms make each window's output depend on the whole window, so neighbouring windows
 disagree where they meet and the blend shows there. For simulated stacks (with their sharp truth) and
-each window setting this prints:
+each window setting (and inference.yaml's default) this prints:
 - PSNR against the truth (each volume's 0.5/99.5 percentiles mapped to 0/1, as in evaluation);
 - the seam index: the largest mean |gradient| of any one column or row of the output (along x and y,
   over all planes and the other axis), divided by the median one. A seamless image is near 1 (the truth:
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
@@ -50,6 +51,7 @@ from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.simulate.zstacks import simulate_stack  # noqa: E402
 
 SETTINGS = [(128, 0.25), (128, 0.125), (256, 0.25), (256, 0.125), (None, 0.0)]  # None: one window, the whole field
+INFERENCE = yaml.safe_load((Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.yaml").read_text())
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -139,24 +141,32 @@ def main() -> None:
         return
     network = load_weights(default_generator(), Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt")
     rng = np.random.default_rng(5)
-    settings = [(roi or args.size, overlap) for roi, overlap in SETTINGS]
+    settings = [
+        (f"window {roi or args.size}, overlap {overlap} (blend)", blend_window(roi or args.size, overlap), overlap)
+        for roi, overlap in SETTINGS
+    ]
+    keys = ("sw_tiling", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_overlap_px", "sw_mode")
+    tiling, roi, _, overlap, overlap_px, mode = (INFERENCE[k] for k in keys)
+    default = sliding_window(tiling, roi, 1, overlap, overlap_px, mode, network)
+    settings.append((f"the default: {tiling}, window {roi}, overlap {overlap_px} px", default, None))
     psnr, seams = np.zeros((args.stacks, len(settings))), np.zeros((args.stacks, len(settings) + 1))
     for i in range(args.stacks):
         stack, truth, _ = simulate_stack(rng, size=args.size)
         t = unit(truth.astype(np.float32))
         seams[i, -1] = seam_index(t)
-        for j, (roi, overlap) in enumerate(settings):
-            inferer = SlidingWindow((-1, roi, roi), sw_batch_size=1, overlap=overlap, mode="gaussian")
+        for j, (_, inferer, _) in enumerate(settings):
             with torch.no_grad():
                 y = unit(enhance(network, stack, inferer, RobustNormalised("image")))
             psnr[i, j], seams[i, j] = psnr_db(y, t), seam_index(y)
     print(f"{args.stacks} simulated stacks of {args.size}x{args.size}x29, shipped G_S (means)")
-    for j, (roi, overlap) in enumerate(settings):
-        print(
-            f"window {roi}, overlap {overlap}: PSNR {psnr[:, j].mean():.2f} dB, seam index {seams[:, j].mean():.2f}, "
-            f"at most {100 * (1 - overlap) ** 2:.0f}% of (a)"
-        )
-    print(f"truth: seam index {seams[:, -1].mean():.2f}")
+    for j, (name, _, overlap) in enumerate(settings):
+        cap = "" if overlap is None else f", at most {100 * (1 - overlap) ** 2:.0f}% of (a)"
+        print(f"{name}: PSNR {psnr[:, j].mean():.2f} dB, seam index {seams[:, j].mean():.3f}{cap}")
+    print(f"truth: seam index {seams[:, -1].mean():.3f}")
+
+
+def blend_window(roi: int, overlap: float) -> SlidingWindow:
+    return SlidingWindow((-1, roi, roi), sw_batch_size=1, overlap=overlap, mode="gaussian")
 
 
 if __name__ == "__main__":

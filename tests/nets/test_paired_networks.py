@@ -57,3 +57,30 @@ def test_a_z_stack_in_as_channels_gives_its_middle_plane_out():
     assert torch.equal(g(x), x[:, 1:2])
     d = conditional_discriminator(channels=8, n_layers=3, input_channels=3)
     assert d(torch.zeros(2, 4, 32, 32)).shape == (2, 1, 4, 4)  # all the input's planes beside the output
+
+
+def test_a_linear_top_lets_the_output_scale_where_the_norm_of_the_top_fixes_its_spread():
+    """MONAI's top up-convolution normalises G's one output channel per image: doubling its weights changes nothing.
+    With top_conv_only it is a plain convolution: with the last residual unit's convolution zeroed, doubling the top's
+    weights and bias doubles UNet(x)."""
+    x = torch.rand(1, 1, 32, 32)
+    for top_conv_only, expected in ((False, 1.0), (True, 2.0)):
+        torch.manual_seed(0)
+        g = residual_unet(2, **TINY, residual=False, top_conv_only=top_conv_only).eval()
+        top = g.net.model[-1]  # the top up-layer: (transposed convolution, residual unit)
+        assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in top[0].modules()) is not top_conv_only
+        torch.nn.init.zeros_(top[1].conv.unit0.conv.weight)
+        torch.nn.init.zeros_(top[1].conv.unit0.conv.bias)
+        with torch.no_grad():
+            before = g(x)
+            top[0].conv.weight.mul_(2)
+            top[0].conv.bias.mul_(2)
+            ratio = (g(x) / before).flatten()
+        assert torch.allclose(ratio, torch.full_like(ratio, expected), atol=1e-4)
+        with torch.no_grad():
+            assert torch.equal(torch.jit.script(g)(x), g(x))
+
+
+def test_top_conv_only_must_be_a_boolean():
+    with pytest.raises(ValueError, match="top_conv_only must be True or False, got 'true'"):
+        residual_unet(2, **TINY, top_conv_only="true")

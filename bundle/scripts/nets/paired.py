@@ -2,6 +2,9 @@
 
 - G: MONAI's ``UNet`` with residual units (Kerfoot et al. 2018), 2D by default, 3D with ``spatial_dims=3``;
   no output activation (outputs live in the normalised [-1, 1] range, unclipped, like the inputs). With
+  ``top_conv_only``, its top up-convolution (to G's one output channel) is a plain convolution: MONAI's keeps a
+  norm and activation there, which set the spread of each image's output (or correction) to a constant, so that G
+  can change it only through outliers (docs/paired.md, "Hot pixels"). With
   ``residual`` (the default) G(x) = x + UNet(x): it starts from the input and learns the correction (the haze
   to remove, the contrast to change), which a U-Net with small initial weights otherwise reaches only after
   thousands of Adam steps (its output starts near 0, far from the targets' -1 background).
@@ -24,7 +27,18 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from scripts.nets.networks import PatchDiscriminator2D
 
-__all__ = ["PairedGenerator", "conditional_discriminator", "residual_unet"]
+__all__ = ["PairedGenerator", "conditional_discriminator", "residual_unet", "UNetLinearTop"]
+
+
+class UNetLinearTop(UNet):
+    """MONAI's ``UNet`` whose top up-convolution has no norm and activation when it has residual units (without
+    them, MONAI's has none already): its output is linear in the last features, not normalised per image."""
+
+    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> torch.nn.Module:
+        layer = super()._get_up_layer(in_channels, out_channels, strides, is_top)
+        if is_top and self.num_res_units > 0:
+            del layer[0].adn  # the transposed convolution's norm, dropout and activation
+        return layer
 
 
 class PairedGenerator(torch.nn.Module):
@@ -61,12 +75,18 @@ def residual_unet(
     norm: str = "instance",
     residual: bool = True,
     in_channels: int = 1,
+    top_conv_only: bool = False,
 ) -> PairedGenerator:
     """G: a residual U-Net to one channel for inputs of any size, x + UNet(x) when ``residual``; ``in_channels``: the
-    input's (planes of a wide-field z-stack, ``--input_planes``)."""
+    input's (planes of a wide-field z-stack, ``--input_planes``); ``top_conv_only``: no norm and activation on the
+    top up-convolution (:class:`UNetLinearTop`; False builds the weights shipped before 0.13.0)."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    unet = UNet(spatial_dims, in_channels, 1, tuple(channels), tuple(strides), num_res_units=num_res_units, norm=norm)
+    if not isinstance(top_conv_only, bool):
+        raise ValueError(f"top_conv_only must be True or False, got {top_conv_only!r}")
+    unet = (UNetLinearTop if top_conv_only else UNet)(
+        spatial_dims, in_channels, 1, tuple(channels), tuple(strides), num_res_units=num_res_units, norm=norm
+    )
     return PairedGenerator(unet, math.prod(strides), residual)
 
 

@@ -87,6 +87,18 @@ def build(settings: Mapping) -> torch.nn.Module:
     return BUILDERS[settings.get("builder", "Generator3D")](**settings["network_args"])
 
 
+def network_as_trained(settings: Mapping | None, network_def: torch.nn.Module) -> torch.nn.Module:
+    """The untrained generator that ``settings`` describe when they describe one of ``network_def``'s kind (the paired
+    evaluation's L1-only baseline: built as it was trained, whatever the config's network keys say of G), else
+    ``network_def`` itself (no settings, or another kind, which :func:`check_architecture` then refuses)."""
+    if not settings or not settings.get("network_args"):
+        return network_def
+    builder = settings.get("builder", "Generator3D")  # build()'s default
+    if builder not in KINDS or type(unwrap(network_def)) is not KINDS[builder][0]:
+        return network_def
+    return build(settings)
+
+
 def spatial_dims(settings: Mapping) -> int:
     """3 for G_S (ZYX stacks), the paired G's ``spatial_dims`` (2: YX images)."""
     return int(settings["network_args"].get("spatial_dims", 3))
@@ -636,19 +648,18 @@ def load_generator(
     if not model_uri:
         if model_path is None:
             raise InputError(None, "no weights: set --model_path or --model_uri")
-        network = load_weights(network_def, model_path, device)
-        check_architecture(network, read_settings(model_path), model_path)
-        return network
+        check_architecture(network_def, read_settings(model_path), model_path)  # before a state dict's error
+        return load_weights(network_def, model_path, device)
     with _registered_version(model_uri, tracking_uri) as (uri, found), tempfile.TemporaryDirectory() as tmp:
         logged = _logged_settings(model_uri, found, tmp)
         _check_kind(network_def, logged, model_uri, found.version)
         _check_task(mlflow.MlflowClient(uri), found, task, model_uri)
+        check_architecture(network_def, logged, model_uri)
         weights = _artifact(model_uri, found, WEIGHTS, tmp, "generator weights")
         try:
             network = load_weights(network_def, weights, device)
         except InputError as e:
             raise InputError(model_uri, f"version {found.version}: {e.problem}") from e
-        check_architecture(network, logged, model_uri)
     logger.info(f"weights from {model_uri} (model {found.name!r} version {found.version}, {uri})")
     return network
 
