@@ -199,3 +199,8 @@ def test_hot_pixels_counts_images_whose_output_leaves_the_targets_range(tmp_path
         found = hot_pixels(weights, tmp_path, 10.0)
         assert found["images"] == 2 and found["hot"] == (2 if bias else 0)
         assert (found["peak"] > 49) == bool(bias) and found["worst"][1].startswith(("a.tif", "b.tif"))
+    stacked = {**args, "in_channels": 3}  # a G trained with --input_planes 3, given the 2D pairs: one line
+    save_state_dict_atomic(residual_unet(**stacked), tmp_path / "planes.pt")
+    write_settings(tmp_path / "planes.pt", {"builder": "residual_unet", "network_args": stacked})
+    with pytest.raises(SystemExit, match=r"^error: .*a.tif: .*planes.pt takes 3 plane\(s\)"):
+        hot_pixels(tmp_path / "planes.pt", tmp_path, 10.0)

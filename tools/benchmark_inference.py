@@ -71,12 +71,21 @@ def matmul_peak(device: torch.device, repeats: int, n: int = 4096, dtype=torch.f
     return 2 * n**3 / best_seconds(lambda: a @ b, device, repeats)
 
 
-def default_inferer():
-    """inference.yaml's sliding window (its defaults on this machine), inference_wholeslide.yaml's tile size,
-    and inference.yaml's precision and channels-last setting."""
+def default_inferer(whole_slide: bool = False):
+    """The sliding window (its defaults on this machine), precision and channels-last setting of inference.yaml, or
+    with ``whole_slide`` of inference_wholeslide.yaml laid over it (its own tiling: blend by default), and the whole
+    slides' tile size."""
     parser = ConfigParser()
     parser.read_config([CONFIGS / "inference.yaml", CONFIGS / "inference_wholeslide.yaml"])
-    return tuple(parser.get_parsed_content(k) for k in ("inferer", "tile_size", "precision", "channels_last"))
+    tile_size = parser.get_parsed_content("tile_size")
+    if not whole_slide:
+        parser = ConfigParser()
+        parser.read_config(CONFIGS / "inference.yaml")
+    return (
+        parser.get_parsed_content("inferer"),
+        tile_size,
+        *(parser.get_parsed_content(k) for k in ("precision", "channels_last")),
+    )
 
 
 def setting_name(precision: str, compiled: bool) -> str:
@@ -165,10 +174,21 @@ def main() -> None:
     meta = {"format": "tiff", "axes": "ZYX", "dtype": "uint8", "spacing": (1.0, 1.0, 1.0), "unit": "um"}
     inferer, _, precision, channels_last = default_inferer()
     inferer.progress = False
-    print(
-        f"sliding window (inference.yaml): roi {inferer.roi_size}, overlap {inferer.overlap}, "
-        f"mode {inferer.mode}, {inferer.sw_batch_size} window(s) per forward"
+    joined = (
+        f"halo {inferer.halo} px" if hasattr(inferer, "halo") else f"overlap {inferer.overlap}, mode {inferer.mode}"
     )
+    print(
+        f"sliding window (inference.yaml): {type(inferer).__name__}, roi {inferer.roi_size}, {joined}, "
+        f"{inferer.sw_batch_size} window(s) per forward"
+    )
+    side = inferer.roi_size[-1] if inferer.roi_size[-1] > 0 else args.size
+    if side != 128:  # the default window's own bare rate (float32, uncompiled): larger windows run slower per voxel
+        big = torch.randn(1, 1, args.depth, side, side, device=device)
+        seconds = forward_seconds(Accelerated(network, "float32"), big, args.repeats)
+        print(
+            f"(a) G_S forward, 1x1x{args.depth}x{side}x{side} (the default window), float32: {seconds * 1e3:.0f} ms, "
+            f"{big.numel() / seconds / 1e6:.2f} M voxels/s"
+        )
     for precision, compiled in settings:
         net = Accelerated(copy.deepcopy(network), precision, channels_last, compiled)
         with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +244,7 @@ def out_of_core(size: int, depth: int, device: torch.device, tile_size: int | No
     torch.manual_seed(0)
     network = Generator3D().to(device).eval()
     rng = np.random.default_rng(0)
-    inferer, default_tile, precision, channels_last = default_inferer()
+    inferer, default_tile, precision, channels_last = default_inferer(whole_slide=True)
     compiled = ConfigParser.load_config_file(CONFIGS / "inference_wholeslide.yaml")["compile"]
     network = Accelerated(network, precision, channels_last, compiled)
     with tempfile.TemporaryDirectory() as tmp:
