@@ -25,6 +25,7 @@ the precedence of MONAI's ``MLFlowHandler``, so that every MLflow user of a proc
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import os
@@ -563,9 +564,12 @@ def check_architecture(network_def: torch.nn.Module, settings: Mapping | None, s
     if not settings or not settings.get("network_args") or settings.get("builder", "Generator3D") not in BUILDERS:
         return
     if repr(build(settings)) != repr(unwrap(network_def)):
+        builder = settings.get("builder", "Generator3D")
+        trained = inspect.signature(BUILDERS[builder]).bind(**settings["network_args"])
+        trained.apply_defaults()  # a key written before it existed: its default then, which the message must show
         raise InputError(
             source, "was trained as another network than the config builds: its settings say "
-            f"{settings.get('builder', 'Generator3D')}({', '.join(f'{k}={v!r}' for k, v in settings['network_args'].items())}); "
+            f"{builder}({', '.join(f'{k}={v!r}' for k, v in trained.arguments.items())}); "
             "set the config's network keys to those (a null one in a YAML file added to --config_file)",
         )  # fmt: skip
 
