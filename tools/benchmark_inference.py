@@ -72,18 +72,14 @@ def matmul_peak(device: torch.device, repeats: int, n: int = 4096, dtype=torch.f
 
 
 def default_inferer(whole_slide: bool = False):
-    """The sliding window (its defaults on this machine), precision and channels-last setting of inference.yaml, or
-    with ``whole_slide`` of inference_wholeslide.yaml laid over it (its own tiling: blend by default), and the whole
-    slides' tile size."""
+    """The sliding window (its defaults on this machine), tile size (None without ``whole_slide``), precision and
+    channels-last setting of inference.yaml, with ``whole_slide`` of inference_wholeslide.yaml laid over it (its own
+    tiling: blend by default)."""
     parser = ConfigParser()
-    parser.read_config([CONFIGS / "inference.yaml", CONFIGS / "inference_wholeslide.yaml"])
-    tile_size = parser.get_parsed_content("tile_size")
-    if not whole_slide:
-        parser = ConfigParser()
-        parser.read_config(CONFIGS / "inference.yaml")
+    parser.read_config([CONFIGS / "inference.yaml", *([CONFIGS / "inference_wholeslide.yaml"] if whole_slide else [])])
     return (
         parser.get_parsed_content("inferer"),
-        tile_size,
+        parser.get("tile_size"),
         *(parser.get_parsed_content(k) for k in ("precision", "channels_last")),
     )
 

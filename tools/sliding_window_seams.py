@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
+from monai.bundle import ConfigParser  # noqa: E402
 from monai.inferers import SimpleInferer  # noqa: E402
 from scripts.data.transforms import RobustNormalised  # noqa: E402
 from scripts.evaluation.evaluate import unit_domain  # noqa: E402
@@ -51,7 +51,6 @@ from scripts.nets.networks import Generator3D  # noqa: E402
 from scripts.simulate.zstacks import simulate_stack  # noqa: E402
 
 SETTINGS = [(128, 0.25), (128, 0.125), (256, 0.25), (256, 0.125), (None, 0.0)]  # None: one window, the whole field
-INFERENCE = yaml.safe_load((Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.yaml").read_text())
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -145,10 +144,11 @@ def main() -> None:
         (f"window {roi or args.size}, overlap {overlap} (blend)", blend_window(roi or args.size, overlap), overlap)
         for roi, overlap in SETTINGS
     ]
-    keys = ("sw_tiling", "sw_roi_size", "sw_batch_size", "sw_overlap", "sw_overlap_px", "sw_mode")
-    tiling, roi, _, overlap, overlap_px, mode = (INFERENCE[k] for k in keys)
-    default = sliding_window(tiling, roi, 1, overlap, overlap_px, mode, network)
-    settings.append((f"the default: {tiling}, window {roi}, overlap {overlap_px} px", default, None))
+    config = ConfigParser()
+    config.read_config(Path(__file__).resolve().parents[1] / "bundle" / "configs" / "inference.yaml")
+    default = config.get_parsed_content("inferer")  # as inference builds it (for the config's G_S: the same reach)
+    name = f"the default: {config['sw_tiling']}, window {config['sw_roi_size']}, overlap {config['sw_overlap_px']} px"
+    settings.append((name, default, None))
     psnr, seams = np.zeros((args.stacks, len(settings))), np.zeros((args.stacks, len(settings) + 1))
     for i in range(args.stacks):
         stack, truth, _ = simulate_stack(rng, size=args.size)

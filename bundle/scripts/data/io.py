@@ -258,11 +258,12 @@ def _npz_key(keys: Sequence[str]) -> str | None:
 def _read_npz(path: Path) -> tuple[np.ndarray, str, dict]:
     with np.load(path, allow_pickle=False) as npz:
         keys = list(npz.keys())
-        if _npz_key(keys) is None:
+        key = _npz_key(keys)
+        if key is None:
             raise InputError(
                 path, f"holds arrays {', '.join(keys) or '(none)'}: expected key 'arr_0' or a single array"
             )
-        data = npz[_npz_key(keys)]
+        data = npz[key]
     # the paper's npz is YXZ; a 4D array is taken as YXZ plus a channel axis
     axes = {2: "YX", 3: "YXZ", 4: "YXZC"}.get(data.ndim, "?" * data.ndim)
     return data, axes, {"format": "npz", "axes": "YXZ", "spacing": None, "unit": None}
