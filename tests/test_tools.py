@@ -107,7 +107,9 @@ def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path,
         for k in (2, 8, 11)
     )
     parts = sum(float(rows[name][1]) for name in ("g_s", "g_b", "d_s", "d_b", "optimiser steps"))
-    assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=0.01)
+    # printed to 3 decimals (seconds) and 2 (ratio): the ratio of the printed seconds may differ by their rounding
+    rounding = 0.005 + 0.0005 * (1 + iteration / total) / total
+    assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=rounding)
     assert float(rows["g_s"][1]) > float(rows["d_s"][1]) > 0  # G_S's 3D passes outweigh the 2D discriminator's
     benchmark_training.main(
         [*args, "--rounds", "1", "--out", str(tmp_path / "out"), "--amp_dtypes", "auto", "bfloat16"]
