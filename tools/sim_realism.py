@@ -52,6 +52,7 @@ from scipy import ndimage, optimize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack  # noqa: E402
+from scripts.evaluation import measures as image_measures  # noqa: E402
 from scripts.zsegan.focus import focus_measure  # noqa: E402
 
 DEPTHS = 12  # per-depth curves over d = -DEPTHS .. DEPTHS planes from the focal slice
@@ -71,13 +72,7 @@ def radial_power(image: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     """Radially averaged power spectrum of the contrast ``image / mean - 1`` (Hann window): ``n_bins``
     values, bin ``i`` the frequencies ``[i, i + 1) * 0.5 / n_bins`` cycles per pixel."""
     a = np.asarray(image, dtype=np.float64)
-    ny, nx = a.shape
-    contrast = a / max(a.mean(), 1e-12) - 1.0
-    power = np.abs(np.fft.fft2(contrast * np.outer(np.hanning(ny), np.hanning(nx)))) ** 2
-    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij"))
-    bins = np.minimum((rho / 0.5 * n_bins).astype(int), n_bins).ravel()  # the corners in an extra bin
-    total = np.bincount(bins, power.ravel(), n_bins + 1)[:n_bins]
-    return total / np.maximum(np.bincount(bins, minlength=n_bins + 1)[:n_bins], 1)
+    return image_measures.radial_power(a / max(a.mean(), 1e-12) - 1.0, n_bins)
 
 
 def band_power(spectrum: np.ndarray, band: tuple[float, float]) -> float:

@@ -20,6 +20,7 @@ from scripts.evaluation.measures import (
     piqe_many,
     piqe_maps,
     psnr,
+    spectral_error,
     ssim,
 )
 
@@ -117,6 +118,21 @@ def test_blurred_copy_is_less_sharp_and_worse_quality():
     sharp_counts, blurred_counts = gradient_histogram(img), gradient_histogram(blurred)
     assert blurred_counts[:5].sum() > sharp_counts[:5].sum()  # more gradients below 0.05 ...
     assert blurred_counts[10:].sum() < sharp_counts[10:].sum()  # ... and fewer above 0.1
+
+
+def test_spectral_error_counts_smoothing_and_over_sharpening_where_a_gradient_counts_noise():
+    """Issue 18's "sharper": 0 for the target itself, 1 for twice its power at every scale, above 0 for a blurred
+    and for an over-sharpened copy; a noisy blurred copy has the target's gradient but not its spectrum."""
+    rng = np.random.default_rng(3)
+    target = 0.5 + 0.2 * (_texture() - 0.5)
+    assert spectral_error(target, target) == 0
+    assert spectral_error(0.5 + np.sqrt(2) * (target - 0.5), target) == pytest.approx(1, abs=1e-6)
+    blurred = gaussian_filter(target, 1.5)
+    sharpened = np.clip(target + 1.5 * (target - gaussian_filter(target, 1.0)), 0, 1)
+    assert spectral_error(blurred, target) > 0.5 and spectral_error(sharpened, target) > 0.5
+    noises = (np.clip(blurred + rng.normal(0, s, target.shape), 0, 1) for s in np.arange(0.005, 0.2, 0.005))
+    noisy = next(n for n in noises if mean_abs_gradient(n) >= mean_abs_gradient(target))  # the target's gradient
+    assert spectral_error(noisy, target) > 0.5
 
 
 def test_fm_counts_frequencies_above_max_over_threshold():

@@ -27,6 +27,7 @@ def test_compare_scores_an_image_against_itself_perfectly():
     image = np.random.default_rng(0).random((32, 32))
     scores = compare(image, image)
     assert scores["mse"] == 0 and scores["ssim"] == pytest.approx(1) and scores["psnr"] == np.inf
+    assert scores["spectrum"] == 0
     worse = compare(np.clip(image + 0.1, 0, 1), image)
     assert worse["mse"] > 0 and worse["psnr"] < 25
 

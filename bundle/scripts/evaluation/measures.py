@@ -34,6 +34,8 @@ __all__ = [
     "piqe_many",
     "piqe_maps",
     "psnr",
+    "radial_power",
+    "spectral_error",
     "ssim",
     "ssim_coarse",
 ]
@@ -233,6 +235,29 @@ def fm(img: np.ndarray, threshold: float = 1000.0) -> float:
     img = _unit(img)
     spectrum = np.abs(np.fft.fft2(img))  # fftshift only reorders the frequencies: it does not change the count
     return float(np.count_nonzero(spectrum > spectrum.max() / threshold) / img.size)
+
+
+def radial_power(img: np.ndarray, n_bins: int = 32) -> np.ndarray:
+    """Radially averaged power spectrum of a YX image's variation about its mean (Hann window): ``n_bins`` values,
+    bin ``i`` the frequencies ``[i, i + 1) * 0.5 / n_bins`` cycles per pixel (the corners beyond 0.5 left out)."""
+    a = np.asarray(img, dtype=np.float64)
+    ny, nx = a.shape
+    power = np.abs(np.fft.fft2((a - a.mean()) * np.outer(np.hanning(ny), np.hanning(nx)))) ** 2
+    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij"))
+    bins = np.minimum((rho / 0.5 * n_bins).astype(int), n_bins).ravel()  # the corners in an extra bin
+    total = np.bincount(bins, power.ravel(), n_bins + 1)[:n_bins]
+    return total / np.maximum(np.bincount(bins, minlength=n_bins + 1)[:n_bins], 1)
+
+
+def spectral_error(output: np.ndarray, target: np.ndarray, n_bins: int = 16) -> float:
+    """How far ``output``'s detail is from ``target``'s at every scale: the mean over :func:`radial_power`'s bins
+    (but the lowest, the image's shading) of ``|log2(P_output / P_target)|``, two YX images of the same shape in
+    the same intensity range. 0: the same spectrum; 1: on average twice or half the target's power. A smoothed
+    output and an over-sharpened one both score above 0, where a mean gradient rises with noise as with detail."""
+    a, b = _pair(output, target)
+    p, q = radial_power(a, n_bins)[1:], radial_power(b, n_bins)[1:]
+    floor = 1e-12 * max(float(q.max()), float(p.max()), 1e-300)  # a flat image: no power, not log(0)
+    return float(np.mean(np.abs(np.log2((p + floor) / (q + floor)))))
 
 
 # ---- PIQE ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ For each test pair, each method's image is compared with the confocal image: MSE
 on [0, 1]: every image (the confocal too) is mapped by its own 0.5 / 99.5 percentiles to 0 and 1 and
 clipped, so that a method is judged on contrast, not on the absolute level of its output. Sharpness:
 the mean absolute gradient of that [0, 1] image (``gradient``; the confocal's own is listed as the
-method ``confocal``, the level to approach). Methods:
+method ``confocal``, the level to approach), and how far its detail is from the confocal's at every scale
+(``spectrum``: :func:`scripts.evaluation.measures.spectral_error`, the mean absolute log2 ratio of the two
+radially averaged power spectra; 0: the confocal's). A gradient rises with noise and with over-sharpening as
+with detail; the spectral error counts a smoothed output and an over-sharpened one alike. Methods:
 
 - ``input``: the wide-field image itself (with ``input_planes``, the middle plane of the wide-field z-stack: the
   confocal image's plane, the image a single-plane G would be given);
@@ -31,7 +34,7 @@ import torch
 from scipy import fft as sfft
 from scripts.data.io import read_image, read_stack, write_image
 from scripts.data.transforms import RobustNormalised, SystemNormalised, percentile_range
-from scripts.evaluation.measures import mean_abs_gradient, psnr, ssim
+from scripts.evaluation.measures import mean_abs_gradient, psnr, spectral_error, ssim
 from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
 from scripts.inference.sliding_window import enhance
 from scripts.simulate.fluorescence import CORE_SIGMA_UM, EMISSION_UM, OFFSET_DN, SYSTEMS
@@ -41,7 +44,7 @@ from skimage.restoration import richardson_lucy
 __all__ = ["PairedEvaluation", "compare", "system_of", "unit_range", "widefield_psf"]
 
 logger = logging.getLogger("zsegan")
-MEASURES = ("mse", "ssim", "psnr", "gradient")
+MEASURES = ("mse", "ssim", "psnr", "gradient", "spectrum")
 
 
 def unit_range(image: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
@@ -51,12 +54,13 @@ def unit_range(image: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np
 
 
 def compare(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """MSE, SSIM, PSNR (peak 1) of two [0, 1] images, and the output's mean absolute gradient."""
+    """MSE, SSIM, PSNR (peak 1) of two [0, 1] images, the output's mean absolute gradient and its spectral error."""
     return {
         "mse": float(np.mean((output - target) ** 2)),
         "ssim": ssim(output, target),
         "psnr": psnr(output, target),
         "gradient": mean_abs_gradient(output),
+        "spectrum": spectral_error(output, target),
     }
 
 

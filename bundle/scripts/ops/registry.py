@@ -83,9 +83,15 @@ KINDS = {
 }
 
 
+def builder_of(settings: Mapping) -> str:
+    """The builder that ``settings`` name (settings.json's ``builder``); "Generator3D" (G_S) for settings written
+    before the paired workflow, which name none."""
+    return settings.get("builder", "Generator3D")
+
+
 def build(settings: Mapping) -> torch.nn.Module:
     """The generator that ``settings`` (``builder``, ``network_args``) describe, untrained."""
-    return BUILDERS[settings.get("builder", "Generator3D")](**settings["network_args"])
+    return BUILDERS[builder_of(settings)](**settings["network_args"])
 
 
 def network_as_trained(settings: Mapping | None, network_def: torch.nn.Module) -> torch.nn.Module:
@@ -94,7 +100,7 @@ def network_as_trained(settings: Mapping | None, network_def: torch.nn.Module) -
     ``network_def`` itself (no settings, or another kind, which :func:`check_architecture` then refuses)."""
     if not settings or not settings.get("network_args"):
         return network_def
-    builder = settings.get("builder", "Generator3D")  # build()'s default
+    builder = builder_of(settings)
     if builder not in KINDS or type(unwrap(network_def)) is not KINDS[builder][0]:
         return network_def
     return build(settings)
@@ -548,7 +554,7 @@ def _check_kind(network_def: torch.nn.Module, settings: Mapping | None, model_ur
     """Refuse a version whose logged ``builder`` (settings.json) makes another kind of generator than
     ``network_def``. Nothing to check when the version logged no settings or ``network_def`` is of no known kind."""
     wanted = next((builder for builder, (cls, _) in KINDS.items() if type(network_def) is cls), None)
-    builder = None if settings is None else settings.get("builder", "Generator3D")  # build()'s default
+    builder = None if settings is None else builder_of(settings)
     if wanted is None or builder is None or builder == wanted:
         return
     what = KINDS[builder][1] if builder in KINDS else f"a {builder!r} generator"
@@ -561,10 +567,10 @@ def check_architecture(network_def: torch.nn.Module, settings: Mapping | None, s
     """Refuse weights whose settings (``builder``, ``network_args``) describe another network than ``network_def``:
     weights load into any network with the same parameters, so a G trained without norms (or with instance norms,
     which hold none) would otherwise run with the config's norms in silence. Nothing to check without settings."""
-    if not settings or not settings.get("network_args") or settings.get("builder", "Generator3D") not in BUILDERS:
+    if not settings or not settings.get("network_args") or builder_of(settings) not in BUILDERS:
         return
     if repr(build(settings)) != repr(unwrap(network_def)):
-        builder = settings.get("builder", "Generator3D")
+        builder = builder_of(settings)
         trained = inspect.signature(BUILDERS[builder]).bind(**settings["network_args"])
         trained.apply_defaults()  # a key written before it existed: its default then, which the message must show
         raise InputError(
