@@ -78,8 +78,19 @@ def test_the_evaluation_writes_its_report(tmp_path):
     assert by_method[("gan", "A")]["psnr"] == pytest.approx(by_method[("input", "A")]["psnr"], abs=1e-3)
     summary = {(s["method"], s["view"], s["measure"]): s for s in result["summary"]}
     assert summary[("input", "all", "psnr")]["n"] == 2 and summary[("input", "C", "psnr")]["n"] == 1
-    for name in ("metrics.csv", "summary.csv", "metrics.json", "views/test_pairs.png"):
+    for name in ("metrics.csv", "summary.csv", "metrics.json", "views/test_pairs.png", "views/spectra.png"):
         assert (tmp_path / "out" / name).is_file()
+    with open(tmp_path / "out" / "spectra.csv") as f:
+        spectra = {(r["group"], r["method"], float(r["frequency"])): float(r["power_ratio"]) for r in csv.DictReader(f)}
+    assert {(g, m) for g, m, _ in spectra} == {(g, m) for g in ("all", "A", "C") for m in ("input", "gan", "l1")} | {
+        ("all", "richardson_lucy"),
+        ("A", "richardson_lucy"),
+        ("C", "richardson_lucy"),
+    }
+    assert sorted(f for g, m, f in spectra if (g, m) == ("all", "gan"))[::15] == [1 / 64, 31 / 64]  # 16 bins
+    # the identity G has the input's spectrum; the spectral error is their mean |log2| over all bins but the first
+    ratios = np.array([spectra[("A", "gan", f)] for f in sorted(f for g, m, f in spectra if (g, m) == ("A", "gan"))])
+    assert np.mean(np.abs(np.log2(ratios[1:]))) == pytest.approx(by_method[("gan", "A")]["spectrum"], rel=1e-3)
     with open(tmp_path / "out" / "summary.csv") as f:
         assert {"median", "mean"} <= set(next(csv.DictReader(f)))
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["summary"]

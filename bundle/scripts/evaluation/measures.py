@@ -33,6 +33,7 @@ __all__ = [
     "piqe",
     "piqe_many",
     "piqe_maps",
+    "power_ratio",
     "psnr",
     "radial_power",
     "spectral_error",
@@ -249,15 +250,21 @@ def radial_power(img: np.ndarray, n_bins: int = 32) -> np.ndarray:
     return total / np.maximum(np.bincount(bins, minlength=n_bins + 1)[:n_bins], 1)
 
 
-def spectral_error(output: np.ndarray, target: np.ndarray, n_bins: int = 16) -> float:
-    """How far ``output``'s detail is from ``target``'s at every scale: the mean over :func:`radial_power`'s bins
-    (but the lowest, the image's shading) of ``|log2(P_output / P_target)|``, two YX images of the same shape in
-    the same intensity range. 0: the same spectrum; 1: on average twice or half the target's power. A smoothed
-    output and an over-sharpened one both score above 0, where a mean gradient rises with noise as with detail."""
+def power_ratio(output: np.ndarray, target: np.ndarray, n_bins: int = 16) -> np.ndarray:
+    """``output``'s :func:`radial_power` over ``target``'s, per frequency bin: two YX images of the same shape in the
+    same intensity range; above 1 where the output holds more detail (or noise) than the target, below where less."""
     a, b = _pair(output, target)
-    p, q = radial_power(a, n_bins)[1:], radial_power(b, n_bins)[1:]
-    floor = 1e-12 * max(float(q.max()), float(p.max()), 1e-300)  # a flat image: no power, not log(0)
-    return float(np.mean(np.abs(np.log2((p + floor) / (q + floor)))))
+    p, q = radial_power(a, n_bins), radial_power(b, n_bins)
+    floor = 1e-12 * max(float(q.max()), float(p.max()), 1e-300)  # a flat image: no power, not 0 / 0
+    return (p + floor) / (q + floor)
+
+
+def spectral_error(output: np.ndarray, target: np.ndarray, n_bins: int = 16) -> float:
+    """How far ``output``'s detail is from ``target``'s at every scale: the mean over the frequency bins (but the
+    lowest, the image's shading) of ``|log2|`` of their :func:`power_ratio`. 0: the same spectrum; 1: on average
+    twice or half the target's power. A smoothed output and an over-sharpened one both score above 0, where a mean
+    gradient rises with noise as with detail."""
+    return float(np.mean(np.abs(np.log2(power_ratio(output, target, n_bins)[1:]))))
 
 
 # ---- PIQE ----------------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ with detail; the spectral error counts a smoothed output and an over-sharpened o
 
 Per method and per group (all pairs, then each system) the median and the mean over images are reported
 (the paper's medians), in ``metrics.csv`` (one row per image and method), ``summary.csv`` / ``metrics.json``,
-a PNG of the first test pairs side by side, and one MLflow run.
+a PNG of the first test pairs side by side, the methods' power spectra against the confocal's (``spectra.csv``,
+``views/spectra.png``), and one MLflow run.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import torch
 from scipy import fft as sfft
 from scripts.data.io import read_image, read_stack, write_image
 from scripts.data.transforms import RobustNormalised, SystemNormalised, percentile_range
-from scripts.evaluation.measures import mean_abs_gradient, psnr, spectral_error, ssim
-from scripts.evaluation.report import log_to_mlflow, write_csv, write_json
+from scripts.evaluation.measures import mean_abs_gradient, power_ratio, psnr, spectral_error, ssim
+from scripts.evaluation.report import log_to_mlflow, spectrum_plot, write_csv, write_json
 from scripts.inference.sliding_window import enhance
 from scripts.simulate.fluorescence import CORE_SIGMA_UM, EMISSION_UM, OFFSET_DN, SYSTEMS
 from scripts.simulate.optics import frequency_grid, otf
@@ -195,7 +196,7 @@ class PairedEvaluation:
     def run(self) -> dict:
         if not self.datalist:
             raise ValueError("no test pairs to evaluate")
-        rows, views = [], []
+        rows, views, spectra = [], [], []
         for item in self.datalist:
             x = (read_stack if self.input_planes > 1 else read_image)(item["image"])[0]
             y = read_image(item["label"])[0]
@@ -208,6 +209,7 @@ class PairedEvaluation:
             name = Path(item["image"]).name
             for method, image in unit.items():
                 rows.append({"image": name, "system": system or "-", "method": method, **compare(image, target)})
+                spectra.append((system or "-", method, power_ratio(image, target)))
             rows.append(
                 {"image": name, "system": system or "-", "method": "confocal", "gradient": mean_abs_gradient(target)}
             )
@@ -220,11 +222,35 @@ class PairedEvaluation:
             write_csv(self.output_dir / "summary.csv", summary, ["method", "view", "measure", "n", "median", "mean"]),
             write_json(self.output_dir / "metrics.json", {"per_image": rows, "summary": summary}),
             _side_by_side(self.output_dir / "views" / "test_pairs.png", views),
+            *write_spectra(self.output_dir, spectra),
         ]
         logger.info("paired evaluation, all test pairs (median / mean):\n" + summary_table(summary))
         if self.tracking_uri:
             log_to_mlflow(self.tracking_uri, self.experiment_name, "paired_evaluate", {}, summary, files)
         return {"rows": rows, "summary": summary, "files": [str(f) for f in files]}
+
+
+def write_spectra(output_dir: Path, spectra: Sequence[tuple[str, str, np.ndarray]]) -> list[Path]:
+    """``spectra.csv`` (per group, all pairs then each system, and method: the median over images of the power
+    ratio to the confocal in each radial frequency bin) and ``views/spectra.png`` (their log2, a panel per group)."""
+    groups = ["all"] + sorted({system for system, _, _ in spectra if system != "-"})
+    medians = {
+        group: {
+            method: np.median([r for s, m, r in spectra if m == method and group in ("all", s)], axis=0)
+            for method in dict.fromkeys(m for s, m, _ in spectra if group in ("all", s))
+        }
+        for group in groups
+    }
+    rows = [
+        {"group": group, "method": method, "frequency": (k + 0.5) * 0.5 / len(ratio), "power_ratio": v}
+        for group, methods in medians.items()
+        for method, ratio in methods.items()
+        for k, v in enumerate(ratio)
+    ]
+    return [
+        write_csv(output_dir / "spectra.csv", rows, ["group", "method", "frequency", "power_ratio"]),
+        spectrum_plot(output_dir / "views" / "spectra.png", medians),
+    ]
 
 
 def summary_table(summary: Sequence[Mapping]) -> str:

@@ -138,6 +138,25 @@ def per_slice_plot(path, aggregates, measures: Sequence[str], vertical: bool = F
     return result
 
 
+def spectrum_plot(path, ratios: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+    """Power spectra against a reference: one panel per group ({group: {method: power ratio per radial frequency
+    bin over 0 .. 0.5 cycles per pixel}}), log2 of the ratio per bin, one line per method; 0 is the reference."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(ratios), figsize=(4.5 * len(ratios) + 2.5, 3.6), dpi=100, squeeze=False)
+    for ax, (group, methods) in zip(axes[0], ratios.items(), strict=False):
+        for i, (method, ratio) in enumerate(methods.items()):
+            centres = (np.arange(len(ratio)) + 0.5) * 0.5 / len(ratio)
+            ax.plot(centres[1:], np.log2(ratio[1:]), "-o", ms=3, color=f"C{i}", label=method)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set(xlabel="frequency (cycles per pixel)", ylabel="log2 power / reference's (median)", title=group)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    result = _save(fig, Path(path))
+    plt.close(fig)
+    return result
+
+
 def histogram_plot(path, histograms: Mapping[str, Mapping[str, np.ndarray]], edges: np.ndarray) -> Path:
     """Gradient-magnitude histograms (Fig. 6): share of pixels per bin, xy slices and vertical sections."""
     plt = _pyplot()
