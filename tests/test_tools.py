@@ -111,11 +111,12 @@ def test_benchmark_training_sets_the_iteration_against_its_bare_passes(tmp_path,
     rounding = 0.005 + 0.0005 * (1 + iteration / total) / total
     assert total == pytest.approx(parts, abs=6e-3) and ratio == pytest.approx(iteration / total, abs=rounding)
     assert float(rows["g_s"][1]) > float(rows["d_s"][1]) > 0  # G_S's 3D passes outweigh the 2D discriminator's
-    benchmark_training.main(
-        [*args, "--rounds", "1", "--out", str(tmp_path / "out"), "--amp_dtypes", "auto", "bfloat16"]
-    )
-    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()[2:]}
-    assert list(rows) == ["optical auto", "optical bfloat16"] and float(rows["optical auto"][1]) == 1.0
+    more = ["--amp_dtypes", "auto", "bfloat16", "--g_s", "eager", "channels_last"]
+    benchmark_training.main([*args, "--rounds", "1", "--out", str(tmp_path / "out"), *more])
+    table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| optical")]
+    rows = {cells[1].strip(): cells[2:-1] for cells in table}
+    names = ["optical auto", "optical auto channels_last", "optical bfloat16", "optical bfloat16 channels_last"]
+    assert list(rows) == names and float(rows["optical auto"][1]) == 1.0
 
 
 def test_sliding_window_seams_tilings_halo_is_one_window_and_blend_is_not():

@@ -17,6 +17,9 @@ in training) are timed on their own too::
 
     OMP_NUM_THREADS=1 python tools/benchmark_training.py --data /tmp/zsegan_data --variants optical \
         --crop_size 64 --iterations 4 --rounds 3 --passes
+
+``--g_s eager compiled channels_last`` runs each variant with G_S as trained, compiled (``torch.compile``) and in
+channels-last memory, in the same alternation (issue 17, item 3); ``--amp_dtypes`` each with a mixed precision.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from ablation import VARIANTS  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 
 
-def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | None = None):
+def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | None = None, g_s: str = "eager"):
     """The variant's trainer (train.yaml + overrides; ``amp_dtype``: the mixed precision's type, None: the config's),
-    with no handlers: iterations only."""
+    with no handlers: iterations only. ``g_s``: how its G_S runs: ``eager`` (as training runs it), ``compiled``
+    (``torch.compile``, forward and backward) or ``channels_last`` (its weights in channels-last-3d memory)."""
     parser = ConfigParser()
     parser.read_config(ROOT / "bundle" / "configs" / "train.yaml")
     parser.update({"dataset_dir": str(data), "output_dir": str(out / name), "crop_size": crop_size})
@@ -49,7 +53,12 @@ def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | Non
     parser.update({"train#dataset#progress": False})
     parser.update(dict(VARIANTS[name][1]))
     parser["train#trainer#train_handlers"] = []
-    return parser.get_parsed_content("train#trainer")
+    trainer = parser.get_parsed_content("train#trainer")
+    if g_s == "compiled":
+        trainer.g_s = torch.compile(trainer.g_s)  # the same parameters: the optimiser still holds them
+    elif g_s == "channels_last":
+        trainer.g_s.to(memory_format=torch.channels_last_3d)
+    return trainer
 
 
 NETWORKS = ("g_s", "g_b", "d_s", "d_b")
@@ -139,18 +148,27 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--amp_dtypes", nargs="+", default=[None], help="each variant with each mixed-precision type (amp_dtype)"
     )
+    parser.add_argument(
+        "--g_s", nargs="+", default=["eager"], choices=["eager", "compiled", "channels_last"],
+        help="each variant with G_S run each of these ways (compiling happens in the warm-up iteration)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     trainers = {
-        name if dtype is None else f"{name} {dtype}": build(name, args.data.resolve(), args.crop_size, args.out, dtype)
+        " ".join([name] + ([] if dtype is None else [dtype]) + ([] if mode == "eager" else [mode])): build(
+            name, args.data.resolve(), args.crop_size, args.out, dtype, mode
+        )
         for name in args.variants
         for dtype in args.amp_dtypes
+        for mode in args.g_s
     }
     batches = {}
     for name, trainer in trainers.items():
         loader = iter(trainer.data_loader)
         batches[name] = [next(loader) for _ in range(args.iterations)]
+        start = time.perf_counter()
         trainer._iteration(trainer, batches[name][0])  # warm-up
+        print(f"warm-up iteration of {name}: {time.perf_counter() - start:.1f} s", flush=True)
     calls = {name: record_calls(trainer, batches[name][0]) for name, trainer in trainers.items()} if args.passes else {}
     times: dict[str, list[float]] = {name: [] for name in trainers}
     parts: dict[str, list[dict[str, float]]] = {name: [] for name in trainers}
