@@ -121,6 +121,19 @@ def test_training_is_tracked_in_mlflow(trained):
     assert len(client.list_artifacts(run.info.run_id, "sharpness")) == 4  # a CSV and a plot per validation
 
 
+def test_training_with_a_compiled_g_s_saves_plain_weights(dataset, trained, tmp_path):
+    """--compile True runs G_S's training passes compiled; the weights saved are G_S's own (no compile wrapper in
+    their keys) and load as the uncompiled run's do."""
+    args = train_args(dataset, tmp_path, "--max_epochs", "1", "--epoch_length", "2", "--val_interval", "1")
+    result = bundle_run("training", "train.yaml", *args, "--compile", "True", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = torch.load(tmp_path / "model.pt", weights_only=True)
+    plain = torch.load(trained / "model.pt", weights_only=True)
+    assert list(compiled) == list(plain) and all(compiled[k].shape == plain[k].shape for k in plain)
+    result = infer(dataset / "stacks", tmp_path / "out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_interrupted_training_resumes(dataset, tmp_path):
     args = train_args(
         dataset,

@@ -42,8 +42,8 @@ from monai.bundle import ConfigParser  # noqa: E402
 
 def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | None = None, g_s: str = "eager"):
     """The variant's trainer (train.yaml + overrides; ``amp_dtype``: the mixed precision's type, None: the config's),
-    with no handlers: iterations only. ``g_s``: how its G_S runs: ``eager`` (as training runs it), ``compiled``
-    (``torch.compile``, forward and backward) or ``channels_last`` (its weights in channels-last-3d memory)."""
+    with no handlers: iterations only. ``g_s``: how its G_S runs: ``eager``, ``compiled`` (train.yaml's ``compile``:
+    ``torch.compile``, forward and backward) or ``channels_last`` (its weights in channels-last-3d memory)."""
     parser = ConfigParser()
     parser.read_config(ROOT / "bundle" / "configs" / "train.yaml")
     parser.update({"dataset_dir": str(data), "output_dir": str(out / name), "crop_size": crop_size})
@@ -53,10 +53,9 @@ def build(name: str, data: Path, crop_size: int, out: Path, amp_dtype: str | Non
     parser.update({"train#dataset#progress": False})
     parser.update(dict(VARIANTS[name][1]))
     parser["train#trainer#train_handlers"] = []
+    parser["compile"] = g_s == "compiled"
     trainer = parser.get_parsed_content("train#trainer")
-    if g_s == "compiled":
-        trainer.g_s = torch.compile(trainer.g_s)  # the same parameters: the optimiser still holds them
-    elif g_s == "channels_last":
+    if g_s == "channels_last":
         trainer.g_s.to(memory_format=torch.channels_last_3d)
     return trainer
 

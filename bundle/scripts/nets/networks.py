@@ -816,8 +816,12 @@ def init_weights(module: nn.Module, gain: float | None = 0.02) -> nn.Module:
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The network inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper (whose state_dict
-    keys carry a ``module.`` prefix), or ``module`` itself: what to save, export or run on one process."""
-    return module.module if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else module
+    keys carry a ``module.`` prefix) and inside ``torch.compile``'s (``_orig_mod.``), or ``module`` itself: what
+    to save, export or run on one process."""
+    if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        module = module.module
+    compiled = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule
+    return compiled if isinstance(compiled, nn.Module) else module
 
 
 def receptive_reach(network: nn.Module, in_channels: int = 1, block: int = 16) -> int:

@@ -93,7 +93,7 @@ CONSTRAINTS: list[tuple[tuple[str, ...], str, object]] = [
     (("output_dir",), "a folder, not a file", lambda v: isinstance(v, str) and not Path(v).is_file()),
     (("device",), "cpu, or cuda on a machine with a CUDA GPU", _device_here),
     (
-        ("augment_input", "u_residual", "u_top_conv_only", "g_long_skip", "real_only"),
+        ("augment_input", "u_residual", "u_top_conv_only", "g_long_skip", "real_only", "compile"),
         "True or False", lambda v: isinstance(v, bool),
     ),
     (

@@ -490,7 +490,7 @@ class RegisterGenerator:
 
     def _check_settings(self, trainer) -> None:
         """The logged model must compute what the trained G_S computes: same weights, same outputs."""
-        network = getattr(trainer, "g_s", None) or getattr(trainer, "generator", None)
+        network = getattr(trainer, "g_s", getattr(trainer, "generator", None))  # no "or": a compiled G_S has no truth
         if network is None:
             return
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
