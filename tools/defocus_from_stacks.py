@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.data.io import STACK_SUFFIXES, list_files, read_stack  # noqa: E402
+from scripts.evaluation.measures import radial_bins, radial_frequencies  # noqa: E402
 from scripts.zsegan.focus import sharpest_index  # noqa: E402
 
 N_BINS = 25  # radial frequency bins over 0 .. 0.5 cycles per pixel
@@ -49,8 +50,7 @@ def transfer_functions(stack: np.ndarray) -> dict[int, np.ndarray]:
     a = absorbance(stack)
     focus = sharpest_index(a)
     ny, nx = a.shape[1:]
-    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij"))
-    bins = np.minimum((rho / 0.5 * N_BINS).astype(int), N_BINS)  # the corners (rho > 0.5) in an extra bin
+    bins = radial_bins((ny, nx), N_BINS)  # the corners (rho > 0.5) in an extra bin
     window = np.outer(np.hanning(ny), np.hanning(nx))
     spectra = np.fft.fft2((a - a.mean(axis=(1, 2), keepdims=True)) * window)
     focal = spectra[focus]
@@ -64,7 +64,7 @@ def transfer_functions(stack: np.ndarray) -> dict[int, np.ndarray]:
 
 def fit_gaussian(transfer: np.ndarray) -> tuple[float, float]:
     """(A, sigma) of A exp(-2 pi^2 sigma^2 rho^2), least squares on log T where 0.05 < T, bins 1 .. 19."""
-    rho = (np.arange(N_BINS) + 0.5) * 0.5 / N_BINS
+    rho = radial_frequencies(N_BINS)
     use = (transfer > 0.05) & (np.arange(N_BINS) >= 1) & (np.arange(N_BINS) < 20)
     if use.sum() < 2:
         return float("nan"), float("nan")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rho = (np.arange(N_BINS) + 0.5) * 0.5 / N_BINS
+        rho = radial_frequencies(N_BINS)
         fig, ax = plt.subplots(figsize=(6, 4))
         for d in [d for d in (-12, -8, -4, -2, 2, 4, 8, 12) if d in median]:
             (line,) = ax.plot(rho, median[d], "o", ms=3, label=f"d = {d:+d}")

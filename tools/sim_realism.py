@@ -77,7 +77,7 @@ def radial_power(image: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
 
 def band_power(spectrum: np.ndarray, band: tuple[float, float]) -> float:
     """Mean of a :func:`radial_power` spectrum over the bins whose centres lie in ``band`` (cycles/px)."""
-    centres = (np.arange(len(spectrum)) + 0.5) * 0.5 / len(spectrum)
+    centres = image_measures.radial_frequencies(len(spectrum))
     return float(spectrum[(centres >= band[0]) & (centres < band[1])].mean())
 
 
@@ -383,7 +383,7 @@ def figures(out: Path, real: list[dict], sims: dict[str, list[dict]], examples: 
     save(fig, "histograms.png")
 
     fig, axes = plt.subplots(1, 4, figsize=(12, 3), sharey=True)
-    f = (np.arange(N_BINS) + 0.5) * 0.5 / N_BINS
+    f = image_measures.radial_frequencies(N_BINS)
     for ax, d in zip(axes, (0, BLUR_AT, 2 * BLUR_AT - 2, EDGE), strict=True):
 
         def both(m, d=d):

@@ -35,6 +35,8 @@ __all__ = [
     "piqe_maps",
     "power_ratio",
     "psnr",
+    "radial_bins",
+    "radial_frequencies",
     "radial_power",
     "spectral_error",
     "ssim",
@@ -238,14 +240,25 @@ def fm(img: np.ndarray, threshold: float = 1000.0) -> float:
     return float(np.count_nonzero(spectrum > spectrum.max() / threshold) / img.size)
 
 
+def radial_bins(shape: tuple[int, int], n_bins: int) -> np.ndarray:
+    """For each frequency of a YX FFT of ``shape`` (numpy's order), its radial bin: ``i`` for ``[i, i + 1) * 0.5 /
+    n_bins`` cycles per pixel, ``n_bins`` for the corners beyond 0.5."""
+    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), indexing="ij"))
+    return np.minimum((rho / 0.5 * n_bins).astype(int), n_bins)
+
+
+def radial_frequencies(n_bins: int) -> np.ndarray:
+    """The centres of :func:`radial_bins`' ``n_bins`` bins, in cycles per pixel."""
+    return (np.arange(n_bins) + 0.5) * 0.5 / n_bins
+
+
 def radial_power(img: np.ndarray, n_bins: int = 32) -> np.ndarray:
     """Radially averaged power spectrum of a YX image's variation about its mean (Hann window): ``n_bins`` values,
     bin ``i`` the frequencies ``[i, i + 1) * 0.5 / n_bins`` cycles per pixel (the corners beyond 0.5 left out)."""
     a = np.asarray(img, dtype=np.float64)
     ny, nx = a.shape
     power = np.abs(np.fft.fft2((a - a.mean()) * np.outer(np.hanning(ny), np.hanning(nx)))) ** 2
-    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij"))
-    bins = np.minimum((rho / 0.5 * n_bins).astype(int), n_bins).ravel()  # the corners in an extra bin
+    bins = radial_bins(a.shape, n_bins).ravel()
     total = np.bincount(bins, power.ravel(), n_bins + 1)[:n_bins]
     return total / np.maximum(np.bincount(bins, minlength=n_bins + 1)[:n_bins], 1)
 

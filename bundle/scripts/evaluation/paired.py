@@ -35,7 +35,7 @@ import torch
 from scipy import fft as sfft
 from scripts.data.io import read_image, read_stack, write_image
 from scripts.data.transforms import RobustNormalised, SystemNormalised, percentile_range
-from scripts.evaluation.measures import mean_abs_gradient, power_ratio, psnr, spectral_error, ssim
+from scripts.evaluation.measures import mean_abs_gradient, power_ratio, psnr, radial_frequencies, spectral_error, ssim
 from scripts.evaluation.report import log_to_mlflow, spectrum_plot, write_csv, write_json
 from scripts.inference.sliding_window import enhance
 from scripts.simulate.fluorescence import CORE_SIGMA_UM, EMISSION_UM, OFFSET_DN, SYSTEMS
@@ -242,10 +242,10 @@ def write_spectra(output_dir: Path, spectra: Sequence[tuple[str, str, np.ndarray
         for group in groups
     }
     rows = [
-        {"group": group, "method": method, "frequency": (k + 0.5) * 0.5 / len(ratio), "power_ratio": v}
+        {"group": group, "method": method, "frequency": f, "power_ratio": v}
         for group, methods in medians.items()
         for method, ratio in methods.items()
-        for k, v in enumerate(ratio)
+        for f, v in zip(radial_frequencies(len(ratio)), ratio, strict=True)
     ]
     return [
         write_csv(output_dir / "spectra.csv", rows, ["group", "method", "frequency", "power_ratio"]),

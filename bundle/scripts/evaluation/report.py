@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from scripts.data.atomic import atomic, write_text_atomic
+from scripts.evaluation.measures import radial_frequencies
 from scripts.evaluation.views import comparison_png
 from scripts.zsegan.focus import sharpest_index
 
@@ -145,7 +146,7 @@ def spectrum_plot(path, ratios: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
     fig, axes = plt.subplots(1, len(ratios), figsize=(4.5 * len(ratios) + 2.5, 3.6), dpi=100, squeeze=False)
     for ax, (group, methods) in zip(axes[0], ratios.items(), strict=False):
         for i, (method, ratio) in enumerate(methods.items()):
-            centres = (np.arange(len(ratio)) + 0.5) * 0.5 / len(ratio)
+            centres = radial_frequencies(len(ratio))
             ax.plot(centres[1:], np.log2(ratio[1:]), "-o", ms=3, color=f"C{i}", label=method)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set(xlabel="frequency (cycles per pixel)", ylabel="log2 power / reference's (median)", title=group)
