@@ -77,7 +77,9 @@ def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_p
     assert (tmp_path / "out" / "C_00000_confocal.tif").is_file()
 
 
-@pytest.mark.parametrize("switches", [[], ["--augment_input", "True", "--system_normalisation", "True"]])
+@pytest.mark.parametrize(
+    "switches", [["--augment_input", "False"], ["--augment_input", "True", "--system_normalisation", "True"]]
+)
 def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path, switches):
     """Killed in the middle of epoch 2 (after a validation), then run again with the same command: the same G,
     bit for bit. What is random, and how it is resumed: the order of the pairs (``ResumableSampler``, its place in

@@ -47,7 +47,7 @@ def test_systems_study_trains_on_two_systems_and_tests_the_third(tmp_path):
         assert f"| C | {variant} | gan |" in (out / "table.md").read_text()
     trained = {v: (out / "without_C" / v / "gan" / "run" / "config.yaml").read_text() for v in held_out["variants"]}
     assert "augment_input: true" in trained["augmentation"] and "augment_input: false" in trained["none"]
-    assert "system_normalisation: true" in trained["system_norm"]
+    assert "system_normalisation: true" in trained["system_norm"] and "augment_input: false" in trained["system_norm"]
     evaluated = (out / "without_C" / "system_norm" / "evaluate" / "config.yaml").read_text()
     assert "system_normalisation: true" in evaluated  # G's inputs mapped as in its training
     # run again: everything is done, nothing is trained or evaluated again

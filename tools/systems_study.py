@@ -4,12 +4,13 @@
     python tools/systems_study.py --out /tmp/systems --hold_out C --phase table
     python tools/systems_study.py --out /tmp/systems --variants none augmentation   # some of the variants only
 
-For each held-out system and each variant (``--variants``, :data:`VARIANTS`: ``none``, the default training;
-``augmentation``, the wide-field input augmented over the systems' nuisances, ``--augment_input True``;
-``system_norm``, each input normalised by its system's percentiles, ``--system_normalisation True``, in training
-and evaluation alike): ``paired_train.yaml`` trains the GAN and the L1-only generator (``--lambda_adversarial 0
---lambda_ssim 0``) on the other systems' pairs (``train_systems``), and ``paired_evaluate.yaml`` tests both, with the input and
-Richardson-Lucy, on the test split: the held-out pairs of the systems trained on and every pair of the unseen one.
+For each held-out system and each variant (``--variants``, :data:`VARIANTS`: ``none``, neither switch, the default
+training before 0.15.0; ``augmentation``, the wide-field input augmented over the systems' nuisances,
+``--augment_input True``, the default since 0.15.0; ``system_norm``, each input normalised by its system's
+percentiles, ``--system_normalisation True``, in training and evaluation alike, without the augmentation):
+``paired_train.yaml`` trains the GAN and the L1-only generator (``--lambda_adversarial 0 --lambda_ssim 0``) on the
+other systems' pairs (``train_systems``), and ``paired_evaluate.yaml`` tests both, with the input and Richardson-Lucy,
+on the test split: the held-out pairs of the systems trained on and every pair of the unseen one.
 ``table.md`` and ``table.json`` under ``--out`` give, per held-out system and variant, the median PSNR and SSIM on
 the seen systems' test pairs and on the unseen system's, each method's gain over the input there, and the drop: the
 gain on the seen systems minus the gain on the unseen one (what a variant narrows, it makes smaller).
@@ -44,9 +45,9 @@ from scripts.simulate.fluorescence import ensure_paired_dataset  # noqa: E402
 KINDS = {"gan": {}, "l1": {"lambda_adversarial": 0, "lambda_ssim": 0}}
 #: what might narrow the drop on an unseen system: name -> (overrides of paired_train.yaml, of paired_evaluate.yaml)
 VARIANTS = {
-    "none": ({}, {}),
+    "none": ({"augment_input": False}, {}),
     "augmentation": ({"augment_input": True}, {}),
-    "system_norm": ({"system_normalisation": True}, {"system_normalisation": True}),
+    "system_norm": ({"augment_input": False, "system_normalisation": True}, {"system_normalisation": True}),
 }
 #: the methods of the table (paired_evaluate.yaml's names) and the measures
 METHODS = ("input", "gan", "l1", "richardson_lucy")

@@ -12,7 +12,15 @@ from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
 from scripts.data.io import write_image
 from scripts.data.transforms import RobustNormalised
-from scripts.evaluation.paired import PairedEvaluation, compare, deconvolve, system_of, unit_range, widefield_psf
+from scripts.evaluation.paired import (
+    PairedEvaluation,
+    compare,
+    deconvolve,
+    spread_views,
+    system_of,
+    unit_range,
+    widefield_psf,
+)
 from scripts.simulate.fluorescence import OFFSET_DN, simulate_pair
 
 
@@ -45,6 +53,15 @@ def test_richardson_lucy_sharpens_a_blurred_point():
     blurred = ndimage.convolve(truth, widefield_psf("A"), mode="constant") + OFFSET_DN
     restored = deconvolve(blurred, "A", 30)
     assert restored[16, 16] > 1.5 * (blurred[16, 16] - OFFSET_DN)
+
+
+def test_the_picture_shows_every_system_grouped():
+    candidates = {"A": ["a1", "a2", "a3"], "B": ["b1"], "C": ["c1", "c2", "c3"]}
+    assert spread_views(candidates, 1) == ["a1"]
+    assert spread_views(candidates, 4) == ["a1", "a2", "b1", "c1"]  # turns: a, b, c, a
+    assert spread_views(candidates, 6) == ["a1", "a2", "a3", "b1", "c1", "c2"]  # then c, a (B has no second)
+    assert spread_views(candidates, 10) == ["a1", "a2", "a3", "b1", "c1", "c2", "c3"]
+    assert spread_views({None: ["x1", "x2", "x3"]}, 2) == ["x1", "x2"]  # files of no known system: the first
 
 
 def test_system_of_reads_the_prefix():

@@ -20,14 +20,15 @@ with detail; the spectral error counts a smoothed output and an over-sharpened o
 
 Per method and per group (all pairs, then each system) the median and the mean over images are reported
 (the paper's medians), in ``metrics.csv`` (one row per image and method), ``summary.csv`` / ``metrics.json``,
-a PNG of the first test pairs side by side, the methods' power spectra against the confocal's (``spectra.csv``,
-``views/spectra.png``), and one MLflow run.
+a PNG of test pairs side by side (each system's first in turn: :func:`spread_views`), the methods' power spectra
+against the confocal's (``spectra.csv``, ``views/spectra.png``), and one MLflow run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from scripts.simulate.fluorescence import CORE_SIGMA_UM, EMISSION_UM, OFFSET_DN,
 from scripts.simulate.optics import frequency_grid, otf
 from skimage.restoration import richardson_lucy
 
-__all__ = ["PairedEvaluation", "compare", "system_of", "unit_range", "widefield_psf"]
+__all__ = ["PairedEvaluation", "compare", "spread_views", "system_of", "unit_range", "widefield_psf"]
 
 logger = logging.getLogger("zsegan")
 MEASURES = ("mse", "ssim", "psnr", "gradient", "spectrum")
@@ -139,7 +140,7 @@ class PairedEvaluation:
         output_dir: where the report goes.
         baseline: the L1-only generator, or None.
         rl_iterations: Richardson-Lucy iterations (0: no deconvolution baseline).
-        n_views: test pairs shown in the picture.
+        n_views: test pairs shown in the picture, spread over the systems (:func:`spread_views`).
         tracking_uri, experiment_name: the MLflow store and experiment (None: not logged).
         device: where the generators run.
         system_ranges: {system: (lo, hi)} when G was trained with ``system_normalisation``: each input is then
@@ -196,7 +197,7 @@ class PairedEvaluation:
     def run(self) -> dict:
         if not self.datalist:
             raise ValueError("no test pairs to evaluate")
-        rows, views, spectra = [], [], []
+        rows, views, spectra = [], {}, []
         for item in self.datalist:
             x = (read_stack if self.input_planes > 1 else read_image)(item["image"])[0]
             y = read_image(item["label"])[0]
@@ -213,21 +214,29 @@ class PairedEvaluation:
             rows.append(
                 {"image": name, "system": system or "-", "method": "confocal", "gradient": mean_abs_gradient(target)}
             )
-            if len(views) < self.n_views:
-                views.append({**unit, "confocal": target})
+            if len(views.setdefault(system, [])) < self.n_views:
+                views[system].append({**unit, "confocal": target})
         summary = summarise(rows)
         columns = ["image", "system", "method", *MEASURES]
         files = [
             write_csv(self.output_dir / "metrics.csv", rows, columns),
             write_csv(self.output_dir / "summary.csv", summary, ["method", "view", "measure", "n", "median", "mean"]),
             write_json(self.output_dir / "metrics.json", {"per_image": rows, "summary": summary}),
-            _side_by_side(self.output_dir / "views" / "test_pairs.png", views),
+            _side_by_side(self.output_dir / "views" / "test_pairs.png", spread_views(views, self.n_views)),
             *write_spectra(self.output_dir, spectra),
         ]
         logger.info("paired evaluation, all test pairs (median / mean):\n" + summary_table(summary))
         if self.tracking_uri:
             log_to_mlflow(self.tracking_uri, self.experiment_name, "paired_evaluate", {}, summary, files)
         return {"rows": rows, "summary": summary, "files": [str(f) for f in files]}
+
+
+def spread_views(candidates: Mapping[object, Sequence], n: int) -> list:
+    """``n`` of the ``candidates`` (a list per system, each in the test pairs' order): each system's first in turn, then
+    each one's second, and so on, so that every system is shown (the unseen one too), grouped by system."""
+    groups = list(candidates.values())
+    turns = [i for turn in zip_longest(*([i] * len(g) for i, g in enumerate(groups))) for i in turn if i is not None]
+    return [v for i, group in enumerate(groups) for v in group[: turns[:n].count(i)]]
 
 
 def write_spectra(output_dir: Path, spectra: Sequence[tuple[str, str, np.ndarray]]) -> list[Path]:
