@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +234,12 @@ def spread_views(candidates: Mapping[object, Sequence], n: int) -> list:
     """``n`` of the ``candidates`` (a list per system, each in the test pairs' order): each system's first in turn, then
     each one's second, and so on, so that every system is shown (the unseen one too), grouped by system."""
     groups = list(candidates.values())
-    turns = [i for turn in zip_longest(*([i] * len(g) for i, g in enumerate(groups))) for i in turn if i is not None]
-    return [v for i, group in enumerate(groups) for v in group[: turns[:n].count(i)]]
+    shown = [0] * len(groups)  # how many of each system's
+    while sum(shown) < n and any(k < len(group) for k, group in zip(shown, groups, strict=True)):
+        for i, group in enumerate(groups):  # one turn: the next of each system that has one left
+            if sum(shown) < n and shown[i] < len(group):
+                shown[i] += 1
+    return [v for group, k in zip(groups, shown, strict=True) for v in group[:k]]
 
 
 def write_spectra(output_dir: Path, spectra: Sequence[tuple[str, str, np.ndarray]]) -> list[Path]:
