@@ -234,12 +234,9 @@ def spread_views(candidates: Mapping[object, Sequence], n: int) -> list:
     """``n`` of the ``candidates`` (a list per system, each in the test pairs' order): each system's first in turn, then
     each one's second, and so on, so that every system is shown (the unseen one too), grouped by system."""
     groups = list(candidates.values())
-    shown = [0] * len(groups)  # how many of each system's
-    while sum(shown) < n and any(k < len(group) for k, group in zip(shown, groups, strict=True)):
-        for i, group in enumerate(groups):  # one turn: the next of each system that has one left
-            if sum(shown) < n and shown[i] < len(group):
-                shown[i] += 1
-    return [v for group, k in zip(groups, shown, strict=True) for v in group[:k]]
+    # each candidate's turn is its place in its system's list; within a turn the systems go in order
+    chosen = set(sorted((k, i) for i, group in enumerate(groups) for k in range(len(group)))[:n])
+    return [v for i, group in enumerate(groups) for k, v in enumerate(group) if (k, i) in chosen]
 
 
 def write_spectra(output_dir: Path, spectra: Sequence[tuple[str, str, np.ndarray]]) -> list[Path]:
