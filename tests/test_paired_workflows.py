@@ -78,14 +78,16 @@ def test_training_registers_g_and_it_loads_back_by_alias(trained, dataset, tmp_p
 
 
 @pytest.mark.parametrize(
-    "switches", [["--augment_input", "False"], ["--augment_input", "True", "--system_normalisation", "True"]]
+    "switches",
+    [["--augment_input", "False"], ["--augment_input", "True", "--system_normalisation", "True", "--ema_decay", "0.9"]],
 )
 def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tmp_path, switches):
     """Killed in the middle of epoch 2 (after a validation), then run again with the same command: the same G,
     bit for bit. What is random, and how it is resumed: the order of the pairs (``ResumableSampler``, its place in
     the pass saved), the crops, flips and rotations, and with ``augment_input`` the nuisances of the input (the
     transforms' generators, saved), torch's, numpy's and Python's global generators (saved), the optimisers and
-    schedulers (in the checkpoint); validation draws nothing (its loader has its own generator)."""
+    schedulers (in the checkpoint), the average of G's weights (``ema_decay``); validation draws nothing (its loader
+    has its own generator)."""
     short = ["--max_epochs", "3", "--val_interval", "1", "--checkpoint_interval", "3", *switches]  # 2 batches a pass
 
     def command(out: Path) -> list[str]:
@@ -106,6 +108,18 @@ def test_a_resumed_training_ends_bit_for_bit_as_an_uninterrupted_one(dataset, tm
     assert resumed.keys() == expected.keys()
     for key, value in expected.items():  # one process on the CPU: exact (a tolerance would hide a lost state)
         assert torch.equal(resumed[key], value), key
+
+
+def test_with_ema_decay_the_exported_g_is_the_average_of_its_weights(dataset, tmp_path):
+    result = train(dataset, tmp_path, "--max_epochs", "2", "--val_interval", "1", "--ema_decay", "0.9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = torch.load(tmp_path / "paired.pt", weights_only=True)
+    (final,) = sorted((tmp_path / "run" / "checkpoints").glob("state_*.pt"))[-1:]
+    state = torch.load(final, weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in state["generator_average"].items() if k != "n_averaged"}
+    assert exported.keys() == average.keys() == state["generator"].keys()
+    assert all(torch.equal(exported[k], average[k]) for k in exported)
+    assert any(not torch.equal(exported[k], state["generator"][k]) for k in exported)  # not G's last weights
 
 
 def test_augmentation_changes_only_the_input_and_is_the_same_from_the_same_seed(dataset):

@@ -1,12 +1,14 @@
-"""PairedGANTrainer on tiny synthetic pairs: the pix2pix step, the L1-only baseline, the content term, 3D inputs."""
+"""PairedGANTrainer on tiny synthetic pairs: the pix2pix step, the L1-only baseline, the content term, 3D inputs,
+the average of G's weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.utils import set_determinism
 from scripts.nets.paired import conditional_discriminator, residual_unet
-from scripts.paired.trainer import PairedGANTrainer, planes
+from scripts.paired.trainer import PairedGANTrainer, planes, weight_average
 from torch.utils.data import DataLoader
 
 KEYS = {"loss_G", "loss_G_GAN", "loss_G_L1", "loss_G_SSIM", "loss_G_content", "loss_D", "lr_G"}
@@ -106,3 +108,28 @@ def test_the_content_term_is_weighed_into_g_and_needs_a_loss():
     assert any(not torch.equal(a, b) for a, b in zip(g0, trainer.generator.parameters(), strict=True))
     with pytest.raises(ValueError, match="lambda_content is 1.0 but no content_loss"):
         make_trainer(lambda_content=1.0)
+
+
+def test_the_weight_average_follows_g_after_each_step_with_a_warm_up():
+    """a_1 = w_1, then a_(n+1) = a_n + (1 - d_n) (w_(n+1) - a_n) with d_n = min(decay, (1 + n) / (10 + n))."""
+    g = residual_unet(2, (4, 8), (2,))
+    assert weight_average(g, 0.0) is None
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            weight_average(g, bad)
+    trainer = make_trainer(max_epochs=3)  # 2 batches a pass: 6 steps of G
+    trainer.generator_average = weight_average(trainer.generator, 0.6)
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda _: seen.append([p.detach().clone() for p in trainer.generator.parameters()])
+    )
+    trainer.run()
+    expected = seen[0]
+    for n, weights in enumerate(seen[1:], start=1):
+        keep = min(0.6, (1 + n) / (10 + n))
+        expected = [a + (1 - keep) * (w - a) for a, w in zip(expected, weights, strict=True)]
+    averaged = list(trainer.generator_average.module.parameters())
+    assert int(trainer.generator_average.n_averaged) == len(seen) == 6
+    for a, e in zip(averaged, expected, strict=True):
+        torch.testing.assert_close(a, e)
+    assert any(not torch.equal(a, w) for a, w in zip(averaged, seen[-1], strict=True))  # not G's last weights

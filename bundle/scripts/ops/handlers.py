@@ -130,11 +130,12 @@ class ResumableCheckpoint:
     """Full-state checkpoints every ``interval`` iterations and at the end; resumes from the latest.
 
     ``save_dict`` names everything to save (networks, optimisers, schedulers, the trainer, whose state
-    includes the image pools). Files are written atomically (temporary file, then rename), so an
-    interruption never leaves a truncated checkpoint. When ``save_dir`` already holds checkpoints at
-    start, training resumes from the latest one, checked first (``check_checkpoint``). With ``loaders``
-    (their samplers ``ResumableSampler``s, ``num_workers=0``) the random states are saved too
-    (``RandomStates``), so that on one process a resumed training ends bit for bit as an uninterrupted one.
+    includes the image pools; a None value is a part switched off, not saved). Files are written atomically
+    (temporary file, then rename), so an interruption never leaves a truncated checkpoint. When ``save_dir``
+    already holds checkpoints at start, training resumes from the latest one, checked first
+    (``check_checkpoint``). With ``loaders`` (their samplers ``ResumableSampler``s, ``num_workers=0``) the
+    random states are saved too (``RandomStates``), so that on one process a resumed training ends bit for bit
+    as an uninterrupted one.
     Under DDP (several processes), only rank 0 writes (ignite's ``DiskSaver``), networks without their
     DDP wrapper; every process resumes from the same file.
     """
@@ -142,7 +143,8 @@ class ResumableCheckpoint:
     def __init__(
         self, save_dir: str, save_dict: dict, interval: int = 100, n_saved: int = 2, resume: bool = True, loaders=()
     ):
-        self.save_dir, self.save_dict, self.interval = str(save_dir), dict(save_dict), interval
+        self.save_dict = {name: obj for name, obj in save_dict.items() if obj is not None}
+        self.save_dir, self.interval = str(save_dir), interval
         self.n_saved, self.resume, self.loaders = n_saved, resume, list(loaders)
         self.checkpoint: Checkpoint | None = None
 

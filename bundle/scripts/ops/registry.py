@@ -489,8 +489,11 @@ class RegisterGenerator:
         return new
 
     def _check_settings(self, trainer) -> None:
-        """The logged model must compute what the trained G_S computes: same weights, same outputs."""
+        """The logged model must compute what the trained G_S computes (the average of G's weights where the trainer
+        keeps one): same weights, same outputs."""
+        average = getattr(trainer, "generator_average", None)
         network = getattr(trainer, "g_s", getattr(trainer, "generator", None))  # no "or": a compiled G_S has no truth
+        network = network if average is None else average.module
         if network is None:
             return
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
@@ -517,9 +520,9 @@ class RegisterGenerator:
         cause = _first_line(error).rstrip(".")
         raise InputError(
             None,
-            f"training finished but G_S was not logged to MLflow ({uri}){registered}: {cause}. "
+            f"training finished but the generator was not logged to MLflow ({uri}){registered}: {cause}. "
             f"Its weights are safe in {safe}. Fix the cause, then run the same training command again: "
-            "it resumes from the final checkpoint, trains no further, and logs and registers G_S",
+            "it resumes from the final checkpoint, trains no further, and logs and registers the generator",
         ) from error
 
 

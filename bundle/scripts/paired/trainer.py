@@ -8,11 +8,12 @@ PatchGAN that sees the input beside an output: ``D(x, y)`` is ``discriminator(ca
     G* = arg min_G max_D  L_cGAN(G, D) + λ L_L1(G)  (+ λ_SSIM (1 - SSIM(G(x), y)), optional)
                                                      (+ λ_content |φ(G(x)) - φ(y)|_1, optional)
 
-One iteration updates G, then D, as pix2pix's ``optimize_parameters``. ``lambda_adversarial`` 0 trains G with
-the pixel losses only (the L1-only, CARE-like baseline) and leaves D untouched. ``content_loss`` φ is any
-feature-space distance ``content_loss(output, target)``, such as VGG16 relu3_3 features
-(``scripts.cingan.losses.ContentLoss``): MicroscopyGAN's restorer (``configs/restore_train.yaml``) trains with
-1 content + 0.1 adversarial and no pixel L1. Any generator that maps a batch of inputs to a batch of outputs
+One iteration updates G, then D, as pix2pix's ``optimize_parameters``; with ``generator_average`` (an exponential
+moving average of G's weights, :func:`weight_average`) that average follows G after each of its steps.
+``lambda_adversarial`` 0 trains G with the pixel losses only (the L1-only, CARE-like baseline) and leaves D
+untouched. ``content_loss`` φ is any feature-space distance ``content_loss(output, target)``, such as VGG16 relu3_3
+features (``scripts.cingan.losses.ContentLoss``): MicroscopyGAN's restorer (``configs/restore_train.yaml``) trains
+with 1 content + 0.1 adversarial and no pixel L1. Any generator that maps a batch of inputs to a batch of outputs
 of the target's shape fits, 2D (N,C,Y,X) or 3D (N,C,Z,Y,X); for 3D the 2D discriminator judges every
 z-plane. The trainer knows nothing of microscopy: another paired restorer (the multi-defect one, whose
 inputs carry their defects) uses it with its own loaders and networks.
@@ -28,8 +29,29 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from scripts.zsegan.losses import AdversarialCriterion
 from scripts.zsegan.trainer import GANTrainer, plain
+from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["PairedGANTrainer", "planes"]
+__all__ = ["PairedGANTrainer", "planes", "weight_average"]
+
+
+def weight_average(generator: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``generator``'s weights (and buffers), or None with ``decay`` 0.
+
+    After the n-th update the average moves towards G's weights by 1 - d_n, d_n = min(decay, (1 + n) / (10 + n)):
+    it starts as G's weights and forgets the first, untrained steps quickly, then keeps about the last
+    1 / (1 - decay) steps. ``average.module`` is a network of G's architecture (what validation and export use).
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {decay}")
+    if decay == 0.0:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return AveragedModel(generator, multi_avg_fn=update, use_buffers=True)
 
 
 def planes(tensor: torch.Tensor) -> torch.Tensor:
@@ -57,6 +79,8 @@ class PairedGANTrainer(GANTrainer):
         lambda_ssim: weight of the optional 1 - SSIM term (MONAI's ``SSIMLoss``, data range 2 for [-1, 1]).
         content_loss: the optional feature-space term φ, ``content_loss(G(x), y)`` (None: no such term).
         lambda_content: its weight (needs ``content_loss`` when > 0).
+        generator_average: an average of G's weights (:func:`weight_average`), updated after each G step
+            (None: none).
         epoch_length: iterations per epoch (default: the loader's length).
         amp: mixed precision: autocast to ``amp_dtype`` on the engine's device.
         amp_dtype: "float16" (CUDA only, with gradient scaling; on CPU amp is then off) or "bfloat16"
@@ -83,6 +107,7 @@ class PairedGANTrainer(GANTrainer):
         amp_dtype: str = "float16",
         content_loss: torch.nn.Module | None = None,
         lambda_content: float = 0.0,
+        generator_average: AveragedModel | None = None,
     ) -> None:
         if lambda_adversarial > 0 and d_optimizer is None:  # checked before the engine is built from the rest
             raise ValueError("an adversarial term (lambda_adversarial > 0) needs d_optimizer")
@@ -95,6 +120,7 @@ class PairedGANTrainer(GANTrainer):
         self.criterion = criterion or AdversarialCriterion("bce")
         self.lambda_adversarial, self.lambda_l1, self.lambda_ssim = lambda_adversarial, lambda_l1, lambda_ssim
         self.ssim_loss: SSIMLoss | None = None  # built at the first step
+        self.generator_average = generator_average
 
     def _ssim(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """1 - SSIM per plane (2D, as D judges z-stacks: a stack may have fewer planes than SSIM's 11-voxel window)."""
@@ -126,6 +152,8 @@ class PairedGANTrainer(GANTrainer):
             loss_g_content = engine.lambda_content * engine.content_loss(fake, y) if content else zero
             loss_g = loss_g_gan + loss_g_l1 + loss_g_ssim + loss_g_content
         engine._step(loss_g, engine.g_optimizer)
+        if engine.generator_average is not None:
+            engine.generator_average.update_parameters(engine.generator)
 
         # ---- D: max L_cGAN, real pairs (x, y) against fake pairs (x, G(x)) ----
         loss_d = zero
