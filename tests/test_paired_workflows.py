@@ -18,6 +18,7 @@ from scripts.data.io import read_image, read_stack, write_image, write_stack
 from scripts.data.pairs import paired_datalist, split_by_image, system_intensity_ranges
 from scripts.inference.sliding_window import read_settings
 from scripts.nets.paired import residual_unet
+from scripts.ops.handlers import latest_checkpoint
 from scripts.ops.registry import trained_settings
 from scripts.simulate.fluorescence import simulate_pairs
 from test_workflows import CONFIGS, ROOT, _expect_clean_failure, _killed_at, bundle_run
@@ -114,8 +115,7 @@ def test_with_ema_decay_the_exported_g_is_the_average_of_its_weights(dataset, tm
     result = train(dataset, tmp_path, "--max_epochs", "2", "--val_interval", "1", "--ema_decay", "0.9")
     assert result.returncode == 0, result.stderr[-3000:]
     exported = torch.load(tmp_path / "paired.pt", weights_only=True)
-    (final,) = sorted((tmp_path / "run" / "checkpoints").glob("state_*.pt"))[-1:]
-    state = torch.load(final, weights_only=True)
+    state = torch.load(latest_checkpoint(tmp_path / "run" / "checkpoints"), weights_only=True)
     average = {k.removeprefix("module."): v for k, v in state["generator_average"].items() if k != "n_averaged"}
     assert exported.keys() == average.keys() == state["generator"].keys()
     assert all(torch.equal(exported[k], average[k]) for k in exported)

@@ -430,6 +430,9 @@ class RegisterGenerator:
         checkpoint_dir: where the final checkpoint is (named in messages).
         builder: what rebuilds the generator from ``network_args``, a key of :data:`BUILDERS`
             ("residual_unet" for the paired workflow's G, "ResNetGenerator" for the multi-defect restorer).
+        network: the network ``model_path`` was exported from, checked against the logged model (default: the
+            trainer's ``g_s`` or ``generator``; the paired workflow passes the average of G's weights when it keeps
+            one).
     """
 
     def __init__(
@@ -444,6 +447,7 @@ class RegisterGenerator:
         model_alias: str | None = "champion",
         checkpoint_dir: str | None = None,
         builder: str = "Generator3D",
+        network: torch.nn.Module | None = None,
     ):
         if builder not in BUILDERS:
             raise ValueError(f"builder must be one of {list(BUILDERS)}, got {builder!r}")
@@ -451,6 +455,7 @@ class RegisterGenerator:
         self.model_path, self.mlflow_handler, self.tracking_uri = Path(model_path), mlflow_handler, tracking_uri
         self.validator, self.checkpoint_dir = validator, checkpoint_dir
         self.registered_model_name, self.model_alias = registered_model_name, model_alias
+        self.network = network
 
     def score(self, trainer) -> tuple[str, float | None]:
         """(key metric name, its value for the final weights), validating now if needed."""
@@ -489,11 +494,10 @@ class RegisterGenerator:
         return new
 
     def _check_settings(self, trainer) -> None:
-        """The logged model must compute what the trained G_S computes (the average of G's weights where the trainer
-        keeps one): same weights, same outputs."""
-        average = getattr(trainer, "generator_average", None)
-        network = getattr(trainer, "g_s", getattr(trainer, "generator", None))  # no "or": a compiled G_S has no truth
-        network = network if average is None else average.module
+        """The logged model must compute what the trained G_S computes: same weights, same outputs."""
+        network = self.network
+        if network is None:
+            network = getattr(trainer, "g_s", getattr(trainer, "generator", None))  # no "or": a compiled G_S has no truth
         if network is None:
             return
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
