@@ -497,7 +497,8 @@ class RegisterGenerator:
         """The logged model must compute what the trained G_S computes: same weights, same outputs."""
         network = self.network
         if network is None:
-            network = getattr(trainer, "g_s", getattr(trainer, "generator", None))  # no "or": a compiled G_S has no truth
+            # no "or": a compiled G_S has no truth value
+            network = getattr(trainer, "g_s", getattr(trainer, "generator", None))
         if network is None:
             return
         network = unwrap(network)  # on one process: a DDP forward would wait for the other processes
