@@ -494,7 +494,8 @@ class RegisterGenerator:
         return new
 
     def _check_settings(self, trainer) -> None:
-        """The logged model must compute what the trained G_S computes: same weights, same outputs."""
+        """The logged model must compute what the network ``model_path`` was exported from computes: same weights,
+        same outputs."""
         network = self.network
         if network is None:
             # no "or": a compiled G_S has no truth value
