@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmark_evaluation",
         "benchmark_inference",
         "benchmark_focal_transfer",
+        "benchmark_one_output_conv",
         "benchmark_tiling",
         "defocus_from_stacks",
         "floors",
@@ -144,6 +145,24 @@ def test_benchmark_focal_transfer_prints_its_share_of_g_s(capsys):
     for row in rows:
         skip, plain, alone, share = (float(c.split()[0].rstrip("%")) for c in row.strip("| ").split(" | ")[1:])
         assert 0 < alone < skip and plain > 0 and 0 < share < 100  # the times are rounded: the share is the exact one
+
+
+@pytest.mark.slow
+def test_benchmark_one_output_conv_compares_the_two_ways_on_the_same_weights(capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import benchmark_one_output_conv
+
+    benchmark_one_output_conv.main(["--sizes", "16", "--depth", "5", "--repeats", "1"])
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == [
+        "last convolution alone, 16 px",
+        "G_S forward, 16 px, float32",
+        "G_S forward and backward, 16 px, bfloat16",
+    ]
+    for name, by_tap, plain, ratio, diff in rows:
+        assert float(by_tap) > 0 and float(plain) > 0 and float(ratio) > 0
+        if diff:
+            assert float(diff) < 1e-4, name  # the same weights give the same output, to float rounding
 
 
 def test_depths_above_input_pairs_each_stacks_values_and_gives_the_standard_error(tmp_path):

@@ -32,14 +32,20 @@ def interleaved(runs: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
     return best
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def window_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The window benchmarks' options (--sizes, --depth, --repeats, --threads) from ``argv``, torch's threads set."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--depth", type=int, default=29)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = window_args(__doc__.splitlines()[0], argv)
     nets = {"skip": default_generator().eval(), "plain": default_generator(focal_skip=False, focal_gate=False).eval()}
     print("| window (xy) | G_S with the focal skip | without | focal transfer alone | its share |")
     print("|---|---|---|---|---|")

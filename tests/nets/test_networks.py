@@ -556,3 +556,47 @@ def test_batch_norm_is_the_default_and_instance_norm_weights_never_load_into_it(
         instance.load_state_dict(batch.state_dict())
     with pytest.raises(RuntimeError, match="running_mean"):
         batch.load_state_dict(instance.state_dict())
+
+
+@pytest.mark.parametrize(
+    "spatial_dims, padding_mode, bias", [(3, "replicate", True), (2, "zeros", True), (3, "zeros", False)]
+)
+def test_a_one_channel_convolution_computed_by_tap_is_the_plain_convolution(
+    spatial_dims, padding_mode, bias, monkeypatch
+):
+    """A generator's last convolution (to one channel) is computed tap by tap along the first axis: the same output
+    and gradients as a plain convolution with its weights, the same parameters, and no random number drawn."""
+    from scripts.nets import networks
+
+    conv_type = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+    plain = conv_type(6, 1, 5, padding=2 if padding_mode == "zeros" else 0, bias=bias)
+    folded = networks._one_output(plain)
+    assert type(folded) is not conv_type and isinstance(folded, conv_type)
+    assert dict(folded.named_parameters()) == dict(plain.named_parameters())  # the same tensors
+    x = torch.randn(2, 6, *([9, 11, 8][-spatial_dims:]), requires_grad=True)
+    expected = plain(x)
+    expected.square().sum().backward()
+    grads = [x.grad.clone(), plain.weight.grad.clone()]
+    x.grad = plain.weight.grad = None
+    y = folded(x)
+    assert y.shape == expected.shape
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    torch.testing.assert_close(x.grad, grads[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(folded.weight.grad, grads[1], rtol=1e-4, atol=1e-4)
+
+    def built(seed: int) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(seed)
+        g = networks.ResNetGenerator(spatial_dims, channels=4, n_residual_blocks=1, padding_mode=padding_mode)
+        return init_weights(g), torch.rand(1)
+
+    g, after = built(0)
+    convs = [m for m in g.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    assert type(convs[-1]).__name__ == f"_OneOutputConv{spatial_dims}d"
+    assert {type(m) for m in convs[:-1]} <= {nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d}
+    monkeypatch.setattr(networks, "_one_output", lambda conv: conv)
+    plain_g, plain_after = built(0)
+    assert type([m for m in plain_g.modules() if isinstance(m, nn.modules.conv._ConvNd)][-1]) is conv_type
+    assert torch.equal(after, plain_after)
+    for (name, p), q in zip(g.state_dict().items(), plain_g.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
