@@ -584,6 +584,8 @@ def test_a_one_channel_convolution_computed_by_tap_is_the_plain_convolution(
     y.square().sum().backward()
     torch.testing.assert_close(x.grad, grads[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(folded.weight.grad, grads[1], rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the type autocast gives a convolution's output
+        assert folded(x).dtype == plain(x).dtype == torch.bfloat16
 
     def built(seed: int) -> tuple[nn.Module, torch.Tensor]:
         torch.manual_seed(seed)

@@ -93,13 +93,13 @@ def _conv(
 
 def _shifted_sum(taps: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """taps (B, k, n + k - 1, ...) -> (B, 1, n, ...): the sum over i of taps[:, i] shifted by i along the first
-    spatial axis, plus ``bias`` (1 value)."""
+    spatial axis, plus ``bias`` (1 value) in taps' type (as a convolution under autocast adds its bias)."""
     k = taps.shape[1]
     n = taps.shape[2] - k + 1
     out = taps[:, :1, :n]
     for i in range(1, k):
         out = out + taps[:, i : i + 1, i : i + n]
-    return out if bias is None else out + bias
+    return out if bias is None else out + bias.to(out.dtype)
 
 
 class _OneOutputConv2d(nn.Conv2d):
